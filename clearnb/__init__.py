@@ -1,0 +1,43 @@
+"""clearnb: pipelines of Jupyter notebooks without a server.
+
+The public API; names are imported on first use so that ``import clearnb`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Task": "clearnb.task",
+    "Artifact": "clearnb.task",
+    "Logger": "clearnb.logger",
+    "StorageManager": "clearnb.storage",
+    "NotebookRunner": "clearnb.execution.runner",
+    "execute_notebook": "clearnb.execution.runner",
+    "Config": "clearnb.config",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from clearnb.config import Config
+    from clearnb.execution.runner import NotebookRunner, execute_notebook
+    from clearnb.logger import Logger
+    from clearnb.storage import StorageManager
+    from clearnb.task import Artifact, Task
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clearnb' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,80 @@
+"""Where things live: the clearnb home folder, the store URL and the artifact URL.
+
+Nothing here touches the disk at import time; :meth:`Config.from_env` only reads
+environment variables, and folders are created by the store and artifact storage when
+they are first written.
+
+========================  =============================================  ======================
+variable                  meaning                                        default
+========================  =============================================  ======================
+``CLEARNB_HOME``          folder holding the default store and artifacts ``./.clearnb``
+``CLEARNB_STORE_URL``     SQLAlchemy URL of the metadata store            ``sqlite:///HOME/clearnb.db``
+``CLEARNB_ARTIFACT_URL``  fsspec URL under which artifacts are written    ``HOME/artifacts``
+``CLEARNB_CACHE_DIR``     local cache for downloaded files                ``HOME/cache``
+========================  =============================================  ======================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from clearnb.errors import ConfigurationError
+
+HOME_ENV = "CLEARNB_HOME"
+STORE_URL_ENV = "CLEARNB_STORE_URL"
+ARTIFACT_URL_ENV = "CLEARNB_ARTIFACT_URL"
+CACHE_DIR_ENV = "CLEARNB_CACHE_DIR"
+TASK_ID_ENV = "CLEARNB_TASK_ID"
+"""Set in a step kernel's environment so that ``Task.init()`` attaches to its run."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Locations of one clearnb installation (store, artifacts, cache)."""
+
+    home: Path
+    store_url: str
+    artifact_url: str
+    cache_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build the configuration from ``environ`` (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get(HOME_ENV) or ".clearnb").expanduser().absolute()
+        store_url = env.get(STORE_URL_ENV) or f"sqlite:///{home / 'clearnb.db'}"
+        artifact_url = env.get(ARTIFACT_URL_ENV) or str(home / "artifacts")
+        cache_dir = Path(env.get(CACHE_DIR_ENV) or home / "cache").expanduser().absolute()
+        if "://" not in store_url:
+            raise ConfigurationError(
+                f"{STORE_URL_ENV}={store_url!r} is not a database URL; use e.g. "
+                "'sqlite:///path/to/clearnb.db' or 'postgresql+psycopg://user@host/db'."
+            )
+        return cls(home=home, store_url=store_url, artifact_url=artifact_url, cache_dir=cache_dir)
+
+    @classmethod
+    def at(cls, home: str | os.PathLike[str]) -> Config:
+        """Default locations below ``home`` (ignores the environment)."""
+        return cls.from_env({HOME_ENV: str(home)})
+
+    def with_urls(
+        self, store_url: str | None = None, artifact_url: str | None = None
+    ) -> Config:
+        """A copy with the store and/or artifact URL replaced."""
+        return replace(
+            self,
+            store_url=store_url or self.store_url,
+            artifact_url=artifact_url or self.artifact_url,
+        )
+
+    def environ(self) -> dict[str, str]:
+        """Environment variables that make a child process (a kernel) use this configuration."""
+        return {
+            HOME_ENV: str(self.home),
+            STORE_URL_ENV: self.store_url,
+            ARTIFACT_URL_ENV: self.artifact_url,
+            CACHE_DIR_ENV: str(self.cache_dir),
+        }

@@ -1,0 +1,126 @@
+"""The one exception hierarchy of clearnb.
+
+Every error says what is wrong and what to do about it. Errors carry structured fields
+(``error.fields``) so that callers can react without parsing messages, and they pickle, so
+they cross process boundaries (agents, Dask workers) intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound="ClearnbError")
+
+
+def _rebuild(cls: type[ClearnbError], message: str, fields: dict[str, Any]) -> ClearnbError:
+    error = cls.__new__(cls)
+    ClearnbError.__init__(error, message, **fields)
+    return error
+
+
+class ClearnbError(Exception):
+    """Base class of every error clearnb raises on purpose."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: dict[str, Any] = dict(fields)
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def collect(cls: type[_E], problems: Iterable[str], what: str = "problem") -> _E:
+        """One error listing every problem: ``"2 problems found:\n  - ...\n  - ..."``."""
+        items = list(problems)
+        plural = "s" if len(items) != 1 else ""
+        lines = "\n".join(f"  - {item}" for item in items)
+        return cls(f"{len(items)} {what}{plural} found:\n{lines}", problems=items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.fields))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(ClearnbError):
+    """A setting (environment variable, URL) is missing or malformed."""
+
+
+class MissingDependencyError(ClearnbError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        ClearnbError.__init__(self, message, **fields)
+
+
+class StoreError(ClearnbError):
+    """The metadata store cannot be opened or written."""
+
+
+class SchemaVersionError(StoreError):
+    """The store was written by a newer (or unknown) clearnb schema version."""
+
+
+class TaskNotFoundError(ClearnbError, LookupError):
+    """No task has the id, or the project and name, that was asked for."""
+
+
+class NotebookError(ClearnbError):
+    """A notebook path is missing or the file is not a notebook."""
+
+
+class NotebookNotFoundError(NotebookError, FileNotFoundError):
+    """The notebook path does not exist."""
+
+
+class NotANotebookError(NotebookError):
+    """The file exists but is not a valid Jupyter notebook."""
+
+
+class ParameterError(ClearnbError, ValueError):
+    """Parameter overrides do not fit what the notebook declares."""
+
+
+class ValidationError(ClearnbError, ValueError):
+    """Several problems found at once; ``problems`` lists each of them."""
+
+
+class ArtifactError(ClearnbError):
+    """An artifact cannot be stored or read."""
+
+
+class InvalidArtifactNameError(ArtifactError, ValueError):
+    """An artifact name is empty or contains a path separator or ``..``."""
+
+
+class ArtifactNotFoundError(ArtifactError, KeyError):
+    """The task has no artifact of that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class ArtifactCorruptedError(ArtifactError):
+    """An artifact's stored bytes no longer match the hash recorded when it was written."""
+
+
+class CodecError(ArtifactError):
+    """No codec can store (or read back) the given object."""
+
+
+class ExecutionError(ClearnbError):
+    """A notebook run failed: a cell raised, the kernel died, or a time limit passed."""
+
+
+class TaskFailedError(ExecutionError):
+    """Raised on request when a run ends failed; carries the task id and its error record."""
+
+
+class RemoteStorageError(ClearnbError, OSError):
+    """A file could not be read from or written to a storage URL (a path or fsspec URL)."""
+
+
+class RemoteFileNotFoundError(RemoteStorageError, FileNotFoundError):
+    """A path or URL given to the StorageManager does not exist."""

@@ -1,0 +1,1 @@
+"""Running ONE notebook: parameters, the kernel pool, the papermill engine, the runner."""

@@ -1,0 +1,299 @@
+"""clearnb's papermill engine: runs a parameterized notebook on a kernel from the pool.
+
+papermill does the notebook work (injected parameters, per-cell metadata, the error
+banner in the output notebook); this engine, registered under papermill's
+``papermill.engine`` entry point as ``clearnb``, only changes where the kernel comes from
+and adds what papermill lacks: events per cell, a time limit for the whole run, and a dead
+kernel or an expired time limit recorded as an error output of the cell that was running,
+so papermill marks it like any raising cell.
+
+Used directly by papermill (``papermill -e clearnb in.ipynb out.ipynb``) it starts its own
+kernel; :class:`~clearnb.execution.runner.NotebookRunner` passes ``run=RunContext(...)``
+with a kernel pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbclient.util import run_sync
+from nbformat import NotebookNode
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import Engine, NotebookExecutionManager
+
+from clearnb.execution import events
+from clearnb.execution.kernels import KernelPool, PooledKernel, wait_for_reply
+
+log = logging.getLogger(__name__)
+
+KERNEL_DIED = "DeadKernelError"
+TIME_LIMIT = "TimeLimitExceeded"
+
+Emit = Callable[..., None]
+
+
+def _no_emit(kind: str, **payload: Any) -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """What the runner tells the engine about one run."""
+
+    pool: KernelPool | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Environment variables set in the kernel before the first cell runs."""
+    cwd: str | None = None
+    """Working folder of the kernel (the process running clearnb never changes folder)."""
+    time_limit: float | None = None
+    """Seconds the whole run may take; then the kernel is killed and the run fails."""
+    emit: Emit = _no_emit
+    """``emit(kind, **payload)`` for every progress event."""
+    kernel: PooledKernel | None = None
+    """Set by the engine: the kernel the run got."""
+    failure: str | None = None
+    """Set by the engine: ``kernel died`` or ``time limit`` when the run ended that way."""
+
+
+class _EventedExecutionManager(NotebookExecutionManager):  # type: ignore[misc]
+    """papermill's execution manager, emitting cell events as it updates cell metadata."""
+
+    def __init__(self, nb: NotebookNode, emit: Emit, **kwargs: Any) -> None:
+        super().__init__(nb, **kwargs)
+        self._emit = emit
+        self.current_index: int | None = None
+
+    def cell_start(self, cell: NotebookNode, cell_index: int | None = None, **kwargs: Any) -> None:
+        super().cell_start(cell, cell_index, **kwargs)
+        self.current_index = cell_index
+        self._emit(
+            events.CELL_STARTED,
+            index=cell_index,
+            count=len(self.nb.cells),
+            cell_type=cell.get("cell_type"),
+        )
+
+    def cell_complete(
+        self, cell: NotebookNode, cell_index: int | None = None, **kwargs: Any
+    ) -> None:
+        super().cell_complete(cell, cell_index, **kwargs)
+        meta = cell.metadata.papermill
+        self._emit(
+            events.CELL_FINISHED,
+            index=cell_index,
+            count=len(self.nb.cells),
+            status=meta.get("status"),
+            duration=meta.get("duration"),
+        )
+
+
+class ClearnbEngine(Engine):  # type: ignore[misc]
+    """papermill engine executing on a pre-started kernel, with events and a time limit."""
+
+    @classmethod
+    def execute_notebook(
+        cls,
+        nb: NotebookNode,
+        kernel_name: str,
+        output_path: str | None = None,
+        progress_bar: bool = False,
+        log_output: bool = False,
+        autosave_cell_every: int = 30,
+        run: RunContext | None = None,
+        **kwargs: Any,
+    ) -> NotebookNode:
+        """Execute ``nb``: papermill's lifecycle with our evented execution manager."""
+        context = run if run is not None else RunContext()
+        nb_man = _EventedExecutionManager(
+            nb,
+            context.emit,
+            output_path=output_path,
+            progress_bar=progress_bar,
+            log_output=log_output,
+            autosave_cell_every=autosave_cell_every,
+        )
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(
+                nb_man, kernel_name, log_output=log_output, run=context, **kwargs
+            )
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+    @classmethod
+    def execute_managed_notebook(
+        cls,
+        nb_man: _EventedExecutionManager,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: float = 60,
+        execution_timeout: float | None = None,
+        run: RunContext | None = None,
+        **kwargs: Any,
+    ) -> NotebookNode:
+        """Run every cell of ``nb_man.nb`` on a pooled kernel (papermill's engine hook)."""
+        context = run if run is not None else RunContext()
+        own_pool = context.pool is None
+        pool = context.pool or KernelPool(size=0, prestart=False, kernel_name=kernel_name)
+        try:
+            return run_sync(cls._execute)(
+                nb_man,
+                kernel_name,
+                pool,
+                context,
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+                start_timeout=start_timeout,
+                execution_timeout=execution_timeout,
+            )
+        finally:
+            if own_pool:
+                pool.close()
+
+    @classmethod
+    async def _execute(
+        cls,
+        nb_man: _EventedExecutionManager,
+        kernel_name: str,
+        pool: KernelPool,
+        context: RunContext,
+        *,
+        log_output: bool,
+        stdout_file: Any,
+        stderr_file: Any,
+        start_timeout: float,
+        execution_timeout: float | None,
+    ) -> NotebookNode:
+        kernel = await pool.acquire_async(kernel_name, timeout=start_timeout)
+        context.kernel = kernel
+        released = False
+        client = PapermillNotebookClient(
+            nb_man,
+            km=kernel.manager,
+            kernel_name=kernel_name,
+            timeout=execution_timeout,
+            startup_timeout=start_timeout,
+            log=log,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+            resources={"metadata": {"path": context.cwd}} if context.cwd else {},
+        )
+        try:
+            async with client.async_setup_kernel():
+                await cls._prepare_kernel(client, context, start_timeout)
+                cells = asyncio.ensure_future(cls._execute_cells(client, nb_man))
+                done, _ = await asyncio.wait({cells}, timeout=context.time_limit)
+                if not done:
+                    context.failure = "time limit"
+                    await asyncio.wrap_future(pool.release(kernel))
+                    released = True
+                    cells.cancel()
+                    with contextlib.suppress(BaseException):
+                        await cells
+                    cls._mark_failed_cell(
+                        nb_man,
+                        TIME_LIMIT,
+                        f"The run exceeded its time limit of {context.time_limit:g} s while "
+                        "this cell was running; the kernel was stopped.",
+                    )
+                else:
+                    try:
+                        cells.result()
+                    except DeadKernelError:
+                        context.failure = "kernel died"
+                        cls._mark_failed_cell(
+                            nb_man,
+                            KERNEL_DIED,
+                            "The kernel died while this cell was running (the process exited "
+                            "or was killed, e.g. by os._exit, a crash or running out of memory).",
+                        )
+                if context.failure is None:
+                    with contextlib.suppress(Exception):
+                        info = await wait_for_reply(client.kc, client.kc.kernel_info(), 5)
+                        nb_man.nb.metadata["language_info"] = info["content"]["language_info"]
+                    client.set_widgets_metadata()
+        finally:
+            if client.kc is not None:
+                with contextlib.suppress(Exception):
+                    client.kc.stop_channels()
+            if not released:
+                pool.release(kernel)
+        return nb_man.nb
+
+    @staticmethod
+    async def _prepare_kernel(
+        client: PapermillNotebookClient, context: RunContext, timeout: float
+    ) -> None:
+        """Set the run's environment variables and working folder inside the kernel."""
+        if not context.env and not context.cwd:
+            return
+        lines = ["import os as _cnb_os"]
+        if context.env:
+            lines.append(f"_cnb_os.environ.update({dict(context.env)!r})")
+        if context.cwd:
+            lines.append(f"_cnb_os.chdir({context.cwd!r})")
+            lines.append("import sys as _cnb_sys")
+            lines.append(f"_cnb_sys.path.insert(0, {context.cwd!r})")
+            lines.append("del _cnb_sys")
+        lines.append("del _cnb_os")
+        msg_id = client.kc.execute("\n".join(lines), silent=True, store_history=False)
+        reply = await wait_for_reply(client.kc, msg_id, timeout)
+        if reply["content"].get("status") != "ok":
+            content = reply["content"]
+            raise RuntimeError(
+                f"could not prepare the kernel: {content.get('ename')}: {content.get('evalue')}"
+            )
+
+    @staticmethod
+    async def _execute_cells(
+        client: PapermillNotebookClient, nb_man: _EventedExecutionManager
+    ) -> None:
+        """papermill's cell loop, async: stop at the first cell that raises."""
+        for index, cell in enumerate(nb_man.nb.cells):
+            try:
+                nb_man.cell_start(cell, index)
+                await client.async_execute_cell(cell, index)
+            except CellExecutionError as exc:
+                nb_man.cell_exception(nb_man.nb.cells[index], cell_index=index, exception=exc)
+                break
+            finally:
+                nb_man.cell_complete(nb_man.nb.cells[index], cell_index=index)
+
+    @staticmethod
+    def _mark_failed_cell(nb_man: _EventedExecutionManager, ename: str, evalue: str) -> None:
+        """Record ``ename: evalue`` as the error output of the cell that was running."""
+        index = nb_man.current_index
+        if index is None:
+            index = next(
+                (i for i, c in enumerate(nb_man.nb.cells) if c.get("cell_type") == "code"), 0
+            )
+        if not nb_man.nb.cells:
+            return
+        cell = nb_man.nb.cells[index]
+        if cell.get("cell_type") != "code":
+            return
+        cell.setdefault("outputs", []).append(
+            nbformat.v4.new_output(
+                "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
+            )
+        )
+        meta = cell.metadata.papermill
+        meta["exception"] = True
+        meta["status"] = NotebookExecutionManager.FAILED
+        if meta.get("start_time") and not meta.get("end_time"):
+            meta["end_time"] = nb_man.now().isoformat()
+        nb_man.nb.metadata.papermill["exception"] = True
+        nb_man.save()

@@ -1,0 +1,422 @@
+"""Run ONE notebook as a Task: validate, parameterize, execute, keep the evidence.
+
+Everything that can be checked is checked before a kernel is touched (the notebook exists
+and is a notebook, overrides name declared parameters and convert to their types). The run
+itself is papermill's, through the ``clearnb`` engine and a :class:`KernelPool`; whatever
+happens in the notebook, the task ends ``completed`` or ``failed`` with the reason and the
+executed notebook stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import papermill
+from papermill.exceptions import PapermillExecutionError
+
+from clearnb.backend import Backend
+from clearnb.config import TASK_ID_ENV, Config
+from clearnb.errors import ClearnbError, TaskFailedError
+from clearnb.execution import events
+from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
+from clearnb.execution.engine import KERNEL_DIED, TIME_LIMIT, RunContext
+from clearnb.execution.events import EventCallback, RunEvent
+from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
+from clearnb.execution.notebooks import code_fingerprint, kernel_name_of, load_notebook
+from clearnb.execution.parameters import GENERAL, defaults_of, resolve_overrides
+from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from clearnb.task import Task
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_ARTIFACT = "notebook"
+"""Name of the artifact holding the executed notebook (as ClearML names it)."""
+PRELOAD = ("clearnb.task",)
+"""Modules imported into pooled kernels ahead of use, so ``Task.init`` is instant."""
+
+
+class NotebookRunner:
+    """Runs notebooks as Tasks on pre-started kernels; reuse one for many runs.
+
+    >>> with NotebookRunner() as runner:  # doctest: +SKIP
+    ...     task = runner.execute("step.ipynb", parameters={"General/test_size": 0.25})
+
+    ``pool_size`` kernels are kept ready; ``on_event`` receives every :class:`RunEvent`
+    of every run (also persisted in the store).
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        pool_size: int = 2,
+        kernel_name: str = DEFAULT_KERNEL,
+        start_timeout: float = 60.0,
+        on_event: EventCallback | None = None,
+        persist_cell_events: bool = True,
+    ) -> None:
+        self.config = config or Config.from_env()
+        self.backend = Backend.for_config(self.config)
+        self.start_timeout = start_timeout
+        self.on_event = on_event
+        self.persist_cell_events = persist_cell_events
+        env = dict(os.environ)
+        env.update(self.config.environ())
+        env.pop(TASK_ID_ENV, None)
+        env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        self.pool = KernelPool(
+            pool_size,
+            kernel_name=kernel_name,
+            env=env,
+            preload=PRELOAD,
+            startup_timeout=start_timeout,
+        )
+
+    def start(self) -> NotebookRunner:
+        """Start warming kernels now (otherwise done by the first run)."""
+        self.pool.start()
+        return self
+
+    def close(self) -> None:
+        """Stop every kernel of the pool."""
+        self.pool.close()
+
+    def __enter__(self) -> NotebookRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one run ------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        notebook: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        task: Task | str | None = None,
+        tags: Sequence[str] = (),
+        parent: str | None = None,
+    ) -> TaskRecord:
+        """Validate a run and record its Task (status ``created``) without executing it."""
+        store = self.backend.store
+        draft: TaskRecord | None = None
+        if task is not None:
+            draft = store.get_task(task if isinstance(task, str) else task.id)
+            if notebook is None:
+                notebook = draft.notebook
+        if notebook is None:
+            raise ClearnbError(
+                "No notebook to run: pass a notebook path, or a task that was created from one "
+                "(Task.create(..., notebook=path))."
+            )
+        path = Path(notebook).expanduser().absolute()
+        nb = load_notebook(path)
+        merged: dict[str, Any] = {}
+        if draft is not None:
+            for section, values in draft.parameters.items():
+                if section != GENERAL:
+                    merged.update({f"{section}/{k}": v for k, v in values.items()})
+            declared = defaults_of(nb)
+            merged.update(
+                {
+                    f"{GENERAL}/{k}": v
+                    for k, v in draft.parameters.get(GENERAL, {}).items()
+                    if k in declared and v != declared[k]
+                }
+            )
+        overridden = sorted(_flat_keys(parameters or {}))
+        merged.update({_qualified(k): v for k, v in (parameters or {}).items()})
+        grouped = resolve_overrides(nb, merged, path.name)
+        recorded = {GENERAL: {**defaults_of(nb), **grouped.get(GENERAL, {})}}
+        recorded.update({s: v for s, v in grouped.items() if s != GENERAL})
+        runtime = {
+            "overrides": overridden,
+            "kernel_name": kernel_name_of(nb),
+            "code_hash": code_fingerprint(nb),
+        }
+        if draft is not None and draft.status == "created":
+            return store.update_task(
+                draft.id,
+                notebook=str(path),
+                parameters=recorded,
+                runtime={**draft.runtime, **runtime},
+                **({"name": task_name} if task_name else {}),
+                **({"project": project_name} if project_name else {}),
+            )
+        record = TaskRecord(
+            project=project_name or (draft.project if draft else "default"),
+            name=task_name or (draft.name if draft else path.stem),
+            notebook=str(path),
+            parameters=recorded,
+            tags=list(tags) or (list(draft.tags) if draft else []),
+            parent=parent or (draft.id if draft else None),
+            runtime=runtime,
+        )
+        return store.create_task(record)
+
+    def execute(
+        self,
+        notebook: str | os.PathLike[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        task: Task | str | None = None,
+        time_limit: float | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        tags: Sequence[str] = (),
+        parent: str | None = None,
+        on_event: EventCallback | None = None,
+        raise_on_error: bool = False,
+    ) -> Task:
+        """Run ``notebook`` (or the draft ``task``) with ``parameters``; return its Task.
+
+        ``parameters`` are ``{"Section/name": value}`` (a bare name means ``General``).
+        ``time_limit`` (seconds) bounds the whole run. A failed run returns a Task with
+        status ``failed`` and its ``error``; with ``raise_on_error`` it raises
+        :class:`TaskFailedError` instead.
+        """
+        record = self.prepare(
+            notebook,
+            parameters,
+            project_name=project_name,
+            task_name=task_name,
+            task=task,
+            tags=tags,
+            parent=parent,
+        )
+        return self.run_prepared(
+            record, time_limit=time_limit, cwd=cwd, on_event=on_event, raise_on_error=raise_on_error
+        )
+
+    def run_prepared(
+        self,
+        record: TaskRecord,
+        *,
+        time_limit: float | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        on_event: EventCallback | None = None,
+        raise_on_error: bool = False,
+    ) -> Task:
+        """Execute a Task recorded by :meth:`prepare`."""
+        from clearnb.task import Task
+
+        store = self.backend.store
+        assert record.notebook is not None
+        notebook = Path(record.notebook)
+        work_dir = self.config.home / "runs" / record.id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        output_path = work_dir / notebook.name
+        started = time.time()
+        store.update_task(
+            record.id, status="running", started=started, output_notebook=str(output_path)
+        )
+
+        def emit(kind: str, **payload: Any) -> None:
+            self._emit(RunEvent(kind, record.id, payload), on_event)
+
+        emit(events.TASK_STARTED, notebook=str(notebook), name=record.name)
+        context = RunContext(
+            pool=self.pool,
+            env={**self.config.environ(), TASK_ID_ENV: record.id, "JPY_SESSION_NAME": str(notebook)},
+            cwd=str(Path(cwd).absolute() if cwd else notebook.parent),
+            time_limit=time_limit,
+            emit=emit,
+        )
+        error: dict[str, Any] | None = None
+        status = "completed"
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(output_path),
+                parameters=record.parameters.get(GENERAL) or None,
+                engine_name="clearnb",
+                kernel_name=record.runtime.get("kernel_name"),
+                progress_bar=False,
+                start_timeout=self.start_timeout,
+                run=context,
+            )
+        except PapermillExecutionError as exc:
+            status, error = "failed", _cell_error(exc)
+        except ClearnbError as exc:
+            status, error = "failed", {"reason": str(exc), "ename": type(exc).__name__}
+        except Exception as exc:  # noqa: BLE001 - any failure of the run becomes a failed task
+            status = "failed"
+            error = {
+                "reason": f"the run could not complete: {type(exc).__name__}: {exc}",
+                "ename": type(exc).__name__,
+                "evalue": str(exc),
+                "traceback": traceback.format_exception(exc),
+            }
+        except BaseException:
+            store.update_task(
+                record.id,
+                status="aborted",
+                completed=time.time(),
+                error={"reason": "aborted: the run was interrupted"},
+            )
+            emit(events.TASK_FINISHED, status="aborted")
+            raise
+        finished = self._keep_evidence(record, output_path, status, error, started)
+        emit(events.TASK_FINISHED, status=finished.status, error=finished.error)
+        result = Task._from_record(finished, self.backend)
+        if raise_on_error and finished.status == "failed":
+            reason = (finished.error or {}).get("reason", "failed")
+            raise TaskFailedError(
+                f"Task {finished.id} ({finished.name}) failed: {reason}. Its executed notebook: "
+                f"{finished.output_notebook}",
+                task_id=finished.id,
+                error=finished.error,
+            )
+        return result
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _emit(self, event: RunEvent, on_event: EventCallback | None) -> None:
+        if self.persist_cell_events or event.kind in (events.TASK_STARTED, events.TASK_FINISHED):
+            try:
+                self.backend.store.add_event(
+                    EventRecord(event.task_id, event.kind, event.payload, timestamp=event.timestamp)
+                )
+            except Exception:  # noqa: BLE001 - progress must never break a run
+                log.warning("could not persist event %s", event.kind, exc_info=True)
+        for callback in (self.on_event, on_event):
+            if callback is not None:
+                try:
+                    callback(event)
+                except Exception:  # noqa: BLE001
+                    log.warning("event callback raised", exc_info=True)
+
+    def _keep_evidence(
+        self,
+        record: TaskRecord,
+        output_path: Path,
+        status: str,
+        error: dict[str, Any] | None,
+        started: float,
+    ) -> TaskRecord:
+        """Store the executed notebook, figures, streams and timings; set the final status."""
+        backend = self.backend
+        store, artifacts = backend.store, backend.artifacts
+        runtime = dict(store.get_task(record.id).runtime)
+        output_url: str | None = str(output_path) if output_path.exists() else None
+        try:
+            if output_path.exists():
+                import nbformat
+
+                executed = nbformat.read(output_path, as_version=4)
+                evidence = collect_evidence(executed)
+                self._store_evidence(record.id, evidence, output_path)
+                runtime["cells"] = evidence.cells
+                runtime["notebook_duration"] = evidence.duration
+                stored = artifacts.save(
+                    record.id, NOTEBOOK_ARTIFACT, output_path, metadata={"executed": True}
+                )
+                store.put_artifact(stored)
+                output_url = stored.url
+        except Exception as exc:  # noqa: BLE001 - keep the status honest even if storage fails
+            log.warning("could not store the evidence of task %s", record.id, exc_info=True)
+            if status == "completed":
+                status = "failed"
+                error = {
+                    "reason": f"the run finished but its outputs could not be stored: {exc}",
+                    "ename": type(exc).__name__,
+                    "evalue": str(exc),
+                }
+        completed = time.time()
+        runtime["duration"] = completed - started
+        return store.update_task(
+            record.id,
+            status=status,
+            error=error,
+            completed=completed,
+            runtime=runtime,
+            output_notebook=output_url,
+        )
+
+    def _store_evidence(self, task_id: str, evidence: Evidence, output_path: Path) -> None:
+        store, artifacts = self.backend.store, self.backend.artifacts
+        if evidence.figures:
+            with tempfile.TemporaryDirectory(prefix="cnb-fig-") as folder:
+                for figure in evidence.figures:
+                    file = Path(folder) / f"{figure.name}.{figure.extension}"
+                    file.write_bytes(figure.data)
+                    stored = artifacts.save(
+                        task_id,
+                        figure.name,
+                        file,
+                        metadata={"figure": True, "cell_index": figure.cell_index},
+                    )
+                    store.put_artifact(stored)
+        for stream, text in (("stdout", evidence.stdout), ("stderr", evidence.stderr)):
+            if text:
+                store.add_report(ReportRecord(task_id, "log", title=stream, payload={"text": text}))
+
+
+def _qualified(key: str) -> str:
+    return key if "/" in key else f"{GENERAL}/{key}"
+
+
+def _flat_keys(parameters: Mapping[str, Any]) -> list[str]:
+    return [_qualified(str(k)) for k in parameters]
+
+
+def _cell_error(exc: PapermillExecutionError) -> dict[str, Any]:
+    ename, evalue = str(exc.ename), str(exc.evalue)
+    if ename == KERNEL_DIED:
+        reason = f"kernel died while running cell {exc.cell_index}"
+    elif ename == TIME_LIMIT:
+        reason = f"time limit exceeded while running cell {exc.cell_index}"
+    else:
+        reason = f"cell {exc.cell_index} raised {ename}: {evalue}"
+    return {
+        "reason": reason,
+        "cell_index": exc.cell_index,
+        "execution_count": exc.exec_count,
+        "ename": ename,
+        "evalue": evalue,
+        "traceback": [strip_ansi(line) for line in (exc.traceback or [])],
+        "source": exc.source,
+    }
+
+
+def execute_notebook(
+    notebook: str | os.PathLike[str],
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    project_name: str | None = None,
+    task_name: str | None = None,
+    time_limit: float | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    tags: Sequence[str] = (),
+    raise_on_error: bool = False,
+    config: Config | None = None,
+) -> Task:
+    """Run one notebook as a new Task with ``parameters`` (``{"Section/name": value}``).
+
+    For many runs, keep a :class:`NotebookRunner` open instead: its kernels are started
+    ahead of need.
+    """
+    with NotebookRunner(config, pool_size=0) as runner:
+        return runner.execute(
+            notebook,
+            parameters,
+            project_name=project_name,
+            task_name=task_name,
+            time_limit=time_limit,
+            cwd=cwd,
+            tags=tags,
+            raise_on_error=raise_on_error,
+        )

@@ -1,0 +1,166 @@
+"""``task.get_logger()``: scalars, figures, tables and text reported with a task."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from clearnb.store.records import ReportRecord, ScalarRecord
+
+if TYPE_CHECKING:
+    from clearnb.task import Task
+
+log = logging.getLogger(__name__)
+
+MAX_TABLE_ROWS = 1000
+"""Rows of a reported table kept in the store; a larger table is cut, and says so."""
+
+
+class Logger:
+    """Reports to one task, as ClearML's Logger does."""
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+
+    @classmethod
+    def current_logger(cls) -> Logger:
+        """The logger of the current task (``Task.init`` must have run)."""
+        from clearnb.task import Task
+
+        task = Task.current_task()
+        if task is None:
+            raise RuntimeError("No current task: call Task.init(...) first.")
+        return task.get_logger()
+
+    @property
+    def _store(self) -> Any:
+        return self._task._backend.store
+
+    def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
+        """Record ``value`` of ``title``/``series`` at ``iteration``."""
+        self._store.add_scalars(
+            [ScalarRecord(self._task.id, str(title), str(series), int(iteration), float(value))]
+        )
+
+    def report_single_value(self, name: str, value: float) -> None:
+        """Record one summary value (a scalar of the ``Summary`` title)."""
+        self.report_scalar("Summary", name, value, 0)
+
+    def report_text(
+        self, msg: str, level: int = logging.INFO, print_console: bool = True, **_: Any
+    ) -> None:
+        """Record a line of text (and print it, by default)."""
+        if print_console:
+            print(msg)
+        self._store.add_report(
+            ReportRecord(
+                self._task.id,
+                "text",
+                title=logging.getLevelName(level),
+                payload={"text": str(msg), "level": level},
+            )
+        )
+
+    def report_table(
+        self,
+        title: str,
+        series: str,
+        iteration: int | None = None,
+        table_plot: Any = None,
+        csv: str | None = None,
+        url: str | None = None,
+        extra_layout: dict[str, Any] | None = None,
+        extra_data: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a table: a pandas DataFrame, a list of rows (first row the header), or a CSV."""
+        columns, rows = _table(table_plot, csv or url)
+        truncated = len(rows) > MAX_TABLE_ROWS
+        self._store.add_report(
+            ReportRecord(
+                self._task.id,
+                "table",
+                title=str(title),
+                series=str(series),
+                iteration=int(iteration or 0),
+                payload={
+                    "columns": columns,
+                    "rows": rows[:MAX_TABLE_ROWS],
+                    "total_rows": len(rows),
+                    "truncated": truncated,
+                },
+            )
+        )
+
+    def report_matplotlib_figure(
+        self,
+        title: str,
+        series: str,
+        figure: Any,
+        iteration: int | None = None,
+        report_image: bool = False,
+        report_interactive: bool = True,
+    ) -> None:
+        """Store a matplotlib figure as an image artifact and record it under title/series."""
+        name = _artifact_name(f"{title}_{series}_{int(iteration or 0)}")
+        self._task.upload_artifact(
+            name,
+            figure,
+            metadata={"title": title, "series": series, "iteration": int(iteration or 0)},
+        )
+        self._store.add_report(
+            ReportRecord(
+                self._task.id,
+                "figure",
+                title=str(title),
+                series=str(series),
+                iteration=int(iteration or 0),
+                payload={"artifact": name},
+            )
+        )
+
+    def flush(self, wait: bool = False) -> bool:
+        """Reports are written as they are made; nothing to flush."""
+        return True
+
+
+def _artifact_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.\- ]+", "_", text).strip(" ._") or "figure"
+    return cleaned[:150]
+
+
+def _table(table: Any, csv: str | None) -> tuple[list[str], list[list[Any]]]:
+    if table is None and csv is not None:
+        import csv as csv_module
+        import io
+        from pathlib import Path
+
+        source = Path(csv)
+        text = source.read_text() if source.exists() else csv
+        parsed = list(csv_module.reader(io.StringIO(text)))
+        return (parsed[0], parsed[1:]) if parsed else ([], [])
+    if hasattr(table, "to_dict") and hasattr(table, "columns"):
+        frame = table.reset_index() if getattr(table.index, "name", None) else table
+        columns = [str(c) for c in frame.columns]
+        rows = [[_plain(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+        return columns, rows
+    if isinstance(table, Sequence) and table and isinstance(table[0], Sequence):
+        header, *body = table
+        return [str(c) for c in header], [[_plain(v) for v in row] for row in body]
+    raise TypeError(
+        "report_table needs table_plot= a pandas DataFrame or a list of rows (first row the "
+        "header), or csv= a CSV path or text."
+    )
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -1,0 +1,588 @@
+"""The Task API, as ClearML spells it, for step notebooks and for controllers.
+
+Inside a notebook run by clearnb, ``Task.init()`` attaches to the run's task (its id is in
+the kernel's environment); run interactively in Jupyter it records a new task and
+registers the notebook as a template under its project and name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from clearnb.backend import Backend
+from clearnb.config import TASK_ID_ENV, Config
+from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
+from clearnb.execution.notebooks import code_fingerprint, load_notebook
+from clearnb.execution.parameters import GENERAL, DeclaredParameter, coerce, defaults_of
+from clearnb.store.records import FINAL_STATUSES, ArtifactRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from clearnb.logger import Logger
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+
+class TaskStatusEnum:
+    """Status names of a task."""
+
+    created = "created"
+    queued = "queued"
+    running = "running"
+    in_progress = "running"
+    completed = "completed"
+    failed = "failed"
+    aborted = "aborted"
+    stopped = "aborted"
+
+
+class TaskTypes:
+    """Task types, as ClearML names the common ones."""
+
+    training = "training"
+    testing = "testing"
+    inference = "inference"
+    data_processing = "data_processing"
+    application = "application"
+    controller = "controller"
+    custom = "custom"
+
+
+class Artifact:
+    """A stored artifact of a task: its facts, and :meth:`get` to load it."""
+
+    def __init__(self, record: ArtifactRecord, backend: Backend) -> None:
+        self._record = record
+        self._backend = backend
+
+    name = property(lambda self: self._record.name, doc="The artifact's name.")
+    url = property(lambda self: self._record.url, doc="Where the stored file lives.")
+    hash = property(lambda self: self._record.hash, doc="sha256 of the stored file.")
+    size = property(lambda self: self._record.size, doc="Size of the stored file in bytes.")
+    type = property(lambda self: self._record.type, doc="Python type of the original object.")
+    preview = property(lambda self: self._record.preview, doc="A short text preview.")
+    metadata = property(lambda self: dict(self._record.metadata), doc="User metadata.")
+    codec = property(lambda self: self._record.codec, doc="Codec that stored it.")
+    task_id = property(lambda self: self._record.task_id, doc="Id of the owning task.")
+
+    def get(self) -> Any:
+        """Load the artifact (its hash is checked first)."""
+        return self._backend.artifacts.load(self._record)
+
+    def get_local_copy(self, extract_archive: bool = True) -> str:
+        """Path of a verified local copy of the stored file."""
+        return str(self._backend.artifacts.local_copy(self._record))
+
+    def __repr__(self) -> str:
+        return f"Artifact(name={self.name!r}, type={self.type!r}, size={self.size})"
+
+
+class Task:
+    """One run of a notebook or function, or a draft/template of one."""
+
+    TaskStatusEnum = TaskStatusEnum
+    TaskTypes = TaskTypes
+
+    _current: ClassVar[Task | None] = None
+    _current_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, record: TaskRecord, backend: Backend) -> None:
+        self._record = record
+        self._backend = backend
+        self._logger: Logger | None = None
+
+    @classmethod
+    def _from_record(cls, record: TaskRecord, backend: Backend) -> Task:
+        return cls(record, backend)
+
+    # -- finding and creating tasks ---------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        task_type: str = "notebook",
+        tags: Sequence[str] | None = None,
+        reuse_last_task_id: bool = True,
+        continue_last_task: bool = False,
+        output_uri: str | None = None,
+        auto_connect_arg_parser: bool = True,
+        auto_connect_frameworks: bool = True,
+        auto_resource_monitoring: bool = True,
+        auto_connect_streams: bool = True,
+        notebook: str | os.PathLike[str] | None = None,
+    ) -> Task:
+        """The task of this run: attach to it when clearnb runs the notebook, else record one.
+
+        Run interactively, the notebook (found from the kernel's environment, or given as
+        ``notebook=``) is registered as a template under ``project_name``/``task_name``.
+        ``output_uri`` and the ``auto_*`` flags are accepted for compatibility.
+        """
+        with cls._current_lock:
+            backend = Backend.for_config(Config.from_env())
+            attached = os.environ.get(TASK_ID_ENV)
+            if attached:
+                if cls._current is not None and cls._current.id == attached:
+                    return cls._current
+                task = cls(backend.store.get_task(attached), backend)
+                cls._current = task
+                return task
+            if cls._current is not None and cls._current._record.status == "running":
+                return cls._current
+            path = _find_notebook(notebook)
+            parameters: dict[str, dict[str, Any]] = {}
+            runtime: dict[str, Any] = {"interactive": True}
+            if path is not None:
+                try:
+                    nb = load_notebook(path)
+                    parameters = {GENERAL: defaults_of(nb)} if defaults_of(nb) else {}
+                    runtime["code_hash"] = code_fingerprint(nb)
+                except ClearnbError as exc:
+                    log.warning("not registering %s as a template: %s", path, exc)
+                    path = None
+            if path is None:
+                log.warning(
+                    "clearnb could not tell which notebook this is, so the task cannot serve "
+                    "as a template; pass Task.init(..., notebook='path/to/step.ipynb')."
+                )
+            record = TaskRecord(
+                project=project_name or "default",
+                name=task_name or (Path(path).stem if path else "untitled"),
+                status="running",
+                task_type=task_type,
+                notebook=str(path) if path else None,
+                parameters=parameters,
+                tags=list(tags or []),
+                runtime=runtime,
+                started=time.time(),
+            )
+            task = cls(backend.store.create_task(record), backend)
+            cls._current = task
+            atexit.register(task._close_at_exit)
+            return task
+
+    @classmethod
+    def current_task(cls) -> Task | None:
+        """The task of this process (``Task.init``'s), or None."""
+        if cls._current is None and os.environ.get(TASK_ID_ENV):
+            return cls.init()
+        return cls._current
+
+    @classmethod
+    def get_task(
+        cls,
+        task_id: str | None = None,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        tags: Sequence[str] | None = None,
+        allow_archived: bool = True,
+        task_filter: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """A task by id, or the newest with this project and name."""
+        backend = Backend.for_config()
+        if task_id:
+            return cls(backend.store.get_task(task_id), backend)
+        if not project_name and not task_name:
+            raise ClearnbError(
+                "Task.get_task needs task_id=..., or project_name=... and/or task_name=..."
+            )
+        found = backend.store.find_tasks(
+            project=project_name, name=task_name, tags=tags or None, limit=1
+        )
+        if not found:
+            raise TaskNotFoundError(
+                f"No task named {task_name!r} in project {project_name!r}. List the tasks with "
+                "`clearnb task ls`, or run the notebook once so it is registered.",
+                project_name=project_name,
+                task_name=task_name,
+            )
+        return cls(found[0], backend)
+
+    @classmethod
+    def get_tasks(
+        cls,
+        task_ids: Sequence[str] | None = None,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        tags: Sequence[str] | None = None,
+        task_filter: Mapping[str, Any] | None = None,
+    ) -> list[Task]:
+        """Tasks by ids, or every task matching project, name and tags (newest first)."""
+        backend = Backend.for_config()
+        if task_ids:
+            return [cls(backend.store.get_task(i), backend) for i in task_ids]
+        status = (task_filter or {}).get("status")
+        records = backend.store.find_tasks(
+            project=project_name, name=task_name, tags=tags or None, status=status
+        )
+        return [cls(r, backend) for r in records]
+
+    @classmethod
+    def create(
+        cls,
+        project_name: str | None = None,
+        task_name: str | None = None,
+        notebook: str | os.PathLike[str] | None = None,
+        task_type: str = "notebook",
+        tags: Sequence[str] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Task:
+        """Register ``notebook`` as a template (status ``created``) without running it."""
+        if notebook is None:
+            raise ClearnbError("Task.create needs notebook='path/to/step.ipynb'.")
+        path = Path(notebook).expanduser().absolute()
+        nb = load_notebook(path)
+        recorded: dict[str, dict[str, Any]] = {GENERAL: defaults_of(nb)}
+        backend = Backend.for_config()
+        record = TaskRecord(
+            project=project_name or "default",
+            name=task_name or path.stem,
+            task_type=task_type,
+            notebook=str(path),
+            parameters=recorded,
+            tags=list(tags or []),
+            runtime={"code_hash": code_fingerprint(nb), "template": True},
+        )
+        task = cls(backend.store.create_task(record), backend)
+        if parameters:
+            task.update_parameters(parameters)
+        return task
+
+    @classmethod
+    def clone(
+        cls,
+        source_task: Task | str,
+        name: str | None = None,
+        comment: str | None = None,
+        parent: str | None = None,
+        project: str | None = None,
+    ) -> Task:
+        """A draft copy (status ``created``) of ``source_task`` with its own parameters."""
+        backend = Backend.for_config()
+        source = (
+            source_task._record
+            if isinstance(source_task, Task)
+            else backend.store.get_task(source_task)
+        )
+        record = TaskRecord(
+            project=project or source.project,
+            name=name or f"{source.name} (clone)",
+            task_type=source.task_type,
+            notebook=source.notebook,
+            parameters=json.loads(json.dumps(source.parameters)),
+            tags=list(source.tags),
+            parent=parent or source.id,
+            comment=comment or f"cloned from {source.id}",
+            runtime={k: v for k, v in source.runtime.items() if k in ("code_hash", "kernel_name")},
+        )
+        return cls(backend.store.create_task(record), backend)
+
+    # -- facts ----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The task's id."""
+        return self._record.id
+
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self._record.name
+
+    @property
+    def project(self) -> str:
+        """The task's project."""
+        return self._record.project
+
+    @property
+    def status(self) -> str:
+        """The status as last read (see :meth:`get_status` for a fresh one)."""
+        return self._record.status
+
+    @property
+    def task_type(self) -> str:
+        """``notebook``, ``function``, ``controller`` or a ClearML task type."""
+        return self._record.task_type
+
+    @property
+    def parent(self) -> str | None:
+        """Id of the task this one was cloned from or launched by."""
+        return self._record.parent
+
+    @property
+    def notebook(self) -> str | None:
+        """Path of the source notebook."""
+        return self._record.notebook
+
+    @property
+    def output_notebook(self) -> str | None:
+        """Where the executed notebook is stored."""
+        return self._record.output_notebook
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """For a failed task: ``reason``, and for a raising cell its index, ename, evalue."""
+        return self._record.error
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """Run facts: cell timings, duration, kernel name, overridden parameters."""
+        return dict(self._record.runtime)
+
+    @property
+    def record(self) -> TaskRecord:
+        """The stored record as last read."""
+        return self._record
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        """The task's artifacts by name, read fresh from the store."""
+        stored = self._backend.store.get_artifacts(self.id)
+        return {name: Artifact(rec, self._backend) for name, rec in stored.items()}
+
+    def get_project_name(self) -> str:
+        """The task's project."""
+        return self.project
+
+    def get_status(self) -> str:
+        """The current status, read from the store."""
+        return self.reload().status
+
+    def get_tags(self) -> list[str]:
+        """The task's tags."""
+        return list(self._record.tags)
+
+    def add_tags(self, tags: str | Iterable[str]) -> None:
+        """Add tags to the task."""
+        new = [tags] if isinstance(tags, str) else list(tags)
+        merged = list(dict.fromkeys([*self._record.tags, *new]))
+        self._record = self._backend.store.update_task(self.id, tags=merged)
+
+    def reload(self) -> Task:
+        """Read the task again from the store; returns self."""
+        self._record = self._backend.store.get_task(self.id)
+        return self
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def connect(self, mutable: M, name: str | None = None) -> M:
+        """Connect a dict (or argparse Namespace) as parameter section ``name``.
+
+        Values the task holds for that section (overrides of a run, or of a cloned
+        draft) are written into ``mutable`` in place, typed like its current values; then
+        the whole section is recorded with the task. Returns ``mutable``.
+        """
+        section = name or GENERAL
+        if isinstance(mutable, argparse.Namespace):
+            values = vars(mutable)
+        elif isinstance(mutable, MutableMapping):
+            values = mutable
+        else:
+            raise TypeError(
+                f"task.connect() takes a dict or an argparse.Namespace, not "
+                f"{type(mutable).__name__}; put the parameters in a dict first."
+            )
+        record = self.reload()._record
+        overrides = record.parameters.get(section, {})
+        problems = []
+        for key, value in overrides.items():
+            if key in values:
+                current = values[key]
+                declared = DeclaredParameter(str(key), current, repr(current))
+                try:
+                    values[key] = coerce(value, declared)
+                except (ValueError, TypeError) as exc:
+                    problems.append(
+                        f"{section}/{key}: {value!r} does not fit the type of {current!r} ({exc})"
+                    )
+            else:
+                values[key] = value
+        if problems:
+            raise ParameterError.collect(problems, "parameter problem")
+        self._set_section(section, dict(values), replace=False)
+        return mutable
+
+    def get_parameters(self) -> dict[str, Any]:
+        """All parameters, flat: ``{"Section/name": value}``."""
+        return {
+            f"{section}/{key}": value
+            for section, values in self.reload()._record.parameters.items()
+            for key, value in values.items()
+        }
+
+    def get_parameters_as_dict(self) -> dict[str, dict[str, Any]]:
+        """All parameters by section: ``{"Section": {"name": value}}``."""
+        return json.loads(json.dumps(self.reload()._record.parameters))  # type: ignore[no-any-return]
+
+    def get_parameter(self, name: str, default: Any = None) -> Any:
+        """One parameter by ``"Section/name"`` (a bare name means ``General``)."""
+        section, _, key = name.rpartition("/")
+        return self.reload()._record.parameters.get(section or GENERAL, {}).get(key, default)
+
+    def set_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Replace all parameters with ``{"Section/name": value}`` (bare names: ``General``)."""
+        grouped = _group({**(parameters or {}), **kwargs})
+        self._record = self._backend.store.update_task(self.id, parameters=grouped)
+
+    def update_parameters(
+        self, parameters: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Set or change some parameters, keeping the others."""
+        for section, values in _group({**(parameters or {}), **kwargs}).items():
+            self._set_section(section, values, replace=False)
+
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Set one parameter, ``"Section/name"``."""
+        self.update_parameters({name: value})
+
+    def _set_section(self, section: str, values: Mapping[str, Any], replace: bool) -> None:
+        clean = {str(k): _jsonable(v) for k, v in values.items()}
+        if replace:
+            parameters = dict(self.reload()._record.parameters)
+            parameters[section] = clean
+            self._record = self._backend.store.update_task(self.id, parameters=parameters)
+        else:
+            self._backend.store.set_parameters(self.id, {section: clean})
+            self.reload()
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def upload_artifact(
+        self,
+        name: str,
+        artifact_object: Any,
+        metadata: Mapping[str, Any] | None = None,
+        delete_after_upload: bool = False,
+        auto_pickle: bool = True,
+        preview: Any = None,
+        wait_on_upload: bool = True,
+        extension_name: str | None = None,
+    ) -> bool:
+        """Store ``artifact_object`` under ``name`` (re-uploading a name replaces it)."""
+        record = self._backend.artifacts.save(
+            self.id, name, artifact_object, metadata=dict(metadata or {})
+        )
+        if preview is not None:
+            record.preview = str(preview)[:500]
+        self._backend.store.put_artifact(record)
+        if delete_after_upload and isinstance(artifact_object, str | Path):
+            path = Path(artifact_object)
+            if path.is_file():
+                path.unlink()
+        return True
+
+    def get_logger(self) -> Logger:
+        """The logger reporting scalars, figures, tables and text to this task."""
+        from clearnb.logger import Logger
+
+        if self._logger is None:
+            self._logger = Logger(self)
+        return self._logger
+
+    def get_reported_scalars(self) -> dict[str, dict[str, dict[str, list[float]]]]:
+        """Reported scalars: ``{title: {series: {"x": iterations, "y": values}}}``."""
+        result: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for row in self._backend.store.get_scalars(self.id):
+            series = result.setdefault(row.title, {}).setdefault(row.series, {"x": [], "y": []})
+            series["x"].append(row.iteration)
+            series["y"].append(row.value)
+        return result
+
+    # -- status --------------------------------------------------------------------------------
+
+    def mark_started(self, force: bool = False) -> None:
+        """Set status ``running``."""
+        self._record = self._backend.store.update_task(
+            self.id, status="running", started=time.time()
+        )
+
+    def mark_completed(self, ignore_errors: bool = True, status_message: str | None = None) -> None:
+        """Set status ``completed``."""
+        self._finish("completed", None)
+
+    def mark_failed(self, ignore_errors: bool = True, status_reason: str | None = None) -> None:
+        """Set status ``failed`` with ``status_reason``."""
+        self._finish("failed", {"reason": status_reason or "marked failed"})
+
+    def mark_stopped(self, force: bool = False, status_message: str | None = None) -> None:
+        """Set status ``aborted``."""
+        self._finish("aborted", {"reason": status_message or "stopped"})
+
+    def close(self) -> None:
+        """Finish an interactively started task (``completed``); a no-op inside a run."""
+        if self._record.runtime.get("interactive") and self.reload().status == "running":
+            self.mark_completed()
+        with Task._current_lock:
+            if Task._current is self:
+                Task._current = None
+
+    def _finish(self, status: str, error: dict[str, Any] | None) -> None:
+        self._record = self._backend.store.update_task(
+            self.id, status=status, error=error, completed=time.time()
+        )
+
+    def _close_at_exit(self) -> None:
+        try:
+            if self.reload().status not in FINAL_STATUSES:
+                self.mark_completed()
+        except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.project}/{self.name} [{self.status}]>"
+
+
+def _group(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, _, name = str(key).rpartition("/")
+        grouped.setdefault(section or GENERAL, {})[name] = _jsonable(value)
+    return grouped
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as something JSON can store (numbers of numpy become Python numbers)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The notebook this kernel runs: given, or told by Jupyter or VS Code."""
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session and session.endswith(".ipynb") and Path(session).exists():
+        return Path(session).absolute()
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        shell = None
+    if shell is not None:
+        vscode = shell.user_ns.get("__vsc_ipynb_file__")
+        if vscode and Path(vscode).exists():
+            return Path(vscode).absolute()
+    return None
