@@ -20,7 +20,16 @@ _EXPORTS = {
     "Config": "clearnb.config",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "Artifact",
+    "Config",
+    "Logger",
+    "NotebookRunner",
+    "StorageManager",
+    "Task",
+    "__version__",
+    "execute_notebook",
+]
 
 if TYPE_CHECKING:
     from clearnb.config import Config

@@ -60,9 +60,7 @@ class Config:
         """Default locations below ``home`` (ignores the environment)."""
         return cls.from_env({HOME_ENV: str(home)})
 
-    def with_urls(
-        self, store_url: str | None = None, artifact_url: str | None = None
-    ) -> Config:
+    def with_urls(self, store_url: str | None = None, artifact_url: str | None = None) -> Config:
         """A copy with the store and/or artifact URL replaced."""
         return replace(
             self,

@@ -384,6 +384,7 @@ class Task:
         the whole section is recorded with the task. Returns ``mutable``.
         """
         section = name or GENERAL
+        values: MutableMapping[Any, Any]
         if isinstance(mutable, argparse.Namespace):
             values = vars(mutable)
         elif isinstance(mutable, MutableMapping):
@@ -435,9 +436,7 @@ class Task:
         grouped = _group({**(parameters or {}), **kwargs})
         self._record = self._backend.store.update_task(self.id, parameters=grouped)
 
-    def update_parameters(
-        self, parameters: Mapping[str, Any] | None = None, **kwargs: Any
-    ) -> None:
+    def update_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Set or change some parameters, keeping the others."""
         for section, values in _group({**(parameters or {}), **kwargs}).items():
             self._set_section(section, values, replace=False)
@@ -536,7 +535,7 @@ class Task:
         try:
             if self.reload().status not in FINAL_STATUSES:
                 self.mark_completed()
-        except Exception:  # noqa: BLE001 - nothing to report to at interpreter exit
+        except Exception:
             pass
 
     def __repr__(self) -> str:

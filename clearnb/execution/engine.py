@@ -127,7 +127,8 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         finally:
             nb_man.cleanup_pbar()
             nb_man.notebook_complete()
-        return nb_man.nb
+        executed: NotebookNode = nb_man.nb
+        return executed
 
     @classmethod
     def execute_managed_notebook(
@@ -231,7 +232,8 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                     client.kc.stop_channels()
             if not released:
                 pool.release(kernel)
-        return nb_man.nb
+        executed: NotebookNode = nb_man.nb
+        return executed
 
     @staticmethod
     async def _prepare_kernel(
@@ -286,7 +288,7 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         if cell.get("cell_type") != "code":
             return
         cell.setdefault("outputs", []).append(
-            nbformat.v4.new_output(
+            nbformat.v4.new_output(  # type: ignore[no-untyped-call]
                 "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
             )
         )

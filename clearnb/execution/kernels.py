@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
 
 from clearnb.errors import ExecutionError
 
@@ -133,7 +133,7 @@ class KernelPool:
             return
         try:
             self._submit(self._shutdown_all()).result(timeout)
-        except Exception:  # noqa: BLE001 - best effort; leftovers are killed below
+        except Exception:
             log.warning("kernel pool did not shut down cleanly", exc_info=True)
             for kernel in list(self._live.values()):
                 _kill_group(kernel)
@@ -203,7 +203,7 @@ class KernelPool:
     ) -> None:
         try:
             kernel: PooledKernel | BaseException = await self._start_kernel(name)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting acquirer
+        except BaseException as exc:
             kernel = exc
         finally:
             self._starting[name] -= 1
@@ -266,9 +266,7 @@ class KernelPool:
                 extra_arguments=list(KERNEL_ARGUMENTS) if name == DEFAULT_KERNEL else [],
             )
         except NoSuchKernel as exc:
-            raise KernelStartError(
-                f"Kernel {name!r} is not installed.", kernel_name=name
-            ) from exc
+            raise KernelStartError(f"Kernel {name!r} is not installed.", kernel_name=name) from exc
         provisioner: Any = manager.provisioner
         pid = getattr(getattr(provisioner, "process", None), "pid", None)
         kernel = PooledKernel(manager, name, pid, getattr(provisioner, "pgid", None), 0.0)
@@ -301,7 +299,7 @@ class KernelPool:
         _kill_group(kernel)
         try:
             await kernel.manager.shutdown_kernel(now=True)
-        except Exception:  # noqa: BLE001 - already killed; this only reaps and cleans up
+        except Exception:
             log.debug("kernel shutdown raised", exc_info=True)
         self._live.pop(id(kernel), None)
 
@@ -315,7 +313,8 @@ class KernelPool:
                 if isinstance(item, PooledKernel):
                     self._live.setdefault(id(item), item)
         current = asyncio.current_task()
-        await asyncio.gather(*(t for t in self._stopping if t is not current), return_exceptions=True)
+        others = [t for t in self._stopping if t is not current]
+        await asyncio.gather(*others, return_exceptions=True)
         await asyncio.gather(
             *(self._shutdown(k) for k in list(self._live.values())), return_exceptions=True
         )

@@ -35,7 +35,7 @@ def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
         )
     try:
         text = file.read_text(encoding="utf-8")
-        node = nbformat.reads(text, as_version=4)
+        node: NotebookNode = nbformat.reads(text, as_version=4)  # type: ignore[no-untyped-call]
     except (UnicodeDecodeError, json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
         raise NotANotebookError(
             f"{file} is not a Jupyter notebook (it is not notebook JSON: {exc}). "

@@ -224,15 +224,19 @@ def resolve_overrides(
             typed[name] = coerce(value, declared[name])
         except (ValueError, TypeError) as exc:
             param = declared[name]
+            kind = _with_article(param.type_name)
             problems.append(
-                f"parameter {name!r} of {notebook_label} is a {param.type_name} (default "
-                f"{param.source}); {value!r} cannot be converted ({exc}). Pass a "
-                f"{param.type_name} value."
+                f"parameter {name!r} of {notebook_label} is {kind} (default "
+                f"{param.source}); {value!r} cannot be converted ({exc}). Pass {kind}."
             )
     if problems:
         raise ParameterError.collect(problems, "parameter problem")
     grouped[GENERAL] = typed
     return grouped
+
+
+def _with_article(type_name: str) -> str:
+    return f"an {type_name}" if type_name[:1] in "aeiou" else f"a {type_name}"
 
 
 def defaults_of(nb: NotebookNode) -> dict[str, Any]:

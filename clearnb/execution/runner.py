@@ -230,7 +230,11 @@ class NotebookRunner:
         emit(events.TASK_STARTED, notebook=str(notebook), name=record.name)
         context = RunContext(
             pool=self.pool,
-            env={**self.config.environ(), TASK_ID_ENV: record.id, "JPY_SESSION_NAME": str(notebook)},
+            env={
+                **self.config.environ(),
+                TASK_ID_ENV: record.id,
+                "JPY_SESSION_NAME": str(notebook),
+            },
             cwd=str(Path(cwd).absolute() if cwd else notebook.parent),
             time_limit=time_limit,
             emit=emit,
@@ -252,7 +256,7 @@ class NotebookRunner:
             status, error = "failed", _cell_error(exc)
         except ClearnbError as exc:
             status, error = "failed", {"reason": str(exc), "ename": type(exc).__name__}
-        except Exception as exc:  # noqa: BLE001 - any failure of the run becomes a failed task
+        except Exception as exc:
             status = "failed"
             error = {
                 "reason": f"the run could not complete: {type(exc).__name__}: {exc}",
@@ -269,7 +273,10 @@ class NotebookRunner:
             )
             emit(events.TASK_FINISHED, status="aborted")
             raise
-        finished = self._keep_evidence(record, output_path, status, error, started)
+        facts: dict[str, Any] = {"kernel_pid": context.kernel.pid if context.kernel else None}
+        if context.kernel is not None:
+            facts["kernel_start_seconds"] = round(context.kernel.started, 3)
+        finished = self._keep_evidence(record, output_path, status, error, started, facts)
         emit(events.TASK_FINISHED, status=finished.status, error=finished.error)
         result = Task._from_record(finished, self.backend)
         if raise_on_error and finished.status == "failed":
@@ -290,13 +297,13 @@ class NotebookRunner:
                 self.backend.store.add_event(
                     EventRecord(event.task_id, event.kind, event.payload, timestamp=event.timestamp)
                 )
-            except Exception:  # noqa: BLE001 - progress must never break a run
+            except Exception:
                 log.warning("could not persist event %s", event.kind, exc_info=True)
         for callback in (self.on_event, on_event):
             if callback is not None:
                 try:
                     callback(event)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.warning("event callback raised", exc_info=True)
 
     def _keep_evidence(
@@ -306,17 +313,18 @@ class NotebookRunner:
         status: str,
         error: dict[str, Any] | None,
         started: float,
+        facts: Mapping[str, Any],
     ) -> TaskRecord:
         """Store the executed notebook, figures, streams and timings; set the final status."""
         backend = self.backend
         store, artifacts = backend.store, backend.artifacts
-        runtime = dict(store.get_task(record.id).runtime)
+        runtime = {**store.get_task(record.id).runtime, **facts}
         output_url: str | None = str(output_path) if output_path.exists() else None
         try:
             if output_path.exists():
                 import nbformat
 
-                executed = nbformat.read(output_path, as_version=4)
+                executed = nbformat.read(output_path, as_version=4)  # type: ignore[no-untyped-call]
                 evidence = collect_evidence(executed)
                 self._store_evidence(record.id, evidence, output_path)
                 runtime["cells"] = evidence.cells
@@ -326,7 +334,7 @@ class NotebookRunner:
                 )
                 store.put_artifact(stored)
                 output_url = stored.url
-        except Exception as exc:  # noqa: BLE001 - keep the status honest even if storage fails
+        except Exception as exc:
             log.warning("could not store the evidence of task %s", record.id, exc_info=True)
             if status == "completed":
                 status = "failed"
@@ -375,12 +383,15 @@ def _flat_keys(parameters: Mapping[str, Any]) -> list[str]:
 
 def _cell_error(exc: PapermillExecutionError) -> dict[str, Any]:
     ename, evalue = str(exc.ename), str(exc.evalue)
+    where = f"cell {exc.cell_index}"
+    if exc.exec_count:
+        where += f" (In [{exc.exec_count}])"
     if ename == KERNEL_DIED:
-        reason = f"kernel died while running cell {exc.cell_index}"
+        reason = f"kernel died while running {where}"
     elif ename == TIME_LIMIT:
-        reason = f"time limit exceeded while running cell {exc.cell_index}"
+        reason = f"time limit exceeded while running {where}"
     else:
-        reason = f"cell {exc.cell_index} raised {ename}: {evalue}"
+        reason = f"{where} raised {ename}: {evalue}"
     return {
         "reason": reason,
         "cell_index": exc.cell_index,

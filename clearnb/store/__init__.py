@@ -1,0 +1,35 @@
+"""The metadata store: tasks, artifacts, scalars, reports and events behind one interface.
+
+``open_store(url)`` opens SQLite (the default, a file under ``CLEARNB_HOME``) or
+PostgreSQL through SQLAlchemy Core, creating or migrating the schema on first use.
+"""
+
+from __future__ import annotations
+
+from clearnb.store.records import (
+    FINAL_STATUSES,
+    TASK_STATUSES,
+    ArtifactRecord,
+    EventRecord,
+    ReportRecord,
+    ScalarRecord,
+    TaskRecord,
+    new_id,
+)
+from clearnb.store.schema import SCHEMA_VERSION
+from clearnb.store.sql import DEFAULT_LOCK_TIMEOUT, Store, open_store
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "FINAL_STATUSES",
+    "SCHEMA_VERSION",
+    "TASK_STATUSES",
+    "ArtifactRecord",
+    "EventRecord",
+    "ReportRecord",
+    "ScalarRecord",
+    "Store",
+    "TaskRecord",
+    "new_id",
+    "open_store",
+]

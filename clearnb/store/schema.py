@@ -1,0 +1,187 @@
+"""Tables of the metadata store and the migrations that build them.
+
+The schema is versioned by a single-row ``schema_version`` table. ``MIGRATIONS[n - 1]``
+takes a database from version ``n - 1`` to ``n``; :func:`migrate` applies the missing ones
+inside the caller's (write) transaction, so a failed migration leaves the store unchanged.
+
+Each migration builds the tables it needs from its own definitions rather than from the
+current :data:`METADATA`, so that an old store is upgraded step by step to exactly the
+schema the next migration expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from clearnb.errors import SchemaVersionError
+
+SCHEMA_VERSION = 1
+"""The schema version this clearnb writes and reads."""
+
+JSON_TEXT = sa.Text
+"""JSON values are stored as text (``json.dumps``), which every database can hold."""
+
+
+def _version_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "schema_version",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("version", sa.Integer, nullable=False),
+    )
+
+
+def _task_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("tasks.id", ondelete="CASCADE")
+
+
+def _v1_tables(metadata: sa.MetaData) -> None:
+    """Define the version 1 tables on ``metadata``."""
+    sa.Table(
+        "tasks",
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("project", sa.Text, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("task_type", sa.String(32), nullable=False),
+        sa.Column("notebook", sa.Text, nullable=True),
+        sa.Column("output_notebook", sa.Text, nullable=True),
+        sa.Column("parameters", JSON_TEXT, nullable=False),
+        sa.Column("tags", JSON_TEXT, nullable=False),
+        sa.Column("parent", sa.String(64), nullable=True),
+        sa.Column("error", JSON_TEXT, nullable=True),
+        sa.Column("runtime", JSON_TEXT, nullable=False),
+        sa.Column("comment", sa.Text, nullable=False),
+        sa.Column("created", sa.Double, nullable=False),
+        sa.Column("started", sa.Double, nullable=True),
+        sa.Column("completed", sa.Double, nullable=True),
+        sa.Column("last_update", sa.Double, nullable=False),
+        sa.Index("ix_tasks_project_name_created", "project", "name", "created"),
+        sa.Index("ix_tasks_created", "created"),
+        sa.Index("ix_tasks_status", "status"),
+        sa.Index("ix_tasks_parent", "parent"),
+    )
+    sa.Table(
+        "artifacts",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(64), _task_fk(), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("url", sa.Text, nullable=False),
+        sa.Column("codec", sa.String(64), nullable=False),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("hash", sa.String(128), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("preview", sa.Text, nullable=False),
+        sa.Column("metadata", JSON_TEXT, nullable=False),
+        sa.Column("created", sa.Double, nullable=False),
+        sa.UniqueConstraint("task_id", "name", name="uq_artifacts_task_name"),
+    )
+    sa.Table(
+        "scalars",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(64), _task_fk(), nullable=False),
+        sa.Column("title", sa.Text, nullable=False),
+        sa.Column("series", sa.Text, nullable=False),
+        sa.Column("iteration", sa.BigInteger, nullable=False),
+        sa.Column("value", sa.Double, nullable=False),
+        sa.Column("timestamp", sa.Double, nullable=False),
+        sa.Index("ix_scalars_task_title_series_iter", "task_id", "title", "series", "iteration"),
+    )
+    sa.Table(
+        "reports",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(64), _task_fk(), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("title", sa.Text, nullable=False),
+        sa.Column("series", sa.Text, nullable=False),
+        sa.Column("iteration", sa.BigInteger, nullable=False),
+        sa.Column("payload", JSON_TEXT, nullable=False),
+        sa.Column("timestamp", sa.Double, nullable=False),
+        sa.Index("ix_reports_task_kind", "task_id", "kind"),
+    )
+    sa.Table(
+        "events",
+        metadata,
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(64), _task_fk(), nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("payload", JSON_TEXT, nullable=False),
+        sa.Column("timestamp", sa.Double, nullable=False),
+        sa.Index("ix_events_task_seq", "task_id", "seq"),
+        # Never reuse a sequence number, even after the newest events are deleted.
+        sqlite_autoincrement=True,
+    )
+
+
+METADATA = sa.MetaData()
+"""The current schema, used by the queries in :mod:`clearnb.store.sql`."""
+schema_version_table = _version_table(METADATA)
+_v1_tables(METADATA)
+tasks_table = METADATA.tables["tasks"]
+artifacts_table = METADATA.tables["artifacts"]
+scalars_table = METADATA.tables["scalars"]
+reports_table = METADATA.tables["reports"]
+events_table = METADATA.tables["events"]
+
+
+def _migrate_0_to_1(conn: Connection) -> None:
+    """Create the version 1 tables (on an empty or partially created database)."""
+    metadata = sa.MetaData()
+    _v1_tables(metadata)
+    metadata.create_all(conn, checkfirst=True)
+
+
+Migration = Callable[[Connection], None]
+
+MIGRATIONS: Sequence[Migration] = (_migrate_0_to_1,)
+"""``MIGRATIONS[n - 1]`` upgrades a store from schema version ``n - 1`` to ``n``."""
+
+
+def too_new_message(found: int, url: str) -> str:
+    """The message of the error raised when a store is newer than this clearnb."""
+    return (
+        f"The store at {url} was written by a newer clearnb (schema version {found}; "
+        f"this clearnb knows up to schema version {SCHEMA_VERSION}). "
+        "Upgrade clearnb to use it: pip install -U clearnb"
+    )
+
+
+def read_version(conn: Connection) -> int | None:
+    """The store's schema version: ``None`` if it has no version table, 0 if it is empty."""
+    if not sa.inspect(conn).has_table(schema_version_table.name):
+        return None
+    value = conn.execute(sa.select(sa.func.max(schema_version_table.c.version))).scalar()
+    return int(value) if value is not None else 0
+
+
+def check_version(found: int, url: str) -> None:
+    """Raise :class:`SchemaVersionError` if ``found`` is newer than this code knows."""
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(too_new_message(found, url), found=found, supported=SCHEMA_VERSION)
+
+
+def migrate(conn: Connection, url: str) -> int:
+    """Bring the store up to :data:`SCHEMA_VERSION` inside the caller's transaction.
+
+    Returns the version the store had before. Safe to call when another process is doing
+    the same: the caller holds the write lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL
+    advisory lock) and every step checks what already exists.
+    """
+    found = read_version(conn)
+    if found is None:
+        schema_version_table.create(conn, checkfirst=True)
+        found = 0
+    check_version(found, url)
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version - 1](conn)
+    if found < SCHEMA_VERSION:
+        conn.execute(sa.delete(schema_version_table))
+        conn.execute(sa.insert(schema_version_table).values(id=1, version=SCHEMA_VERSION))
+    return found

@@ -1,0 +1,170 @@
+"""Runs of real notebooks on real kernels: overrides, evidence, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from clearnb import Task
+from clearnb.errors import (
+    NotANotebookError,
+    NotebookNotFoundError,
+    ParameterError,
+    TaskFailedError,
+)
+from clearnb.execution import events
+from clearnb.execution.events import RunEvent
+from clearnb.execution.runner import NotebookRunner
+from tests.helpers import notebook, wait_until_gone
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _executed(task: Task) -> nbformat.NotebookNode:
+    path = task.artifacts["notebook"].get_local_copy()
+    return nbformat.read(path, as_version=4)
+
+
+def test_overrides_reach_the_notebook_typed(runner: NotebookRunner) -> None:
+    task = runner.execute(
+        notebook("params"),
+        {"count": "5", "General/ratio": 2, "flag": "true", "items": "[3, 4]", "Extra/depth": "9"},
+        project_name="tests",
+        task_name="typed overrides",
+    )
+    assert task.status == "completed", task.error
+    seen = task.artifacts["seen"].get()
+    assert seen["count"] == 5 and seen["ratio"] == 2.0 and seen["flag"] is True
+    assert seen["types"] == ["int", "float", "str", "bool"]
+    assert seen["items"] == [3, 4]
+    assert seen["extra"] == {"depth": 9, "mode": "fast"}, "section Extra reached task.connect"
+    assert seen["cwd"] == str(notebook("params").parent)
+    assert task.get_parameters()["General/count"] == 5
+    assert task.get_parameters()["Extra/mode"] == "fast"
+    assert sorted(task.runtime["overrides"]) == [
+        "Extra/depth",
+        "General/count",
+        "General/flag",
+        "General/items",
+        "General/ratio",
+    ]
+    executed = _executed(task)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    assert "count = 5" in injected[0].source and "ratio = 2.0" in injected[0].source
+
+
+def test_a_run_keeps_its_evidence(runner: NotebookRunner) -> None:
+    seen: list[RunEvent] = []
+    task = runner.execute(notebook("params"), {"count": 2}, on_event=seen.append)
+    assert task.status == "completed", task.error
+    figures = [a for name, a in task.artifacts.items() if name.startswith("figure_")]
+    assert len(figures) == 1
+    png = Path(figures[0].get_local_copy()).read_bytes()
+    assert png.startswith(b"\x89PNG")
+    store = runner.backend.store
+    logs = {r.title: r.payload["text"] for r in store.get_reports(task.id, kind="log")}
+    assert "stdout line 2" in logs["stdout"]
+    assert "stderr line" in logs["stderr"]
+    cells = task.runtime["cells"]
+    assert len(cells) == len(_executed(task).cells)
+    assert all(c["status"] == "completed" and c["duration"] is not None for c in cells)
+    assert task.runtime["duration"] > 0
+    record = task.record
+    assert record.started is not None and record.completed is not None
+    assert record.completed >= record.started
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == events.TASK_STARTED and kinds[-1] == events.TASK_FINISHED
+    started = [e.payload["index"] for e in seen if e.kind == events.CELL_STARTED]
+    assert started == list(range(len(cells)))
+    persisted = [e.kind for e in store.get_events(task.id)]
+    assert persisted == kinds
+
+
+def test_a_raising_cell_fails_the_task_and_marks_the_notebook(runner: NotebookRunner) -> None:
+    task = runner.execute(notebook("raises"), {"value": 7})
+    assert task.status == "failed"
+    error = task.error
+    assert error is not None
+    assert error["ename"] == "ValueError" and error["evalue"] == "boom 7"
+    executed = _executed(task)
+    assert "papermill-error-cell-tag" in executed.cells[0].metadata.get("tags", [])
+    failing = next(
+        c for c in executed.cells if c.get("metadata", {}).get("papermill", {}).get("exception")
+    )
+    assert "raise ValueError" in failing.source
+    assert error["source"] == failing.source
+    assert "ValueError: boom 7" in error["reason"]
+    assert not any("never runs" in json.dumps(c.get("outputs", [])) for c in executed.cells)
+    assert wait_until_gone(task.runtime["kernel_pid"])
+
+
+def test_raise_on_error_raises_with_the_task(runner: NotebookRunner) -> None:
+    with pytest.raises(TaskFailedError) as info:
+        runner.execute(notebook("raises"), raise_on_error=True)
+    assert "boom 1" in str(info.value)
+    assert Task.get_task(task_id=info.value.task_id).status == "failed"
+
+
+def test_a_dead_kernel_fails_the_task(runner: NotebookRunner) -> None:
+    task = runner.execute(notebook("exits"))
+    assert task.status == "failed"
+    assert task.error is not None and "kernel died" in task.error["reason"]
+    executed = _executed(task)
+    outputs = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "about to exit" in outputs and "DeadKernelError" in outputs
+    assert "never runs" not in outputs
+    assert wait_until_gone(task.runtime["kernel_pid"])
+
+
+def test_an_endless_cell_hits_the_time_limit(runner: NotebookRunner) -> None:
+    task = runner.execute(notebook("loops"), time_limit=2)
+    assert task.status == "failed"
+    assert task.error is not None and "time limit" in task.error["reason"]
+    assert task.runtime["duration"] < 30
+    assert "TimeLimitExceeded" in json.dumps([c.get("outputs", []) for c in _executed(task).cells])
+    assert wait_until_gone(task.runtime["kernel_pid"])
+
+
+def test_a_clone_runs_with_its_own_parameters(runner: NotebookRunner) -> None:
+    template = Task.create(project_name="tests", task_name="template", notebook=notebook("params"))
+    assert template.status == "created"
+    assert template.get_parameters()["General/count"] == 1
+    draft = Task.clone(template, name="clone")
+    draft.set_parameter("General/count", 11)
+    draft.set_parameter("Extra/mode", "slow")
+    assert template.reload().get_parameters()["General/count"] == 1
+    task = runner.execute(task=draft)
+    assert task.id == draft.id and task.status == "completed", task.error
+    seen = task.artifacts["seen"].get()
+    assert seen["count"] == 11 and seen["extra"]["mode"] == "slow"
+
+
+def _count(runner: NotebookRunner) -> int:
+    return len(runner.backend.store.find_tasks())
+
+
+def test_bad_input_is_refused_before_anything_runs(runner: NotebookRunner, tmp_path: Path) -> None:
+    before = _count(runner)
+    with pytest.raises(NotebookNotFoundError, match="not found"):
+        runner.execute(tmp_path / "missing.ipynb")
+    text = tmp_path / "notes.ipynb"
+    text.write_text("just some text")
+    with pytest.raises(NotANotebookError, match="not a Jupyter notebook"):
+        runner.execute(text)
+    other_json = tmp_path / "data.ipynb"
+    other_json.write_text('{"a": 1}')
+    with pytest.raises(NotANotebookError):
+        runner.execute(other_json)
+    with pytest.raises(ParameterError, match="no cell tagged 'parameters'"):
+        runner.execute(notebook("no_params"), {"value": 2})
+    with pytest.raises(ParameterError) as info:
+        runner.execute(notebook("params"), {"cuont": 2, "ratio": "half"})
+    message = str(info.value)
+    assert "2 parameter problems" in message
+    assert "'cuont'" in message and "count, flag, items, label, ratio" in message
+    assert "'half' cannot be converted" in message
+    assert _count(runner) == before, "refused input must not record a task"

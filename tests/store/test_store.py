@@ -1,0 +1,572 @@
+from __future__ import annotations
+
+import pickle
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clearnb.errors import (
+    ArtifactNotFoundError,
+    SchemaVersionError,
+    StoreError,
+    TaskNotFoundError,
+)
+from clearnb.store import (
+    SCHEMA_VERSION,
+    TASK_STATUSES,
+    ArtifactRecord,
+    EventRecord,
+    ReportRecord,
+    ScalarRecord,
+    Store,
+    TaskRecord,
+    open_store,
+    schema,
+)
+
+TABLES = {"schema_version", "tasks", "artifacts", "scalars", "reports", "events"}
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "home" / "clearnb.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    with open_store(sqlite_url(db_path)) as opened:
+        yield opened
+
+
+def make_task(project: str = "proj", name: str = "step", **fields: object) -> TaskRecord:
+    return TaskRecord(project=project, name=name, **fields)  # type: ignore[arg-type]
+
+
+def artifact(task_id: str, name: str, **fields: object) -> ArtifactRecord:
+    values: dict[str, object] = {
+        "url": f"/artifacts/{task_id}/{name}.json",
+        "codec": "json",
+        "type": "builtins.dict",
+        "hash": "ab" * 32,
+        "size": 12,
+    }
+    values.update(fields)
+    return ArtifactRecord(task_id=task_id, name=name, **values)  # type: ignore[arg-type]
+
+
+def table_names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+# -- opening, schema, pragmas -------------------------------------------------------------
+
+
+def test_open_creates_parent_folder_and_schema(db_path: Path) -> None:
+    assert not db_path.parent.exists()
+    with open_store(sqlite_url(db_path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.url == sqlite_url(db_path)
+    assert db_path.is_file()
+    assert table_names(db_path) >= TABLES
+
+
+def test_wal_mode_is_on(store: Store, db_path: Path) -> None:
+    store.create_task(make_task())
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db_path.with_name(db_path.name + "-wal").exists()
+
+
+def test_connection_pragmas(store: Store) -> None:
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_reopen_keeps_data(db_path: Path) -> None:
+    with open_store(sqlite_url(db_path)) as store:
+        task = store.create_task(make_task())
+    with open_store(sqlite_url(db_path)) as store:
+        assert store.get_task(task.id) == task
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_one_migration_per_version() -> None:
+    assert len(schema.MIGRATIONS) == SCHEMA_VERSION
+
+
+def test_migrates_an_empty_database(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    assert table_names(path) == set()
+    with open_store(sqlite_url(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        task = store.create_task(make_task())
+        assert store.get_task(task.id) == task
+    assert table_names(path) >= TABLES
+
+
+@pytest.mark.parametrize("row", [None, 0], ids=["no-row", "version-0"])
+def test_migrates_a_version_0_database(tmp_path: Path, row: int | None) -> None:
+    path = tmp_path / "v0.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER)")
+        if row is not None:
+            conn.execute("INSERT INTO schema_version VALUES (1, ?)", (row,))
+    with open_store(sqlite_url(path)) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id, version FROM schema_version").fetchall() == [
+            (1, SCHEMA_VERSION)
+        ]
+    assert table_names(path) >= TABLES
+
+
+def test_newer_schema_is_refused(db_path: Path) -> None:
+    open_store(sqlite_url(db_path)).close()
+    newer = SCHEMA_VERSION + 41
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (newer,))
+    with pytest.raises(SchemaVersionError) as caught:
+        open_store(sqlite_url(db_path))
+    message = str(caught.value)
+    assert f"schema version {newer}" in message
+    assert f"up to schema version {SCHEMA_VERSION}" in message
+    assert "newer clearnb" in message
+    assert "pip install -U clearnb" in message
+    assert caught.value.fields == {"found": newer, "supported": SCHEMA_VERSION}
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert isinstance(copy, SchemaVersionError) and str(copy) == message
+
+
+def test_in_memory_store() -> None:
+    with open_store("sqlite://") as store:
+        task = store.create_task(make_task())
+        assert store.find_tasks() == [task]
+
+
+def test_store_is_a_context_manager_and_closes(db_path: Path) -> None:
+    store = open_store(sqlite_url(db_path))
+    with store as entered:
+        assert entered is store
+        assert repr(store) == f"Store({sqlite_url(db_path)!r})"
+    assert store._engine.pool.checkedout() == 0
+
+
+# -- tasks --------------------------------------------------------------------------------
+
+
+def test_task_round_trip_with_typed_json_fields(store: Store) -> None:
+    task = make_task(
+        status="failed",
+        task_type="function",
+        notebook="/nb/step.ipynb",
+        output_notebook="/out/step.ipynb",
+        parameters={
+            "General": {
+                "n": 3,
+                "ratio": 0.25,
+                "flag": True,
+                "off": False,
+                "label": "x",
+                "nothing": None,
+                "items": [1, 2.5, "a", None, [True]],
+                "nested": {"k": {"deep": 1}},
+            },
+            "Args": {},
+        },
+        tags=["b", "a"],
+        parent="0" * 32,
+        error={"reason": "cell raised", "cell_index": 2, "traceback": ["l1", "l2"]},
+        runtime={"kernel": "python3", "cells": [0.1, 0.2]},
+        comment="hello",
+        started=1_700_000_000.5,
+        completed=1_700_000_010.25,
+    )
+    assert store.create_task(task) is task
+    loaded = store.get_task(task.id)
+    assert loaded == task
+    general = loaded.parameters["General"]
+    assert type(general["n"]) is int
+    assert type(general["ratio"]) is float
+    assert general["flag"] is True and general["off"] is False
+    assert general["nothing"] is None
+    assert list(general) == list(task.parameters["General"])
+
+
+def test_task_defaults_round_trip(store: Store) -> None:
+    task = store.create_task(make_task())
+    loaded = store.get_task(task.id)
+    assert loaded == task
+    assert loaded.error is None and loaded.started is None and loaded.parameters == {}
+
+
+def test_create_task_with_existing_id_fails(store: Store) -> None:
+    task = store.create_task(make_task())
+    with pytest.raises(StoreError, match="already exists"):
+        store.create_task(make_task(id=task.id))
+
+
+def test_create_task_rejects_unknown_status(store: Store) -> None:
+    with pytest.raises(ValueError) as caught:
+        store.create_task(make_task(status="done"))
+    for status in TASK_STATUSES:
+        assert status in str(caught.value)
+
+
+def test_create_task_rejects_non_json_parameters(store: Store) -> None:
+    with pytest.raises(TypeError, match="JSON"):
+        store.create_task(make_task(parameters={"General": {"x": object()}}))
+    with pytest.raises(ValueError, match="section"):
+        store.create_task(make_task(parameters={"General": 1}))
+
+
+def test_numpy_values_are_stored_as_plain_json(store: Store) -> None:
+    np = pytest.importorskip("numpy")
+    task = store.create_task(
+        make_task(parameters={"General": {"f": np.float64(0.5), "a": np.arange(3)}})
+    )
+    assert store.get_task(task.id).parameters == {"General": {"f": 0.5, "a": [0, 1, 2]}}
+
+
+def test_get_task_unknown_id(store: Store) -> None:
+    with pytest.raises(TaskNotFoundError) as caught:
+        store.get_task("deadbeef")
+    assert "deadbeef" in str(caught.value)
+    assert "clearnb task ls" in str(caught.value)
+    assert caught.value.fields["task_id"] == "deadbeef"
+    assert isinstance(caught.value, LookupError)
+
+
+def test_update_task(store: Store) -> None:
+    task = store.create_task(make_task(last_update=1.0))
+    updated = store.update_task(
+        task.id,
+        status="completed",
+        started=10.0,
+        completed=20.0,
+        runtime={"kernel": "python3"},
+        error=None,
+        tags=["done"],
+    )
+    assert updated.status == "completed"
+    assert (updated.started, updated.completed) == (10.0, 20.0)
+    assert updated.runtime == {"kernel": "python3"}
+    assert updated.tags == ["done"]
+    assert updated.last_update > 1.0
+    assert store.get_task(task.id) == updated
+    assert updated.name == task.name and updated.created == task.created
+
+
+def test_update_task_can_set_last_update_explicitly(store: Store) -> None:
+    task = store.create_task(make_task())
+    assert store.update_task(task.id, last_update=5.0).last_update == 5.0
+
+
+def test_update_task_rejects_bad_input(store: Store) -> None:
+    task = store.create_task(make_task())
+    with pytest.raises(ValueError, match=r"Unknown task field.*colour"):
+        store.update_task(task.id, colour="red")
+    with pytest.raises(ValueError, match="id of a task cannot change"):
+        store.update_task(task.id, id="other")
+    with pytest.raises(ValueError, match="Unknown task status 'finished'"):
+        store.update_task(task.id, status="finished")
+    with pytest.raises(TaskNotFoundError, match="missing-id"):
+        store.update_task("missing-id", status="running")
+    assert store.get_task(task.id) == task
+
+
+def test_set_parameters_merges_by_section(store: Store) -> None:
+    task = store.create_task(
+        make_task(parameters={"General": {"a": 1, "b": 2}, "Other": {"x": "y"}})
+    )
+    store.set_parameters(task.id, {"General": {"b": 3.5, "c": None}, "New": {"z": [1]}})
+    assert store.get_task(task.id).parameters == {
+        "General": {"a": 1, "b": 3.5, "c": None},
+        "Other": {"x": "y"},
+        "New": {"z": [1]},
+    }
+    with pytest.raises(TaskNotFoundError, match="nope"):
+        store.set_parameters("nope", {"General": {}})
+
+
+def test_find_tasks_filters(store: Store) -> None:
+    parent = store.create_task(make_task("p1", "controller", task_type="controller"))
+    a = store.create_task(
+        make_task("p1", "train", status="completed", tags=["best", "gpu"], parent=parent.id)
+    )
+    b = store.create_task(make_task("p1", "train", status="failed", tags=["gpu"]))
+    c = store.create_task(make_task("p2", "train", status="running", tags=["debug"]))
+    d = store.create_task(make_task("p1", "eval", task_type="function", parent=parent.id))
+
+    def ids(tasks: list[TaskRecord]) -> set[str]:
+        return {task.id for task in tasks}
+
+    assert ids(store.find_tasks()) == {parent.id, a.id, b.id, c.id, d.id}
+    assert ids(store.find_tasks(project="p1")) == {parent.id, a.id, b.id, d.id}
+    assert ids(store.find_tasks(project="p1", name="train")) == {a.id, b.id}
+    assert ids(store.find_tasks(name="train")) == {a.id, b.id, c.id}
+    assert ids(store.find_tasks(status="failed")) == {b.id}
+    assert ids(store.find_tasks(status=["completed", "running"])) == {a.id, c.id}
+    assert ids(store.find_tasks(status=("created",))) == {parent.id, d.id}
+    assert ids(store.find_tasks(task_type="function")) == {d.id}
+    assert ids(store.find_tasks(parent=parent.id)) == {a.id, d.id}
+    assert ids(store.find_tasks(tags=["gpu"])) == {a.id, b.id}
+    assert ids(store.find_tasks(tags=["best", "debug"])) == {a.id, c.id}
+    assert ids(store.find_tasks(tags=["__$all", "best", "gpu"])) == {a.id}
+    assert ids(store.find_tasks(tags=["gpu", "-best"])) == {b.id}
+    assert ids(store.find_tasks(tags=["-gpu"])) == {parent.id, c.id, d.id}
+    assert ids(store.find_tasks(tags=[])) == ids(store.find_tasks())
+    assert store.find_tasks(project="nowhere") == []
+    assert store.find_tasks(project="p1", status="running") == []
+    with pytest.raises(ValueError, match="Unknown task status 'done'"):
+        store.find_tasks(status=["completed", "done"])
+
+
+def test_find_tasks_newest_first_with_id_tiebreak(store: Store) -> None:
+    old = store.create_task(make_task(created=100.0))
+    new = store.create_task(make_task(created=300.0))
+    tie_low = store.create_task(make_task(id="a" * 32, created=200.0))
+    tie_high = store.create_task(make_task(id="b" * 32, created=200.0))
+    expected = [new.id, tie_high.id, tie_low.id, old.id]
+    assert [task.id for task in store.find_tasks()] == expected
+    assert [task.id for task in store.find_tasks(limit=2)] == expected[:2]
+    assert store.find_tasks(limit=0) == []
+    with pytest.raises(ValueError, match="limit"):
+        store.find_tasks(limit=-1)
+
+
+def test_find_tasks_limit_applies_after_tag_filter(store: Store) -> None:
+    for created in range(6):
+        tags = ["keep"] if created % 2 else []
+        store.create_task(make_task(created=float(created), tags=tags))
+    found = store.find_tasks(tags=["keep"], limit=2)
+    assert [task.created for task in found] == [5.0, 3.0]
+
+
+def test_delete_task_removes_its_rows(store: Store) -> None:
+    task = store.create_task(make_task())
+    other = store.create_task(make_task())
+    for owner in (task, other):
+        store.put_artifact(artifact(owner.id, "data"))
+        store.add_scalars([ScalarRecord(owner.id, "loss", "train", 0, 1.0)])
+        store.add_report(ReportRecord(owner.id, "text", payload={"text": "hi"}))
+        store.add_event(EventRecord(owner.id, "task_started"))
+    store.delete_task(task.id)
+    with pytest.raises(TaskNotFoundError):
+        store.get_task(task.id)
+    assert store.get_artifacts(task.id) == {}
+    assert store.get_scalars(task.id) == []
+    assert store.get_reports(task.id) == []
+    assert store.get_events(task.id) == []
+    assert list(store.get_artifacts(other.id)) == ["data"]
+    assert len(store.get_scalars(other.id)) == 1
+    assert len(store.get_reports(other.id)) == 1
+    assert len(store.get_events(other.id)) == 1
+    with pytest.raises(TaskNotFoundError, match=task.id):
+        store.delete_task(task.id)
+
+
+# -- artifacts ----------------------------------------------------------------------------
+
+
+def test_artifact_round_trip(store: Store) -> None:
+    task = store.create_task(make_task())
+    record = artifact(
+        task.id,
+        "model",
+        codec="pickle",
+        type="sklearn.linear_model.LogisticRegression",
+        size=2**40,
+        preview="LogisticRegression()",
+        metadata={"shape": [3, 4], "dtype": "float64", "ok": True},
+        created=123.5,
+    )
+    store.put_artifact(record)
+    assert store.get_artifact(task.id, "model") == record
+    assert store.get_artifacts(task.id) == {"model": record}
+
+
+def test_put_artifact_replaces_same_name_in_place(store: Store) -> None:
+    task = store.create_task(make_task())
+    for name in ("first", "second", "third"):
+        store.put_artifact(artifact(task.id, name))
+    replacement = artifact(task.id, "second", url="/new/url", hash="cd" * 32, size=99)
+    store.put_artifact(replacement)
+    artifacts = store.get_artifacts(task.id)
+    assert list(artifacts) == ["first", "second", "third"]
+    assert artifacts["second"] == replacement
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone() == (3,)
+
+
+def test_same_artifact_name_on_two_tasks(store: Store) -> None:
+    one = store.create_task(make_task())
+    two = store.create_task(make_task())
+    store.put_artifact(artifact(one.id, "data", size=1))
+    store.put_artifact(artifact(two.id, "data", size=2))
+    assert store.get_artifact(one.id, "data").size == 1
+    assert store.get_artifact(two.id, "data").size == 2
+
+
+def test_get_artifact_missing_lists_names(store: Store) -> None:
+    task = store.create_task(make_task())
+    store.put_artifact(artifact(task.id, "alpha"))
+    store.put_artifact(artifact(task.id, "beta"))
+    with pytest.raises(ArtifactNotFoundError) as caught:
+        store.get_artifact(task.id, "gamma")
+    message = str(caught.value)
+    assert "'gamma'" in message and "'alpha', 'beta'" in message and task.id in message
+    assert caught.value.fields["available"] == ["alpha", "beta"]
+    assert isinstance(caught.value, KeyError)
+
+    empty = store.create_task(make_task())
+    with pytest.raises(ArtifactNotFoundError, match="artifacts are: none"):
+        store.get_artifact(empty.id, "gamma")
+    with pytest.raises(TaskNotFoundError, match="clearnb task ls"):
+        store.get_artifact("unknown", "gamma")
+
+
+def test_rows_for_an_unknown_task_are_refused(store: Store) -> None:
+    with pytest.raises(TaskNotFoundError, match="ghost"):
+        store.put_artifact(artifact("ghost", "x"))
+    with pytest.raises(TaskNotFoundError, match="ghost"):
+        store.add_scalars([ScalarRecord("ghost", "t", "s", 0, 1.0)])
+    with pytest.raises(TaskNotFoundError, match="ghost"):
+        store.add_report(ReportRecord("ghost", "text"))
+    with pytest.raises(TaskNotFoundError, match="ghost"):
+        store.add_event(EventRecord("ghost", "task_started"))
+    assert store.get_events() == []
+
+
+# -- scalars, reports, events -------------------------------------------------------------
+
+
+def test_scalars_round_trip_in_order(store: Store) -> None:
+    task = store.create_task(make_task())
+    other = store.create_task(make_task())
+    records = [
+        ScalarRecord(task.id, "loss", "val", 1, 0.5, timestamp=1.0),
+        ScalarRecord(task.id, "loss", "train", 2, 0.25, timestamp=2.0),
+        ScalarRecord(task.id, "acc", "val", 0, 0.9, timestamp=3.0),
+        ScalarRecord(task.id, "loss", "train", 0, 1.0, timestamp=4.0),
+        ScalarRecord(other.id, "loss", "train", 0, 7.0, timestamp=5.0),
+    ]
+    store.add_scalars(iter(records))
+    store.add_scalars([])
+    assert store.get_scalars(task.id) == [records[2], records[3], records[1], records[0]]
+    assert store.get_scalars(task.id, title="loss") == [records[3], records[1], records[0]]
+    assert store.get_scalars(other.id) == [records[4]]
+    assert store.get_scalars(task.id, title="none") == []
+    loaded = store.get_scalars(task.id)[0]
+    assert type(loaded.iteration) is int and type(loaded.value) is float
+
+
+def test_add_scalars_is_one_transaction(store: Store) -> None:
+    task = store.create_task(make_task())
+    batch = [ScalarRecord(task.id, "t", "s", 0, 1.0), ScalarRecord("ghost", "t", "s", 0, 1.0)]
+    with pytest.raises(TaskNotFoundError):
+        store.add_scalars(batch)
+    assert store.get_scalars(task.id) == []
+
+
+def test_reports_round_trip(store: Store) -> None:
+    task = store.create_task(make_task())
+    text = ReportRecord(task.id, "text", "notes", "s", 0, {"text": "hello"}, timestamp=1.0)
+    table = ReportRecord(
+        task.id,
+        "table",
+        "scores",
+        "val",
+        3,
+        {"columns": ["a", "b"], "rows": [[1, 2.5], ["x", None]]},
+        timestamp=2.0,
+    )
+    figure = ReportRecord(task.id, "figure", "plot", payload={"artifact": "fig"}, timestamp=3.0)
+    for record in (text, table, figure):
+        store.add_report(record)
+    assert store.get_reports(task.id) == [text, table, figure]
+    assert store.get_reports(task.id, kind="table") == [table]
+    assert store.get_reports(task.id, kind="log") == []
+
+
+def test_events_sequence_and_filters(store: Store) -> None:
+    one = store.create_task(make_task())
+    two = store.create_task(make_task())
+    added = []
+    for i in range(6):
+        owner = one if i % 2 == 0 else two
+        record = EventRecord(owner.id, "progress", {"cell": i, "ok": True}, timestamp=float(i))
+        returned = store.add_event(record)
+        assert returned is record and record.seq > 0
+        added.append(record)
+    seqs = [record.seq for record in added]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6
+    assert store.get_events() == added
+    assert store.get_events(one.id) == added[0::2]
+    assert store.get_events(two.id, after=added[1].seq) == added[3::2]
+    assert store.get_events(after=added[2].seq, limit=2) == added[3:5]
+    assert store.get_events(after=added[-1].seq) == []
+
+
+def test_event_numbers_are_never_reused(store: Store) -> None:
+    keep = store.create_task(make_task())
+    gone = store.create_task(make_task())
+    store.add_event(EventRecord(keep.id, "a"))
+    last = store.add_event(EventRecord(gone.id, "b")).seq
+    store.delete_task(gone.id)
+    assert store.add_event(EventRecord(keep.id, "c")).seq > last
+
+
+# -- locking ------------------------------------------------------------------------------
+
+
+def hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_writer_waits_for_a_held_lock(store: Store, db_path: Path) -> None:
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(db_path, 0.5, locked))
+    holder.start()
+    assert locked.wait(5)
+    started = time.monotonic()
+    task = store.create_task(make_task())
+    assert time.monotonic() - started >= 0.3
+    holder.join()
+    assert store.get_task(task.id) == task
+
+
+def test_lock_held_too_long_is_a_clear_store_error(db_path: Path) -> None:
+    with open_store(sqlite_url(db_path), lock_timeout=0.3) as store:
+        locked = threading.Event()
+        holder = threading.Thread(target=hold_write_lock, args=(db_path, 2.0, locked))
+        holder.start()
+        assert locked.wait(5)
+        try:
+            with pytest.raises(StoreError, match="stayed locked") as caught:
+                store.create_task(make_task())
+            assert "database is locked" not in str(caught.value)
+            # Reads still work while another process writes (WAL).
+            assert store.find_tasks() == []
+        finally:
+            holder.join()
