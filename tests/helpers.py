@@ -40,18 +40,34 @@ def wait_until_gone(pid: int, timeout: float = 15.0) -> bool:
 
 
 def child_kernel_pids() -> list[int]:
-    """Live ipykernel processes whose parent is this process."""
-    found = []
-    me = os.getpid()
+    """Live kernel processes (and kernel fork servers) descending from this process."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        fields = stat.split(")")[-1].split()
-        if fields[0] != "Z" and int(fields[1]) == me and "ipykernel" in cmdline:
-            found.append(int(entry.name))
-    return found
+        if fields[0] == "Z":
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        commands[int(entry.name)] = command
+    me = os.getpid()
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            seen.add(pid)
+            pid = parents[pid]
+            if pid == me:
+                return True
+        return False
+
+    return sorted(
+        pid
+        for pid, command in commands.items()
+        if ("ipykernel" in command or "clearnb.execution.forkserver" in command) and descends(pid)
+    )

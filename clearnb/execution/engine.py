@@ -23,13 +23,12 @@ from typing import Any
 
 import nbformat
 from nbclient.exceptions import CellExecutionError, DeadKernelError
-from nbclient.util import run_sync
 from nbformat import NotebookNode
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager
 
 from clearnb.execution import events
-from clearnb.execution.kernels import KernelPool, PooledKernel, wait_for_reply
+from clearnb.execution.kernels import KernelPool, PooledKernel, connect_client, wait_for_reply
 
 log = logging.getLogger(__name__)
 
@@ -148,17 +147,24 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         own_pool = context.pool is None
         pool = context.pool or KernelPool(size=0, prestart=False, kernel_name=kernel_name)
         try:
-            return run_sync(cls._execute)(
-                nb_man,
-                kernel_name,
-                pool,
-                context,
-                log_output=log_output,
-                stdout_file=stdout_file,
-                stderr_file=stderr_file,
-                start_timeout=start_timeout,
-                execution_timeout=execution_timeout,
+            future = pool.run(
+                cls._execute(
+                    nb_man,
+                    kernel_name,
+                    pool,
+                    context,
+                    log_output=log_output,
+                    stdout_file=stdout_file,
+                    stderr_file=stderr_file,
+                    start_timeout=start_timeout,
+                    execution_timeout=execution_timeout,
+                )
             )
+            try:
+                return future.result()
+            except BaseException:
+                future.cancel()
+                raise
         finally:
             if own_pool:
                 pool.close()
@@ -192,44 +198,52 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
             stderr_file=stderr_file,
             resources={"metadata": {"path": context.cwd}} if context.cwd else {},
         )
+        client.reset_execution_trackers()
+        kc = kernel.connected
+        kernel.connected = None
         try:
-            async with client.async_setup_kernel():
-                await cls._prepare_kernel(client, context, start_timeout)
-                cells = asyncio.ensure_future(cls._execute_cells(client, nb_man))
-                done, _ = await asyncio.wait({cells}, timeout=context.time_limit)
-                if not done:
-                    context.failure = "time limit"
-                    await asyncio.wrap_future(pool.release(kernel))
-                    released = True
-                    cells.cancel()
-                    with contextlib.suppress(BaseException):
-                        await cells
+            if kc is None:
+                kc = kernel.client()
+                kc.start_channels()
+                await connect_client(kc, start_timeout, kernel)
+            kc.allow_stdin = False
+            client.kc = kc
+            await cls._prepare_kernel(client, context, start_timeout)
+            cells = asyncio.ensure_future(cls._execute_cells(client, nb_man))
+            done, _ = await asyncio.wait({cells}, timeout=context.time_limit)
+            if not done:
+                context.failure = "time limit"
+                await asyncio.wrap_future(pool.release(kernel))
+                released = True
+                cells.cancel()
+                with contextlib.suppress(BaseException):
+                    await cells
+                cls._mark_failed_cell(
+                    nb_man,
+                    TIME_LIMIT,
+                    f"The run exceeded its time limit of {context.time_limit:g} s while "
+                    "this cell was running; the kernel was stopped.",
+                )
+            else:
+                try:
+                    cells.result()
+                except DeadKernelError:
+                    context.failure = "kernel died"
                     cls._mark_failed_cell(
                         nb_man,
-                        TIME_LIMIT,
-                        f"The run exceeded its time limit of {context.time_limit:g} s while "
-                        "this cell was running; the kernel was stopped.",
+                        KERNEL_DIED,
+                        "The kernel died while this cell was running (the process exited "
+                        "or was killed, e.g. by os._exit, a crash or running out of memory).",
                     )
-                else:
-                    try:
-                        cells.result()
-                    except DeadKernelError:
-                        context.failure = "kernel died"
-                        cls._mark_failed_cell(
-                            nb_man,
-                            KERNEL_DIED,
-                            "The kernel died while this cell was running (the process exited "
-                            "or was killed, e.g. by os._exit, a crash or running out of memory).",
-                        )
-                if context.failure is None:
-                    with contextlib.suppress(Exception):
-                        info = await wait_for_reply(client.kc, client.kc.kernel_info(), 5)
-                        nb_man.nb.metadata["language_info"] = info["content"]["language_info"]
-                    client.set_widgets_metadata()
-        finally:
-            if client.kc is not None:
+            if context.failure is None:
                 with contextlib.suppress(Exception):
-                    client.kc.stop_channels()
+                    info = await wait_for_reply(kc, kc.kernel_info(), 5)
+                    nb_man.nb.metadata["language_info"] = info["content"]["language_info"]
+                client.set_widgets_metadata()
+        finally:
+            if kc is not None:
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
             if not released:
                 pool.release(kernel)
         executed: NotebookNode = nb_man.nb

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.connect import write_connection_file
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
@@ -37,6 +41,8 @@ T = TypeVar("T")
 DEFAULT_KERNEL = "python3"
 KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
 """Arguments every pooled kernel starts with: no history database to open."""
+FORK_ENV = "CLEARNB_KERNEL_FORK"
+"""Set to ``0`` to start every kernel as its own process instead of forking it."""
 
 
 class KernelStartError(ExecutionError):
@@ -47,14 +53,37 @@ class KernelStartError(ExecutionError):
 class PooledKernel:
     """A started, ready kernel taken from the pool for one run."""
 
-    manager: AsyncKernelManager
     kernel_name: str
+    connection_info: dict[str, Any]
     pid: int | None
     pgid: int | None
-    started: float
-    """Seconds (event-loop clock) it took to start and become ready."""
-    ready_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0
+    """Seconds it took to start and become ready."""
+    manager: AsyncKernelManager | None = None
+    """The manager of a kernel started as its own process (None for a forked kernel)."""
+    files: list[Path] = field(default_factory=list)
+    """Connection file and socket files to remove once the kernel is gone."""
+    connected: AsyncKernelClient | None = None
+    """A client with running channels, connected on the pool's loop ahead of the run."""
+
+    @property
+    def forked(self) -> bool:
+        """True when the kernel was forked by the fork server."""
+        return self.manager is None
+
+    def client(self) -> AsyncKernelClient:
+        """A new client for this kernel (channels not started), bound to the caller's loop."""
+        if self.manager is not None:
+            return self.manager.client()
+        client = AsyncKernelClient()
+        client.load_connection_info(self.connection_info)  # type: ignore[arg-type]
+        return client
+
+    async def is_alive(self) -> bool:
+        """True while the kernel process runs."""
+        if self.manager is not None:
+            return bool(await self.manager.is_alive())
+        return self.pid is not None and _process_alive(self.pid)
 
 
 class KernelPool:
@@ -75,6 +104,7 @@ class KernelPool:
         preload: Iterable[str] = (),
         startup_timeout: float = 60.0,
         prestart: bool = True,
+        fork: bool | None = None,
     ) -> None:
         if size < 0:
             raise ValueError(f"pool size must be 0 or more, got {size}")
@@ -84,6 +114,10 @@ class KernelPool:
         self.preload = tuple(preload)
         self.startup_timeout = startup_timeout
         self.prestart = prestart
+        if fork is None:
+            fork = os.environ.get(FORK_ENV, "1") != "0"
+        self.fork = fork and hasattr(os, "fork")
+        self._forkserver: asyncio.Future[_ForkServer] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -169,6 +203,15 @@ class KernelPool:
             return await coro
         return await asyncio.wrap_future(self._submit(coro))
 
+    def run(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Run ``coro`` on the pool's event loop (where pooled kernels' clients live)."""
+        return self._submit(coro)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The pool's event loop (started on first use)."""
+        return self._require_loop()
+
     def release(self, kernel: PooledKernel) -> Future[None]:
         """Kill the kernel in the background; the returned future completes when it is gone."""
         return self._submit(self._shutdown(kernel))
@@ -233,7 +276,7 @@ class KernelPool:
                 raise KernelStartError(
                     f"The {name!r} kernel failed to start: {item}", kernel_name=name
                 ) from item
-            if await item.manager.is_alive():
+            if await item.is_alive():
                 await self._fill(name)
                 return item
             await self._shutdown(item)  # died while idle in the pool: take the next one
@@ -256,26 +299,16 @@ class KernelPool:
     async def _start_kernel(self, name: str) -> PooledKernel:
         loop = asyncio.get_running_loop()
         began = loop.time()
-        assert self._runtime_dir is not None
-        manager = AsyncKernelManager(kernel_name=name, transport="ipc")
-        manager.ip = str(self._runtime_dir / f"k{uuid.uuid4().hex[:10]}")
-        try:
-            await manager.start_kernel(
-                env=self.env,
-                cwd=str(self._runtime_dir),
-                extra_arguments=list(KERNEL_ARGUMENTS) if name == DEFAULT_KERNEL else [],
-            )
-        except NoSuchKernel as exc:
-            raise KernelStartError(f"Kernel {name!r} is not installed.", kernel_name=name) from exc
-        provisioner: Any = manager.provisioner
-        pid = getattr(getattr(provisioner, "process", None), "pid", None)
-        kernel = PooledKernel(manager, name, pid, getattr(provisioner, "pgid", None), 0.0)
+        if self.fork and name == DEFAULT_KERNEL and _spec_runs_this_python(name):
+            kernel = await self._fork_kernel(name)
+        else:
+            kernel = await self._spawn_kernel(name)
         self._live[id(kernel)] = kernel
-        client = manager.client()
+        client = kernel.client()
         try:
             client.start_channels()
-            await client.wait_for_ready(timeout=self.startup_timeout)
-            if self.preload:
+            await connect_client(client, self.startup_timeout, kernel)
+            if self.preload and not kernel.forked:
                 code = "".join(
                     f"try:\n    __import__({module!r})\nexcept Exception:\n    pass\n"
                     for module in self.preload
@@ -286,30 +319,95 @@ class KernelPool:
             client.stop_channels()
             await self._shutdown(kernel)
             raise
-        client.stop_channels()
+        kernel.connected = client
         kernel.started = loop.time() - began
-        kernel.ready_at = loop.time()
         return kernel
+
+    def _socket_prefix(self) -> Path:
+        assert self._runtime_dir is not None
+        return self._runtime_dir / f"k{uuid.uuid4().hex[:10]}"
+
+    async def _spawn_kernel(self, name: str) -> PooledKernel:
+        """Start the kernel as its own process, through jupyter_client's kernel manager."""
+        prefix = self._socket_prefix()
+        manager = AsyncKernelManager(kernel_name=name, transport="ipc")
+        manager.ip = str(prefix)
+        try:
+            await manager.start_kernel(
+                env=self.env,
+                cwd=str(self._runtime_dir),
+                extra_arguments=list(KERNEL_ARGUMENTS) if name == DEFAULT_KERNEL else [],
+            )
+        except NoSuchKernel as exc:
+            raise KernelStartError(f"Kernel {name!r} is not installed.", kernel_name=name) from exc
+        provisioner: Any = manager.provisioner
+        pid = getattr(getattr(provisioner, "process", None), "pid", None)
+        return PooledKernel(
+            name,
+            dict(manager.get_connection_info()),
+            pid,
+            getattr(provisioner, "pgid", None),
+            manager=manager,
+        )
+
+    async def _fork_kernel(self, name: str) -> PooledKernel:
+        """Fork the kernel from the fork server (its imports are already done)."""
+        if self._forkserver is None:  # one server, however many kernels start at once
+            assert self._runtime_dir is not None
+            self._forkserver = asyncio.ensure_future(
+                _ForkServer.start(self.env, self.preload, self._runtime_dir)
+            )
+        server = await asyncio.shield(self._forkserver)
+        prefix = self._socket_prefix()
+        connection_file, written = write_connection_file(
+            f"{prefix}.json", transport="ipc", ip=str(prefix), kernel_name=name
+        )
+        info: dict[str, Any] = dict(written)
+        files = [Path(connection_file)]
+        files += [Path(f"{prefix}-{info[key]}") for key in _PORT_KEYS if key in info]
+        pid = await server.fork(
+            {
+                "connection_file": connection_file,
+                "env": self.env,
+                "cwd": str(self._runtime_dir),
+                "log": f"{prefix}.log",
+            }
+        )
+        files.append(Path(f"{prefix}.log"))
+        return PooledKernel(name, dict(info), pid, pid, files=files)
 
     async def _shutdown(self, kernel: PooledKernel) -> None:
         current = asyncio.current_task()
         if current is not None:
             self._stopping.add(current)
             current.add_done_callback(self._stopping.discard)
+        if kernel.connected is not None:
+            with contextlib.suppress(Exception):
+                kernel.connected.stop_channels()
+            kernel.connected = None
         _kill_group(kernel)
-        try:
-            await kernel.manager.shutdown_kernel(now=True)
-        except Exception:
-            log.debug("kernel shutdown raised", exc_info=True)
+        if kernel.forked and kernel.pid is not None:
+            for _ in range(1000):  # the fork server reaps it; wait until it is gone (<= 5 s)
+                if not _process_alive(kernel.pid):
+                    break
+                await asyncio.sleep(0.005)
+        if kernel.manager is not None:
+            try:
+                await kernel.manager.shutdown_kernel(now=True)
+            except Exception:
+                log.debug("kernel shutdown raised", exc_info=True)
+        for file in kernel.files:
+            with contextlib.suppress(OSError):
+                file.unlink()
         self._live.pop(id(kernel), None)
 
     async def _shutdown_all(self) -> None:
         for task in list(self._pending):
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
-        for queue in self._ready.values():
-            while not queue.empty():
-                item = queue.get_nowait()
+        for ready in self._ready.values():
+            while not ready.empty():
+                item = ready.get_nowait()
                 if isinstance(item, PooledKernel):
                     self._live.setdefault(id(item), item)
         current = asyncio.current_task()
@@ -318,6 +416,9 @@ class KernelPool:
         await asyncio.gather(
             *(self._shutdown(k) for k in list(self._live.values())), return_exceptions=True
         )
+        if self._forkserver is not None:
+            with contextlib.suppress(Exception):
+                await (await self._forkserver).stop()
 
 
 async def wait_for_reply(client: Any, msg_id: str, timeout: float) -> dict[str, Any]:
@@ -328,9 +429,148 @@ async def wait_for_reply(client: Any, msg_id: str, timeout: float) -> dict[str, 
             return reply
 
 
+async def connect_client(
+    client: AsyncKernelClient, timeout: float, kernel: PooledKernel | None = None
+) -> None:
+    """Wait until ``client`` gets replies on shell and messages on IOPub.
+
+    A new subscriber misses what the kernel publishes before its subscription is in place,
+    so this asks for ``kernel_info`` until a message answering it (or the kernel's
+    ``iopub_welcome``) arrives on IOPub too.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending: set[str] = set()
+    while True:
+        if kernel is not None and not await kernel.is_alive():
+            raise KernelStartError(
+                f"The {kernel.kernel_name!r} kernel exited while starting.",
+                kernel_name=kernel.kernel_name,
+            )
+        pending.add(client.kernel_info())
+        wait_until = min(deadline, loop.time() + 0.05)
+        while loop.time() < wait_until:
+            try:
+                message = await client.get_iopub_msg(timeout=max(0.0, wait_until - loop.time()))
+            except queue.Empty:
+                break
+            welcome = message.get("msg_type") == "iopub_welcome"
+            if welcome or message.get("parent_header", {}).get("msg_id") in pending:
+                return  # stray kernel_info replies are skipped by reply matching
+        if loop.time() >= deadline:
+            raise KernelStartError(
+                f"The kernel did not answer within {timeout:g} s.",
+                kernel_name=kernel.kernel_name if kernel else "",
+            )
+
+
+_PORT_KEYS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+class _ForkServer:
+    """The fork server process (``python -m clearnb.execution.forkserver``), driven by pipes."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def start(
+        cls, env: Mapping[str, str], preload: Iterable[str], runtime_dir: Path
+    ) -> _ForkServer:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clearnb.execution.forkserver",
+            *preload,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={"PYDEVD_DISABLE_FILE_VALIDATION": "1", **env},
+            cwd=str(runtime_dir),
+            start_new_session=True,
+        )
+        server = cls(process)
+        try:
+            reply = await server._read()
+            if not reply.get("ready"):
+                raise KernelStartError(f"the kernel fork server did not start: {reply}")
+        except BaseException:
+            await server.stop()
+            raise
+        return server
+
+    async def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise KernelStartError(
+                "the kernel fork server exited; set CLEARNB_KERNEL_FORK=0 to start kernels "
+                "without it"
+            )
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def fork(self, request: Mapping[str, Any]) -> int:
+        """Fork one kernel; returns its pid."""
+        async with self.lock:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(dict(request)).encode() + b"\n")
+            await self.process.stdin.drain()
+            reply = await self._read()
+        if "pid" not in reply:
+            raise KernelStartError(f"the kernel fork server could not fork: {reply.get('error')}")
+        return int(reply["pid"])
+
+    async def stop(self) -> None:
+        """Close its stdin (it kills its kernels and exits) and wait for it."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except asyncio.TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+def _spec_runs_this_python(name: str) -> bool:
+    """True if kernel ``name`` would run this very interpreter (so forking is equivalent)."""
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        return False
+    if not spec.argv:
+        return False
+    command = spec.argv[0]
+    major, minor = sys.version_info[:2]
+    if command in ("python", f"python{major}", f"python{major}.{minor}"):
+        return True  # jupyter_client runs these as sys.executable
+    found = shutil.which(command)
+    try:
+        return found is not None and os.path.samefile(found, sys.executable)
+    except OSError:
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def _kill_group(kernel: PooledKernel) -> None:
     """SIGKILL the kernel's process group: the kernel and every child it spawned."""
     if sys.platform == "win32" or not kernel.pgid or kernel.pgid == os.getpgid(0):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(kernel.pgid, signal.SIGKILL)
+    if kernel.pid and kernel.forked:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(kernel.pid, signal.SIGKILL)

@@ -14,10 +14,12 @@ from tests.helpers import child_kernel_pids, notebook, process_exists, wait_unti
 pytestmark = pytest.mark.timeout(180)
 
 
-def test_kernels_are_prestarted_used_once_and_killed_on_release() -> None:
-    with KernelPool(size=1) as pool:
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "spawned"])
+def test_kernels_are_prestarted_used_once_and_killed_on_release(fork: bool) -> None:
+    with KernelPool(size=1, fork=fork) as pool:
         first = pool.acquire()
         second = pool.acquire()
+        assert first.forked is fork and second.forked is fork
         assert first.pid != second.pid, "a kernel is never handed out twice"
         assert process_exists(first.pid) and process_exists(second.pid)
         pool.release(first).result(timeout=30)
@@ -27,13 +29,13 @@ def test_kernels_are_prestarted_used_once_and_killed_on_release() -> None:
     assert child_kernel_pids() == []
 
 
-def test_kernels_use_ipc_sockets_not_tcp_ports() -> None:
-    with KernelPool(size=0) as pool:
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "spawned"])
+def test_kernels_use_ipc_sockets_not_tcp_ports(fork: bool) -> None:
+    with KernelPool(size=0, fork=fork) as pool:
         kernel = pool.acquire()
         try:
-            assert kernel.manager.transport == "ipc"
-            info = kernel.manager.get_connection_info()
-            assert info["transport"] == "ipc"
+            assert kernel.connection_info["transport"] == "ipc"
+            assert Path(kernel.connection_info["ip"]).parent.exists()
         finally:
             pool.release(kernel).result(timeout=30)
 
