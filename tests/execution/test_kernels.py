@@ -52,3 +52,24 @@ def test_no_kernel_is_left_behind_after_failures(tmp_path: Path) -> None:
         runner.execute(notebook("raises"))
         assert child_kernel_pids(), "the pool keeps kernels ready while it is open"
     assert child_kernel_pids() == []
+
+
+def test_forked_kernels_do_not_share_random_state() -> None:
+    from clearnb.execution.kernels import connect_client, wait_for_reply
+
+    async def draw(pool: KernelPool) -> str:
+        kernel = await pool.acquire_async()
+        client = kernel.connected or kernel.client()
+        try:
+            if kernel.connected is None:
+                client.start_channels()
+                await connect_client(client, 30, kernel)
+            msg_id = client.execute("import random", user_expressions={"value": "random.random()"})
+            reply = await wait_for_reply(client, msg_id, 30)
+            return str(reply["content"]["user_expressions"]["value"]["data"]["text/plain"])
+        finally:
+            pool.release(kernel)
+
+    with KernelPool(size=2, fork=True) as pool:
+        values = {pool.run(draw(pool)).result(timeout=60) for _ in range(3)}
+    assert len(values) == 3, f"kernels drew the same random numbers: {values}"

@@ -168,3 +168,19 @@ def test_bad_input_is_refused_before_anything_runs(runner: NotebookRunner, tmp_p
     assert "'cuont'" in message and "count, flag, items, label, ratio" in message
     assert "'half' cannot be converted" in message
     assert _count(runner) == before, "refused input must not record a task"
+
+
+def test_execute_notebook_runs_one_notebook_as_a_task(home: Path) -> None:
+    import clearnb
+
+    task = clearnb.execute_notebook(
+        notebook("params"),
+        parameters={"General/ratio": 0.25, "label": "seed"},
+        project_name="examples",
+        task_name="one-off",
+    )
+    assert task.status == "completed", task.error
+    assert task.artifacts["seen"].get()["ratio"] == 0.25
+    found = Task.get_task(project_name="examples", task_name="one-off")
+    assert found.id == task.id
+    assert found.get_parameter("General/label") == "seed"
