@@ -201,7 +201,8 @@ def _print_task(record: Any, verbose: bool) -> None:
     if record.error:
         click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
         if verbose and record.error.get("traceback"):
-            click.echo("  " + "\n  ".join(record.error["traceback"][-6:]))
+            lines = "\n".join(record.error["traceback"][-6:]).splitlines()
+            click.echo("\n".join(f"  {line}" for line in lines))
 
 
 def _task_dict(record: Any) -> dict[str, Any]:

@@ -102,7 +102,12 @@ class Logger:
         report_image: bool = False,
         report_interactive: bool = True,
     ) -> None:
-        """Store a matplotlib figure as an image artifact and record it under title/series."""
+        """Store a matplotlib figure as an image artifact and record it under title/series.
+
+        ``figure`` may also be the ``matplotlib.pyplot`` module: its current figure is stored.
+        """
+        if callable(getattr(figure, "gcf", None)):
+            figure = figure.gcf()
         name = _artifact_name(f"{title}_{series}_{int(iteration or 0)}")
         self._task.upload_artifact(
             name,
@@ -130,14 +135,25 @@ def _artifact_name(text: str) -> str:
     return cleaned[:150]
 
 
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (CSV text with long lines is not a path)."""
+    from pathlib import Path
+
+    if "\n" in text:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _table(table: Any, csv: str | None) -> tuple[list[str], list[list[Any]]]:
     if table is None and csv is not None:
         import csv as csv_module
         import io
         from pathlib import Path
 
-        source = Path(csv)
-        text = source.read_text() if source.exists() else csv
+        text = Path(csv).read_text() if _is_file(csv) else csv
         parsed = list(csv_module.reader(io.StringIO(text)))
         return (parsed[0], parsed[1:]) if parsed else ([], [])
     if hasattr(table, "to_dict") and hasattr(table, "columns"):

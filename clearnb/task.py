@@ -381,7 +381,10 @@ class Task:
 
         Values the task holds for that section (overrides of a run, or of a cloned
         draft) are written into ``mutable`` in place, typed like its current values; then
-        the whole section is recorded with the task. Returns ``mutable``.
+        the whole section is recorded with the task. A task started by hand
+        (``Task.init`` outside a run) has no overrides: ``mutable`` is recorded as it is,
+        so editing the dict and running the cell again records the new values.
+        Returns ``mutable``.
         """
         section = name or GENERAL
         values: MutableMapping[Any, Any]
@@ -395,6 +398,9 @@ class Task:
                 f"{type(mutable).__name__}; put the parameters in a dict first."
             )
         record = self.reload()._record
+        if record.runtime.get("interactive"):
+            self._set_section(section, dict(values), replace=False)
+            return mutable
         overrides = record.parameters.get(section, {})
         problems = []
         for key, value in overrides.items():
