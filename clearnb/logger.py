@@ -131,7 +131,7 @@ class Logger:
 
 
 def _artifact_name(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.\- ]+", "_", text).strip(" ._") or "figure"
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).strip("._") or "figure"
     return cleaned[:150]
 
 

@@ -22,7 +22,14 @@ from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
 from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
 from clearnb.execution.notebooks import code_fingerprint, load_notebook
-from clearnb.execution.parameters import GENERAL, DeclaredParameter, coerce, defaults_of
+from clearnb.execution.parameters import (
+    GENERAL,
+    DeclaredParameter,
+    NotebookParameters,
+    coerce,
+    defaults_of,
+    split_key,
+)
 from clearnb.store.records import FINAL_STATUSES, ArtifactRecord, TaskRecord
 
 if TYPE_CHECKING:
@@ -138,8 +145,19 @@ class Task:
                 task = cls(backend.store.get_task(attached), backend)
                 cls._current = task
                 return task
-            if cls._current is not None and cls._current._record.status == "running":
-                return cls._current
+            current = cls._current
+            if current is not None and current._record.status == "running":
+                if (project_name and project_name != current.project) or (
+                    task_name and task_name != current.name
+                ):
+                    log.warning(
+                        "Task.init was already called in this process (task %s, %s/%s); "
+                        "returning that task. Call task.close() first to start another.",
+                        current.id,
+                        current.project,
+                        current.name,
+                    )
+                return current
             path = _find_notebook(notebook)
             parameters: dict[str, dict[str, Any]] = {}
             runtime: dict[str, Any] = {"interactive": True}
@@ -243,7 +261,7 @@ class Task:
             raise ClearnbError("Task.create needs notebook='path/to/step.ipynb'.")
         path = Path(notebook).expanduser().absolute()
         nb = load_notebook(path)
-        recorded: dict[str, dict[str, Any]] = {GENERAL: defaults_of(nb)}
+        recorded = NotebookParameters.of(nb).defaults()
         backend = Backend.for_config()
         record = TaskRecord(
             project=project_name or "default",
@@ -413,7 +431,7 @@ class Task:
                     problems.append(
                         f"{section}/{key}: {value!r} does not fit the type of {current!r} ({exc})"
                     )
-            else:
+            elif section != GENERAL:  # General also holds the parameters cell's variables
                 values[key] = value
         if problems:
             raise ParameterError.collect(problems, "parameter problem")
@@ -434,8 +452,8 @@ class Task:
 
     def get_parameter(self, name: str, default: Any = None) -> Any:
         """One parameter by ``"Section/name"`` (a bare name means ``General``)."""
-        section, _, key = name.rpartition("/")
-        return self.reload()._record.parameters.get(section or GENERAL, {}).get(key, default)
+        section, key = split_key(name)
+        return self.reload()._record.parameters.get(section, {}).get(key, default)
 
     def set_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Replace all parameters with ``{"Section/name": value}`` (bare names: ``General``)."""
@@ -551,8 +569,8 @@ class Task:
 def _group(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     grouped: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
-        section, _, name = str(key).rpartition("/")
-        grouped.setdefault(section or GENERAL, {})[name] = _jsonable(value)
+        section, name = split_key(str(key))
+        grouped.setdefault(section, {})[name] = _jsonable(value)
     return grouped
 
 

@@ -79,7 +79,11 @@ def test_create_registers_a_template_with_the_notebook_defaults(home: Path) -> N
     assert task.get_tags() == ["step"]
     assert task.runtime["template"] is True and len(task.runtime["code_hash"]) == 64
     stored = task.get_parameters_as_dict()
-    assert stored == {"General": {**PARAMS_DEFAULTS, "count": 4}, "Extra": {"depth": 2}}
+    # Extra comes from the dict the notebook connects (read from its code), then overridden
+    assert stored == {
+        "General": {**PARAMS_DEFAULTS, "count": 4},
+        "Extra": {"depth": 2, "mode": "fast"},
+    }
     again = Task.get_task(task_id=task.id)
     assert again.status == "created" and again.get_parameters_as_dict() == stored
     assert (home / "clearnb.db").is_file()
@@ -101,7 +105,10 @@ def test_clone_is_a_draft_with_its_own_parameters() -> None:
     clone.set_parameter("General/count", 9)
     clone.set_parameter("Train/lr", 0.01)
     assert clone.get_parameter("General/count") == 9
-    assert source.get_parameters_as_dict() == {"General": PARAMS_DEFAULTS}
+    assert source.get_parameters_as_dict() == {
+        "General": PARAMS_DEFAULTS,
+        "Extra": {"depth": 3, "mode": "fast"},
+    }
     by_id = Task.clone(source.id)
     assert by_id.name == "template (clone)" and by_id.parent == source.id
 

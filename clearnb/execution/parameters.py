@@ -185,54 +185,174 @@ def parse_text(text: str) -> Any:
     return text
 
 
-def resolve_overrides(
-    nb: NotebookNode, overrides: Mapping[str, Any], notebook_label: str
-) -> dict[str, dict[str, Any]]:
-    """Validate and type ``overrides`` against the notebook; return them by section.
+@dataclass
+class NotebookParameters:
+    """Every parameter a notebook declares, by section.
 
-    ``General`` values must name a variable of the ``parameters`` cell and are converted
-    to its default's type. Other sections are passed as given (they reach
-    ``task.connect(d, name=section)`` at run time). Every problem is collected into one
-    :class:`ValidationError`.
+    ``General`` holds the variables of the ``parameters`` cell (injected by papermill)
+    and the keys of dicts connected without a section name; other sections hold the keys
+    of dicts connected with ``task.connect(d, name="Section")``. Dicts are found in the
+    code statically (a dict literal assigned to a name, then connected), and a template's
+    recorded parameters can add what the code builds at run time.
     """
-    grouped = group_by_section(overrides)
-    general = grouped.get(GENERAL, {})
-    if not general:
-        return grouped
-    declared = declared_parameters(nb)
-    problems: list[str] = []
-    if declared is None:
-        names = ", ".join(sorted(general))
-        raise ParameterError(
-            f"{notebook_label} has no cell tagged 'parameters', so the General overrides "
-            f"({names}) have nowhere to go. Tag the cell that assigns the defaults with "
-            "'parameters' (Jupyter: View > Cell toolbar > Tags), or use another section "
-            "read with task.connect(d, name='Section').",
-            notebook=notebook_label,
-            unknown=sorted(general),
+
+    cell: dict[str, DeclaredParameter] | None
+    """The ``parameters`` cell's variables, or None when the notebook has no such cell."""
+    sections: dict[str, dict[str, DeclaredParameter]]
+
+    @classmethod
+    def of(
+        cls, nb: NotebookNode, recorded: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> NotebookParameters:
+        """The parameters ``nb`` declares, plus ``recorded`` ones (a template's)."""
+        cell = declared_parameters(nb)
+        sections: dict[str, dict[str, DeclaredParameter]] = {}
+        for section, found in connected_parameters(nb).items():
+            sections.setdefault(section, {}).update(found)
+        sections.setdefault(GENERAL, {}).update(cell or {})
+        for section, values in (recorded or {}).items():
+            known = sections.setdefault(section, {})
+            for name, value in values.items():
+                if name not in known:
+                    known[name] = DeclaredParameter(name, value, repr(value))
+        return cls(cell, sections)
+
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        """Default values by section (only literal ones)."""
+        return {
+            section: {name: p.default for name, p in found.items() if p.literal}
+            for section, found in self.sections.items()
+            if found
+        }
+
+    def resolve(
+        self, overrides: Mapping[str, Any], notebook_label: str
+    ) -> dict[str, dict[str, Any]]:
+        """Validate and type ``overrides`` (``{"Section/name": value}``); return them by section.
+
+        A value must name a declared parameter and is converted to its default's type.
+        A section the code does not show at all is passed as given (a dict built at run
+        time). Every problem is collected into one :class:`ParameterError`.
+        """
+        grouped = group_by_section(overrides)
+        problems: list[str] = []
+        typed: dict[str, dict[str, Any]] = {}
+        for section, values in grouped.items():
+            declared = self.sections.get(section)
+            if not declared:
+                if section == GENERAL:
+                    problems.append(self._nowhere(values, notebook_label))
+                else:
+                    typed[section] = dict(values)
+                continue
+            where = "" if section == GENERAL else f" in section {section}"
+            for name, value in values.items():
+                label = repr(name) if section == GENERAL else repr(f"{section}/{name}")
+                if name not in declared:
+                    listed = ", ".join(sorted(declared)) or "(none)"
+                    problems.append(
+                        f"{notebook_label} does not declare a parameter {name!r}{where}; "
+                        f"it declares: {listed}"
+                    )
+                    continue
+                try:
+                    typed.setdefault(section, {})[name] = coerce(value, declared[name])
+                except (ValueError, TypeError) as exc:
+                    param = declared[name]
+                    kind = _with_article(param.type_name)
+                    problems.append(
+                        f"parameter {label} of {notebook_label} is {kind} (default "
+                        f"{param.source}); {value!r} cannot be converted ({exc}). Pass {kind}."
+                    )
+        if problems:
+            raise ParameterError.collect(problems, "parameter problem")
+        return typed
+
+    def injected(self, resolved: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The ``General`` values papermill injects: those of ``parameters`` cell variables."""
+        cell = self.cell or {}
+        return {k: v for k, v in resolved.get(GENERAL, {}).items() if k in cell}
+
+    @staticmethod
+    def _nowhere(values: Mapping[str, Any], notebook_label: str) -> str:
+        names = ", ".join(sorted(values))
+        return (
+            f"{notebook_label} has no cell tagged 'parameters' and connects no dict to "
+            f"General, so the General overrides ({names}) have nowhere to go. Tag the cell "
+            "that assigns the defaults with 'parameters' (Jupyter: View > Cell toolbar > "
+            "Tags), or connect a dict of them with task.connect(args)."
         )
-    typed: dict[str, Any] = {}
-    for name, value in general.items():
-        if name not in declared:
-            listed = ", ".join(sorted(declared)) or "(none)"
-            problems.append(
-                f"{notebook_label} does not declare a parameter {name!r}; its parameters "
-                f"cell declares: {listed}"
-            )
+
+
+def connected_parameters(nb: NotebookNode) -> dict[str, dict[str, DeclaredParameter]]:
+    """Keys of dict literals passed to ``<task>.connect(d[, name=...])`` in the code cells."""
+    found: dict[str, dict[str, DeclaredParameter]] = {}
+    dicts: dict[str, dict[str, DeclaredParameter]] = {}
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
             continue
+        source = _python_only(cell.get("source", ""))
         try:
-            typed[name] = coerce(value, declared[name])
-        except (ValueError, TypeError) as exc:
-            param = declared[name]
-            kind = _with_article(param.type_name)
-            problems.append(
-                f"parameter {name!r} of {notebook_label} is {kind} (default "
-                f"{param.source}); {value!r} cannot be converted ({exc}). Pass {kind}."
-            )
-    if problems:
-        raise ParameterError.collect(problems, "parameter problem")
-    grouped[GENERAL] = typed
-    return grouped
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                literal = _dict_literal(node.value, source)
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and literal is not None:
+                        dicts[target.id] = literal
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "connect"
+                and node.args
+            ):
+                argument = node.args[0]
+                if isinstance(argument, ast.Name):
+                    keys = dicts.get(argument.id)
+                elif isinstance(argument, ast.Dict):
+                    keys = _dict_literal(argument, source)
+                else:
+                    keys = None
+                if keys is not None:
+                    found.setdefault(_section_of(node), {}).update(keys)
+    return found
+
+
+def _python_only(source: str) -> str:
+    """Cell source with IPython magics and shell escapes blanked, so that ast can parse it."""
+    lines = []
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("%", "!")):
+            lines.append(line[: len(line) - len(stripped)] + "pass")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _dict_literal(node: ast.Dict, source: str) -> dict[str, DeclaredParameter] | None:
+    result: dict[str, DeclaredParameter] = {}
+    for key, value in zip(node.keys, node.values, strict=True):
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            return None
+        text = ast.get_source_segment(source, value) or ""
+        try:
+            default, literal = ast.literal_eval(value), True
+        except (ValueError, SyntaxError, TypeError):
+            default, literal = None, False
+        result[key.value] = DeclaredParameter(key.value, default, text, literal=literal)
+    return result
+
+
+def _section_of(call: ast.Call) -> str:
+    for keyword in call.keywords:
+        if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
+            return str(keyword.value.value) if keyword.value.value else GENERAL
+    if len(call.args) > 1 and isinstance(call.args[1], ast.Constant) and call.args[1].value:
+        return str(call.args[1].value)
+    return GENERAL
 
 
 def _with_article(type_name: str) -> str:

@@ -30,7 +30,7 @@ from clearnb.execution.engine import KERNEL_DIED, TIME_LIMIT, RunContext
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.notebooks import code_fingerprint, kernel_name_of, load_notebook
-from clearnb.execution.parameters import GENERAL, defaults_of, resolve_overrides
+from clearnb.execution.parameters import GENERAL, NotebookParameters
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 
 if TYPE_CHECKING:
@@ -123,26 +123,24 @@ class NotebookRunner:
             )
         path = Path(notebook).expanduser().absolute()
         nb = load_notebook(path)
+        declared = NotebookParameters.of(nb, draft.parameters if draft else None)
+        defaults = declared.defaults()
         merged: dict[str, Any] = {}
-        if draft is not None:
+        if draft is not None:  # a draft's own values count as overrides where they differ
             for section, values in draft.parameters.items():
-                if section != GENERAL:
-                    merged.update({f"{section}/{k}": v for k, v in values.items()})
-            declared = defaults_of(nb)
-            merged.update(
-                {
-                    f"{GENERAL}/{k}": v
-                    for k, v in draft.parameters.get(GENERAL, {}).items()
-                    if k in declared and v != declared[k]
-                }
-            )
-        overridden = sorted(_flat_keys(parameters or {}))
-        merged.update({_qualified(k): v for k, v in (parameters or {}).items()})
-        grouped = resolve_overrides(nb, merged, path.name)
-        recorded = {GENERAL: {**defaults_of(nb), **grouped.get(GENERAL, {})}}
-        recorded.update({s: v for s, v in grouped.items() if s != GENERAL})
+                base = defaults.get(section, {})
+                merged.update(
+                    {f"{section}/{k}": v for k, v in values.items() if base.get(k, v) != v}
+                )
+        merged.update({_qualified(str(k)): v for k, v in (parameters or {}).items()})
+        overridden = sorted(merged)
+        resolved = declared.resolve(merged, path.name)
+        recorded = {s: dict(v) for s, v in defaults.items()}
+        for section, values in resolved.items():
+            recorded.setdefault(section, {}).update(values)
         runtime = {
             "overrides": overridden,
+            "injected": declared.injected(resolved),
             "kernel_name": kernel_name_of(nb),
             "code_hash": code_fingerprint(nb),
         }
@@ -245,7 +243,7 @@ class NotebookRunner:
             papermill.execute_notebook(
                 str(notebook),
                 str(output_path),
-                parameters=record.parameters.get(GENERAL) or None,
+                parameters=record.runtime.get("injected") or None,
                 engine_name="clearnb",
                 kernel_name=record.runtime.get("kernel_name"),
                 progress_bar=False,
@@ -364,7 +362,7 @@ class NotebookRunner:
                     stored = artifacts.save(
                         task_id,
                         figure.name,
-                        file,
+                        _as_image(file),
                         metadata={"figure": True, "cell_index": figure.cell_index},
                     )
                     store.put_artifact(stored)
@@ -373,19 +371,27 @@ class NotebookRunner:
                 store.add_report(ReportRecord(task_id, "log", title=stream, payload={"text": text}))
 
 
+def _as_image(file: Path) -> Any:
+    """A PNG or JPEG as a PIL image (stored by the figure codec, loads as an image)."""
+    if file.suffix in (".png", ".jpg"):
+        try:
+            from PIL import Image
+
+            with Image.open(file) as image:
+                image.load()
+                return image.copy()
+        except Exception:
+            log.debug("could not read %s as an image", file, exc_info=True)
+    return file
+
+
 def _qualified(key: str) -> str:
     return key if "/" in key else f"{GENERAL}/{key}"
 
 
-def _flat_keys(parameters: Mapping[str, Any]) -> list[str]:
-    return [_qualified(str(k)) for k in parameters]
-
-
 def _cell_error(exc: PapermillExecutionError) -> dict[str, Any]:
     ename, evalue = str(exc.ename), str(exc.evalue)
-    where = f"cell {exc.cell_index}"
-    if exc.exec_count:
-        where += f" (In [{exc.exec_count}])"
+    where = f"cell In [{exc.exec_count}]" if exc.exec_count else f"cell {exc.cell_index}"
     if ename == KERNEL_DIED:
         reason = f"kernel died while running {where}"
     elif ename == TIME_LIMIT:

@@ -89,7 +89,7 @@ def _v1_tables(metadata: sa.MetaData) -> None:
         sa.Column("title", sa.Text, nullable=False),
         sa.Column("series", sa.Text, nullable=False),
         sa.Column("iteration", sa.BigInteger, nullable=False),
-        sa.Column("value", sa.Double, nullable=False),
+        sa.Column("value", sa.Double, nullable=True),  # NULL holds NaN
         sa.Column("timestamp", sa.Double, nullable=False),
         sa.Index("ix_scalars_task_title_series_iter", "task_id", "title", "series", "iteration"),
     )

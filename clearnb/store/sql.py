@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import sqlite3
@@ -354,6 +355,9 @@ class Store:
     def add_scalars(self, records: Iterable[ScalarRecord]) -> None:
         """Store reported scalars, all in one transaction."""
         rows = [dataclasses.asdict(record) for record in records]
+        for row in rows:
+            if math.isnan(row["value"]):
+                row["value"] = None  # SQL has no NaN; NULL stands for it
         if not rows:
             return
 
@@ -381,7 +385,7 @@ class Store:
                     title=row.title,
                     series=row.series,
                     iteration=int(row.iteration),
-                    value=float(row.value),
+                    value=math.nan if row.value is None else float(row.value),
                     timestamp=float(row.timestamp),
                 )
                 for row in conn.execute(query)
