@@ -215,3 +215,15 @@ def test_reports_made_in_a_kernel_are_read_from_here(runner: NotebookRunner) -> 
     assert Path(png.get_local_copy()).read_bytes().startswith(b"\x89PNG")
     logs = {r.title: r.payload["text"] for r in reports(task, "log")}
     assert "trained 4 steps" in logs["stdout"], "report_text prints as well"
+
+
+def test_a_nan_scalar_is_kept_as_nan(home: Path) -> None:
+    import math
+
+    task = Task.create(project_name="tests", task_name="nan", notebook=notebook("params"))
+    logger = task.get_logger()
+    logger.report_scalar("loss", "train", float("nan"), iteration=0)
+    logger.report_scalar("loss", "train", 0.5, iteration=1)
+    series = task.get_reported_scalars()["loss"]["train"]
+    assert series["x"] == [0, 1]
+    assert math.isnan(series["y"][0]) and series["y"][1] == 0.5
