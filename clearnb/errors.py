@@ -87,6 +87,14 @@ class ValidationError(ClearnbError, ValueError):
     """Several problems found at once; ``problems`` lists each of them."""
 
 
+class InvalidReferenceError(ClearnbError, ValueError):
+    """A ``${...}`` reference in a step override that cannot be parsed."""
+
+
+class PipelineError(ClearnbError):
+    """A pipeline cannot be built or run as asked."""
+
+
 class ArtifactError(ClearnbError):
     """An artifact cannot be stored or read."""
 

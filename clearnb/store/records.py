@@ -43,6 +43,8 @@ class TaskRecord:
     runtime: dict[str, Any] = field(default_factory=dict)
     """Free-form run facts: cell timings, kernel name, stdout/stderr tails, ..."""
     comment: str = ""
+    cache_key: str | None = None
+    """Fingerprint of code, resolved parameters and input artifacts, for reusing a run."""
     created: float = field(default_factory=time.time)
     started: float | None = None
     completed: float | None = None

@@ -56,6 +56,7 @@ def _v1_tables(metadata: sa.MetaData) -> None:
         sa.Column("error", JSON_TEXT, nullable=True),
         sa.Column("runtime", JSON_TEXT, nullable=False),
         sa.Column("comment", sa.Text, nullable=False),
+        sa.Column("cache_key", sa.String(64), nullable=True),
         sa.Column("created", sa.Double, nullable=False),
         sa.Column("started", sa.Double, nullable=True),
         sa.Column("completed", sa.Double, nullable=True),
@@ -64,6 +65,7 @@ def _v1_tables(metadata: sa.MetaData) -> None:
         sa.Index("ix_tasks_created", "created"),
         sa.Index("ix_tasks_status", "status"),
         sa.Index("ix_tasks_parent", "parent"),
+        sa.Index("ix_tasks_cache_key", "cache_key"),
     )
     sa.Table(
         "artifacts",

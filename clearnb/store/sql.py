@@ -224,6 +224,7 @@ class Store:
         tags: Iterable[str] | None = None,
         parent: str | None = None,
         limit: int | None = None,
+        cache_key: str | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching every given filter, newest first.
 
@@ -244,6 +245,8 @@ class Store:
             query = query.where(tasks_table.c.task_type == task_type)
         if parent is not None:
             query = query.where(tasks_table.c.parent == parent)
+        if cache_key is not None:
+            query = query.where(tasks_table.c.cache_key == cache_key)
         query = query.order_by(tasks_table.c.created.desc(), tasks_table.c.id.desc())
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}.")
