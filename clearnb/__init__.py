@@ -18,6 +18,7 @@ _EXPORTS = {
     "NotebookRunner": "clearnb.execution.runner",
     "execute_notebook": "clearnb.execution.runner",
     "Config": "clearnb.config",
+    "PipelineController": "clearnb.pipeline.controller",
 }
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Config",
     "Logger",
     "NotebookRunner",
+    "PipelineController",
     "StorageManager",
     "Task",
     "__version__",
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from clearnb.config import Config
     from clearnb.execution.runner import NotebookRunner, execute_notebook
     from clearnb.logger import Logger
+    from clearnb.pipeline.controller import PipelineController
     from clearnb.storage import StorageManager
     from clearnb.task import Artifact, Task
 

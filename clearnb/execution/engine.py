@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_DIED = "DeadKernelError"
 TIME_LIMIT = "TimeLimitExceeded"
+ABORTED = "RunAborted"
 
 Emit = Callable[..., None]
 
@@ -58,7 +59,22 @@ class RunContext:
     kernel: PooledKernel | None = None
     """Set by the engine: the kernel the run got."""
     failure: str | None = None
-    """Set by the engine: ``kernel died`` or ``time limit`` when the run ended that way."""
+    """Set by the engine: ``kernel died``, ``time limit`` or ``aborted`` when the run ended so."""
+    abort_reason: str | None = None
+    """Set by :meth:`abort`: why the run is to stop."""
+    _stop: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def abort(self, reason: str = "the run was stopped") -> None:
+        """Stop the run from any thread: its kernel is killed and the run ends ``aborted``."""
+        self.abort_reason = reason
+        if self._stop is not None:
+            loop, waiter = self._stop
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _EventedExecutionManager(NotebookExecutionManager):  # type: ignore[misc]
@@ -209,21 +225,36 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
             kc.allow_stdin = False
             client.kc = kc
             await cls._prepare_kernel(client, context, start_timeout)
+            stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            context._stop = (asyncio.get_running_loop(), stop)
+            if context.abort_reason is not None:
+                stop.set_result(None)
             cells = asyncio.ensure_future(cls._execute_cells(client, nb_man))
-            done, _ = await asyncio.wait({cells}, timeout=context.time_limit)
-            if not done:
-                context.failure = "time limit"
+            await asyncio.wait(
+                {cells, stop}, timeout=context.time_limit, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not cells.done():
+                aborted = stop.done()
+                context.failure = "aborted" if aborted else "time limit"
                 await asyncio.wrap_future(pool.release(kernel))
                 released = True
                 cells.cancel()
                 with contextlib.suppress(BaseException):
                     await cells
-                cls._mark_failed_cell(
-                    nb_man,
-                    TIME_LIMIT,
-                    f"The run exceeded its time limit of {context.time_limit:g} s while "
-                    "this cell was running; the kernel was stopped.",
-                )
+                if aborted:
+                    cls._mark_failed_cell(
+                        nb_man,
+                        ABORTED,
+                        f"The run was aborted while this cell was running ({context.abort_reason});"
+                        " the kernel was stopped.",
+                    )
+                else:
+                    cls._mark_failed_cell(
+                        nb_man,
+                        TIME_LIMIT,
+                        f"The run exceeded its time limit of {context.time_limit:g} s while "
+                        "this cell was running; the kernel was stopped.",
+                    )
             else:
                 try:
                     cells.result()
@@ -241,6 +272,7 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                     nb_man.nb.metadata["language_info"] = info["content"]["language_info"]
                 client.set_widgets_metadata()
         finally:
+            context._stop = None
             if kc is not None:
                 with contextlib.suppress(Exception):
                     kc.stop_channels()

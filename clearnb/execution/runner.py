@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,7 @@ from clearnb.config import TASK_ID_ENV, Config
 from clearnb.errors import ClearnbError, TaskFailedError
 from clearnb.execution import events
 from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
-from clearnb.execution.engine import KERNEL_DIED, TIME_LIMIT, RunContext
+from clearnb.execution.engine import ABORTED, KERNEL_DIED, TIME_LIMIT, RunContext
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.notebooks import code_fingerprint, kernel_name_of, load_notebook
@@ -42,6 +43,30 @@ NOTEBOOK_ARTIFACT = "notebook"
 """Name of the artifact holding the executed notebook (as ClearML names it)."""
 PRELOAD = ("clearnb.task",)
 """Modules imported into pooled kernels ahead of use, so ``Task.init`` is instant."""
+
+
+class RunHandle:
+    """Lets another thread abort a run: ``runner.execute(..., handle=h)``, then ``h.abort()``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._context: RunContext | None = None
+        self.reason: str | None = None
+
+    def abort(self, reason: str = "the run was stopped") -> None:
+        """Stop the run (now, or as soon as it starts); it ends ``aborted``."""
+        with self._lock:
+            self.reason = reason
+            context = self._context
+        if context is not None:
+            context.abort(reason)
+
+    def _attach(self, context: RunContext) -> None:
+        with self._lock:
+            self._context = context
+            reason = self.reason
+        if reason is not None:
+            context.abort(reason)
 
 
 class NotebookRunner:
@@ -108,8 +133,14 @@ class NotebookRunner:
         task: Task | str | None = None,
         tags: Sequence[str] = (),
         parent: str | None = None,
+        runtime: Mapping[str, Any] | None = None,
+        cache_key: str | None = None,
     ) -> TaskRecord:
-        """Validate a run and record its Task (status ``created``) without executing it."""
+        """Validate a run and record its Task (status ``created``) without executing it.
+
+        ``runtime`` adds facts to the task's runtime record; ``cache_key`` is stored with
+        the task so that a later identical run can reuse it.
+        """
         store = self.backend.store
         draft: TaskRecord | None = None
         if task is not None:
@@ -138,7 +169,8 @@ class NotebookRunner:
         recorded = {s: dict(v) for s, v in defaults.items()}
         for section, values in resolved.items():
             recorded.setdefault(section, {}).update(values)
-        runtime = {
+        facts = {
+            **(runtime or {}),
             "overrides": overridden,
             "injected": declared.injected(resolved),
             "kernel_name": kernel_name_of(nb),
@@ -149,7 +181,8 @@ class NotebookRunner:
                 draft.id,
                 notebook=str(path),
                 parameters=recorded,
-                runtime={**draft.runtime, **runtime},
+                runtime={**draft.runtime, **facts},
+                cache_key=cache_key,
                 **({"name": task_name} if task_name else {}),
                 **({"project": project_name} if project_name else {}),
             )
@@ -160,7 +193,8 @@ class NotebookRunner:
             parameters=recorded,
             tags=list(tags) or (list(draft.tags) if draft else []),
             parent=parent or (draft.id if draft else None),
-            runtime=runtime,
+            runtime=facts,
+            cache_key=cache_key,
         )
         return store.create_task(record)
 
@@ -178,6 +212,9 @@ class NotebookRunner:
         parent: str | None = None,
         on_event: EventCallback | None = None,
         raise_on_error: bool = False,
+        handle: RunHandle | None = None,
+        runtime: Mapping[str, Any] | None = None,
+        cache_key: str | None = None,
     ) -> Task:
         """Run ``notebook`` (or the draft ``task``) with ``parameters``; return its Task.
 
@@ -194,9 +231,16 @@ class NotebookRunner:
             task=task,
             tags=tags,
             parent=parent,
+            runtime=runtime,
+            cache_key=cache_key,
         )
         return self.run_prepared(
-            record, time_limit=time_limit, cwd=cwd, on_event=on_event, raise_on_error=raise_on_error
+            record,
+            time_limit=time_limit,
+            cwd=cwd,
+            on_event=on_event,
+            raise_on_error=raise_on_error,
+            handle=handle,
         )
 
     def run_prepared(
@@ -207,8 +251,9 @@ class NotebookRunner:
         cwd: str | os.PathLike[str] | None = None,
         on_event: EventCallback | None = None,
         raise_on_error: bool = False,
+        handle: RunHandle | None = None,
     ) -> Task:
-        """Execute a Task recorded by :meth:`prepare`."""
+        """Execute a Task recorded by :meth:`prepare` (``handle`` can abort it)."""
         from clearnb.task import Task
 
         store = self.backend.store
@@ -237,6 +282,8 @@ class NotebookRunner:
             time_limit=time_limit,
             emit=emit,
         )
+        if handle is not None:
+            handle._attach(context)
         error: dict[str, Any] | None = None
         status = "completed"
         try:
@@ -251,7 +298,8 @@ class NotebookRunner:
                 run=context,
             )
         except PapermillExecutionError as exc:
-            status, error = "failed", _cell_error(exc)
+            error = _cell_error(exc)
+            status = "aborted" if exc.ename == ABORTED else "failed"
         except ClearnbError as exc:
             status, error = "failed", {"reason": str(exc), "ename": type(exc).__name__}
         except Exception as exc:
@@ -396,6 +444,8 @@ def _cell_error(exc: PapermillExecutionError) -> dict[str, Any]:
         reason = f"kernel died while running {where}"
     elif ename == TIME_LIMIT:
         reason = f"time limit exceeded while running {where}"
+    elif ename == ABORTED:
+        reason = f"aborted while running {where}: {evalue}"
     else:
         reason = f"{where} raised {ename}: {evalue}"
     return {

@@ -187,3 +187,33 @@ def test_execute_notebook_runs_one_notebook_as_a_task(home: Path) -> None:
     found = Task.get_task(project_name="examples", task_name="one-off")
     assert found.id == task.id
     assert found.get_parameter("General/label") == "seed"
+
+
+def test_a_running_notebook_can_be_aborted(runner: NotebookRunner) -> None:
+    import threading
+
+    from clearnb.execution.runner import RunHandle
+
+    handle = RunHandle()
+    started = threading.Event()
+    results: list[Task] = []
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind == events.CELL_STARTED and event.payload["index"] == event.payload["count"] - 1:
+            started.set()
+
+    worker = threading.Thread(
+        target=lambda: results.append(
+            runner.execute(notebook("loops"), handle=handle, on_event=on_event)
+        )
+    )
+    worker.start()
+    assert started.wait(60), "the endless cell never started"
+    handle.abort("stopped by the test")
+    worker.join(60)
+    assert results, "the run did not return after abort"
+    task = results[0]
+    assert task.status == "aborted"
+    assert task.error is not None and "stopped by the test" in task.error["reason"]
+    assert "RunAborted" in json.dumps([c.get("outputs", []) for c in _executed(task).cells])
+    assert wait_until_gone(task.runtime["kernel_pid"])

@@ -1,0 +1,178 @@
+"""Function steps run as generated notebooks, so every step leaves a notebook to open.
+
+The notebook holds the function's source, the helper functions, the module-level imports
+the function uses, and a ``kwargs`` dict connected to the task (section ``kwargs``), which
+the controller overrides with the step's arguments. Arguments that are other steps'
+return values, or values JSON cannot hold, travel as artifacts: the kwarg holds a small
+marker that :func:`load_input` turns back into the value inside the kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+
+from clearnb.errors import PipelineError
+
+ARTIFACT_MARKER = "__clearnb_artifact__"
+KWARGS_SECTION = "kwargs"
+
+
+def artifact_input(task_id: str, name: str) -> dict[str, Any]:
+    """The marker a kwarg holds for an input stored as artifact ``name`` of ``task_id``."""
+    return {ARTIFACT_MARKER: {"task": task_id, "name": name}}
+
+
+def load_input(value: Any) -> Any:
+    """Inside the kernel: the value of one kwarg (markers are loaded from their artifact)."""
+    if isinstance(value, dict) and set(value) == {ARTIFACT_MARKER}:
+        from clearnb.task import Task
+
+        marker = value[ARTIFACT_MARKER]
+        return Task.get_task(task_id=marker["task"]).artifacts[marker["name"]].get()
+    return value
+
+
+def store_outputs(task: Any, result: Any, names: Sequence[str]) -> None:
+    """Inside the kernel: upload the function's return value(s) as artifacts ``names``."""
+    if not names:
+        return
+    if len(names) == 1:
+        task.upload_artifact(names[0], result)
+        return
+    if not isinstance(result, tuple | list) or len(result) != len(names):
+        got = f"{len(result)} values" if isinstance(result, tuple | list) else "one value"
+        raise PipelineError(
+            f"the function returned {got}, but the step declares {len(names)} return values "
+            f"({', '.join(names)}); return a tuple of {len(names)} or change function_return."
+        )
+    for name, value in zip(names, result, strict=True):
+        task.upload_artifact(name, value)
+
+
+def function_source(function: Callable[..., Any]) -> str:
+    """The function's source, dedented, without decorators."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError) as exc:
+        raise PipelineError(
+            f"the source of {getattr(function, '__name__', function)!r} cannot be read "
+            f"({exc}); define the function in a file or a notebook cell, not in a string."
+        ) from exc
+    tree = ast.parse(source)
+    node = tree.body[0]
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.decorator_list:
+        source = "\n".join(source.splitlines()[node.lineno - 1 :]) + "\n"  # from the def line
+    return source
+
+
+def _used_names(source: str) -> set[str]:
+    tree = ast.parse(source)
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
+        node.value.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    }
+
+
+def module_imports(function: Callable[..., Any], names: Iterable[str]) -> list[str]:
+    """Module-level import statements of the function's module that bind any of ``names``."""
+    module = inspect.getmodule(function)
+    try:
+        source = inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        source = ""
+    if not source:
+        return []
+    wanted = set(names)
+    found: list[str] = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+            if bound & wanted:
+                segment = ast.get_source_segment(source, node)
+                if segment and segment not in found:
+                    found.append(segment)
+    return found
+
+
+def build_notebook(
+    step: str,
+    function: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    returns: Sequence[str],
+    helpers: Sequence[Callable[..., Any]] = (),
+) -> NotebookNode:
+    """The notebook that runs ``function(**kwargs)`` as step ``step``."""
+    name = function.__name__
+    main = function_source(function)
+    helper_sources = [function_source(h) for h in helpers]
+    used: set[str] = set()
+    for source in [main, *helper_sources]:
+        used |= _used_names(source)
+    imports = module_imports(function, used)
+    defaults = {key: _jsonable_default(value) for key, value in kwargs.items()}
+    doc = inspect.getdoc(function) or ""
+    cells = [
+        nbformat.v4.new_markdown_cell(  # type: ignore[no-untyped-call]
+            f"# Step `{step}`: `{name}()`\n\n{doc}".rstrip()
+        ),
+        nbformat.v4.new_code_cell(  # type: ignore[no-untyped-call]
+            "from clearnb import Task\n"
+            "from clearnb.pipeline.functions import load_input, store_outputs\n"
+            + "".join(f"{line}\n" for line in imports)
+        ),
+        nbformat.v4.new_code_cell("\n\n".join([*helper_sources, main]).rstrip()),  # type: ignore[no-untyped-call]
+        nbformat.v4.new_code_cell(  # type: ignore[no-untyped-call]
+            "task = Task.init()\n"
+            f"kwargs = {json.dumps(defaults, indent=4, sort_keys=True)}\n"
+            f"task.connect(kwargs, name={KWARGS_SECTION!r})\n"
+            "inputs = {key: load_input(value) for key, value in kwargs.items()}"
+        ),
+        nbformat.v4.new_code_cell(f"result = {name}(**inputs)\nresult"),  # type: ignore[no-untyped-call]
+        nbformat.v4.new_code_cell(  # type: ignore[no-untyped-call]
+            f"store_outputs(task, result, {list(returns)!r})"
+        ),
+    ]
+    nb = nbformat.v4.new_notebook(  # type: ignore[no-untyped-call]
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+            "clearnb": {"step": step, "function": name},
+        },
+    )
+    for index, cell in enumerate(nb.cells):
+        cell["id"] = f"{step}-{index}"[:64]
+    return nb  # type: ignore[no-any-return]
+
+
+def write_notebook(nb: NotebookNode, folder: Path) -> Path:
+    """Write ``nb`` under ``folder``, named by its content (identical code, one file)."""
+    text = nbformat.writes(nb)  # type: ignore[no-untyped-call]
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    step = nb.metadata.get("clearnb", {}).get("step", "step")
+    path = folder / f"{step}-{digest}.ipynb"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    return path
+
+
+def _jsonable_default(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value

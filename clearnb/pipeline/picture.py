@@ -1,0 +1,86 @@
+"""The stored picture of a pipeline's DAG, drawn in a separate process.
+
+matplotlib takes about half a second to import and a tenth to draw; done in the process
+that runs the pipeline it would hold the interpreter while steps wait. So the controller
+asks a short-lived process (``python -m clearnb.pipeline.picture TASK_ID``) to read the
+pipeline's state from the store and save the picture as the artifact ``pipeline_dag``;
+it runs on another core, one at a time, and never delays a step.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+
+from clearnb.backend import Backend
+from clearnb.config import Config
+
+DAG_ARTIFACT = "pipeline_dag"
+
+
+def render(task_id: str, config: Config | None = None) -> None:
+    """Draw the pipeline stored with task ``task_id`` and save it as its DAG artifact."""
+    from clearnb.plot import plot_pipeline
+
+    backend = Backend.for_config(config or Config.from_env())
+    record = backend.store.get_task(task_id)
+    state = record.runtime.get("pipeline") or {}
+    nodes = state.get("nodes") or {}
+    version = f" v{state['version']}" if state.get("version") else ""
+    title = f"{state.get('project', '')} / {state.get('name', '')}{version} — {state.get('status')}"
+    figure = plot_pipeline(nodes, state.get("order") or list(nodes), title=title)
+    stored = backend.artifacts.save(task_id, DAG_ARTIFACT, figure, metadata={"figure": True})
+    backend.store.put_artifact(stored)
+
+
+class PictureRenderer:
+    """Redraws a pipeline's picture in a child process, at most one at a time (coalesced)."""
+
+    def __init__(self, task_id: str, environ: Mapping[str, str]) -> None:
+        self.task_id = task_id
+        self.environ = dict(environ)
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._wanted = False
+
+    def request(self) -> None:
+        """Draw the current state soon (now if no drawing runs, else right after it)."""
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                self._wanted = True
+                return
+            self._wanted = False
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "clearnb.pipeline.picture", self.task_id],
+                env=self.environ,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+    def poll(self) -> None:
+        """Start the drawing that was asked for while another one ran, once that one ends."""
+        with self._lock:
+            busy = self._process is not None and self._process.poll() is None
+            wanted = self._wanted
+        if wanted and not busy:
+            self.request()
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Wait until every drawing asked for is stored; True if done in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            with self._lock:
+                process, wanted = self._process, self._wanted
+            if not wanted and (process is None or process.poll() is not None):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+if __name__ == "__main__":
+    render(sys.argv[1])
