@@ -72,6 +72,14 @@ class RunContext:
             loop.call_soon_threadsafe(_resolve, waiter)
 
 
+def _cancel_leftovers(client: Any) -> None:
+    """Cancel helper tasks nbclient leaves behind when a cell is interrupted."""
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is not None and frame.f_locals.get("self") is client and not task.done():
+            task.cancel()
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -273,6 +281,7 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                 client.set_widgets_metadata()
         finally:
             context._stop = None
+            _cancel_leftovers(client)
             if kc is not None:
                 with contextlib.suppress(Exception):
                     kc.stop_channels()

@@ -761,7 +761,7 @@ class PipelineController:
                 self._skip_below(node, f"skipped because step {node.name!r} was skipped")
                 return
         notebook, overrides, code_hash = self._materialize(node, node.resolved)
-        key = cache.cache_key(code_hash, node.resolved, self._content_of)
+        key = cache.cache_key(code_hash, self._key_parameters(node), self._content_of)
         if node.cache_executed_step and not self._force:
             hits = self._backend.store.find_tasks(cache_key=key, status="completed", limit=1)
             if hits:
@@ -881,6 +881,15 @@ class PipelineController:
                 return functions.artifact_input(other.executed, ref.name)
             return artifact.url
         return getattr(artifact, ref.field)
+
+    def _key_parameters(self, node: Node) -> dict[str, Any]:
+        """Parameters for the cache key: references as written (replaced by content), other
+        values as the step receives them (a pre-execute callback may have changed them)."""
+        written = node.function_kwargs if node.is_function else node.parameters
+        return {
+            key: written[key] if key in written and _has_reference(written[key]) else value
+            for key, value in node.resolved.items()
+        }
 
     def _content_of(self, ref: Reference) -> Any:
         """What a reference stands for, by content (for cache keys)."""

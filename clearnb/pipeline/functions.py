@@ -13,6 +13,7 @@ import ast
 import hashlib
 import inspect
 import json
+import pprint
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -134,7 +135,7 @@ def build_notebook(
         nbformat.v4.new_code_cell("\n\n".join([*helper_sources, main]).rstrip()),  # type: ignore[no-untyped-call]
         nbformat.v4.new_code_cell(  # type: ignore[no-untyped-call]
             "task = Task.init()\n"
-            f"kwargs = {json.dumps(defaults, indent=4, sort_keys=True)}\n"
+            f"kwargs = {pprint.pformat(defaults, indent=4, sort_dicts=True)}\n"
             f"task.connect(kwargs, name={KWARGS_SECTION!r})\n"
             "inputs = {key: load_input(value) for key, value in kwargs.items()}"
         ),
