@@ -176,7 +176,8 @@ class NotebookRunner:
             "kernel_name": kernel_name_of(nb),
             "code_hash": code_fingerprint(nb),
         }
-        if draft is not None and draft.status == "created":
+        if draft is not None and draft.status == "created" and not draft.runtime.get("template"):
+            # a draft (a clone) runs as itself; a template is copied into a new task
             return store.update_task(
                 draft.id,
                 notebook=str(path),

@@ -778,9 +778,11 @@ class PipelineController:
             node.progress = {}
             self._set_status(node, QUEUED)
             node.job_started, node.job_ended = time.time(), None
+            template = None if node.is_function or node.notebook else self._template_of(node)
             task = self._runner_for_steps().execute(
-                notebook,
+                None if template else notebook,
                 overrides,
+                task=template.id if template else None,
                 project_name=self.target_project,
                 task_name=node.name,
                 time_limit=node.timeout,

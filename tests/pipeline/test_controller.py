@@ -401,3 +401,51 @@ def test_a_pipeline_runs_inside_a_pipeline(home: Path) -> None:
     assert [n["status"] for n in state["nodes"].values()] == ["completed", "completed"]
     steps = Backend.for_config().store.find_tasks(parent=inner.id)
     assert sorted(r.runtime["pipeline_step"] for r in steps) == ["one", "two"]
+
+
+def test_template_steps_clone_the_template_with_its_values(home: Path) -> None:
+    template = Task.create(
+        project_name="examples", task_name="data template", notebook=step("data_step")
+    )
+    template.set_parameter("General/rows", 4)  # the template's own value, not the default 5
+    pipe = PipelineController(name="from templates", project="examples")
+    pipe.add_step("data", base_task_project="examples", base_task_name="data template")
+    pipe.add_step(
+        "process",
+        base_task_id=Task.create(
+            project_name="examples", task_name="process template", notebook=step("process_step")
+        ).id,
+        parameter_override={
+            "General/dataset_url": "${data.artifacts.dataset.url}",
+            "General/test_size": "${data.parameters.General/rows}",
+        },
+    )
+    dag = run(pipe)
+    assert pipe.is_successful(), {n: d.error for n, d in dag.items()}
+    data = Task.get_task(task_id=dag["data"].executed)
+    assert data.id != template.id and data.parent == pipe.id
+    assert data.get_parameter("General/rows") == 4
+    assert template.reload().status == "created", "the template itself never runs"
+    seen = Task.get_task(task_id=dag["process"].executed).artifacts["seen"].get()
+    assert seen["test_size"] == 4.0, "a step parameter reference, typed like the default"
+
+
+def test_independent_steps_run_at_the_same_time_within_max_workers(home: Path) -> None:
+    pipe = PipelineController(name="fan-out", project="tests", max_workers=2)
+    for index in range(4):
+        pipe.add_step(
+            f"wait{index}", notebook=step("sleepy"), parameter_override={"General/seconds": 1.0}
+        )
+    dag = run(pipe)
+    assert pipe.is_successful()
+    store = Backend.for_config().store
+    spans = [
+        (store.get_task(node.executed).started, store.get_task(node.executed).completed)
+        for node in dag.values()
+    ]
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running, most = 0, 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    assert most == 2, f"expected two steps at a time, saw at most {most}"
