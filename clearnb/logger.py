@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SCALAR_BATCH = 500
+"""Reported scalars written to the store together (at most)."""
+SCALAR_INTERVAL = 1.0
+"""Seconds a reported scalar may wait before it is written."""
 MAX_TABLE_ROWS = 1000
 """Rows of a reported table kept in the store; a larger table is cut, and says so."""
 
@@ -23,6 +29,9 @@ class Logger:
 
     def __init__(self, task: Task) -> None:
         self._task = task
+        self._lock = threading.Lock()
+        self._pending: list[ScalarRecord] = []
+        self._last_write = time.monotonic()
 
     @classmethod
     def current_logger(cls) -> Logger:
@@ -39,10 +48,21 @@ class Logger:
         return self._task._backend.store
 
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
-        """Record ``value`` of ``title``/``series`` at ``iteration``."""
-        self._store.add_scalars(
-            [ScalarRecord(self._task.id, str(title), str(series), int(iteration), float(value))]
-        )
+        """Record ``value`` of ``title``/``series`` at ``iteration``.
+
+        Scalars are written in batches (every ``SCALAR_BATCH`` values or
+        ``SCALAR_INTERVAL`` seconds, at the end of every notebook cell, and by :meth:`flush`),
+        so a training loop reporting every iteration does not wait on the store.
+        """
+        record = ScalarRecord(self._task.id, str(title), str(series), int(iteration), float(value))
+        with self._lock:
+            self._pending.append(record)
+            due = (
+                len(self._pending) >= SCALAR_BATCH
+                or time.monotonic() - self._last_write >= SCALAR_INTERVAL
+            )
+        if due:
+            self.flush()
 
     def report_single_value(self, name: str, value: float) -> None:
         """Record one summary value (a scalar of the ``Summary`` title)."""
@@ -126,7 +146,12 @@ class Logger:
         )
 
     def flush(self, wait: bool = False) -> bool:
-        """Reports are written as they are made; nothing to flush."""
+        """Write the scalars reported since the last write."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._last_write = time.monotonic()
+        if pending:
+            self._store.add_scalars(pending)
         return True
 
 

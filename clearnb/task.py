@@ -144,6 +144,7 @@ class Task:
                     return cls._current
                 task = cls(backend.store.get_task(attached), backend)
                 cls._current = task
+                task._watch_cells()
                 return task
             current = cls._current
             if current is not None and current._record.status == "running":
@@ -187,6 +188,7 @@ class Task:
             )
             task = cls(backend.store.create_task(record), backend)
             cls._current = task
+            task._watch_cells()
             atexit.register(task._close_at_exit)
             return task
 
@@ -515,6 +517,7 @@ class Task:
 
     def get_reported_scalars(self) -> dict[str, dict[str, dict[str, list[float]]]]:
         """Reported scalars: ``{title: {series: {"x": iterations, "y": values}}}``."""
+        self.flush()
         result: dict[str, dict[str, dict[str, list[float]]]] = {}
         for row in self._backend.store.get_scalars(self.id):
             series = result.setdefault(row.title, {}).setdefault(row.series, {"x": [], "y": []})
@@ -544,19 +547,40 @@ class Task:
 
     def close(self) -> None:
         """Finish an interactively started task (``completed``); a no-op inside a run."""
+        self.flush()
         if self._record.runtime.get("interactive") and self.reload().status == "running":
             self.mark_completed()
         with Task._current_lock:
             if Task._current is self:
                 Task._current = None
 
+    def flush(self, wait: bool = False) -> bool:
+        """Write reports still buffered by this task's logger."""
+        if self._logger is not None:
+            self._logger.flush()
+        return True
+
+    def _watch_cells(self) -> None:
+        """In IPython, write buffered reports at the end of every cell."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:  # pragma: no cover - IPython comes with ipykernel
+            return
+        if shell is not None:
+            shell.events.register("post_run_cell", lambda *_: self.flush())
+        atexit.register(self.flush)
+
     def _finish(self, status: str, error: dict[str, Any] | None) -> None:
+        self.flush()
         self._record = self._backend.store.update_task(
             self.id, status=status, error=error, completed=time.time()
         )
 
     def _close_at_exit(self) -> None:
         try:
+            self.flush()
             if self.reload().status not in FINAL_STATUSES:
                 self.mark_completed()
         except Exception:

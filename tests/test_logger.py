@@ -54,6 +54,7 @@ def test_scalars_come_back_by_title_and_series(task: Task) -> None:
         logger.report_scalar("loss", "val", 2.0 / (iteration + 1), iteration=iteration)
     logger.report_scalar("accuracy", "val", 0.5, 10)
     logger.report_scalar("accuracy", "val", 0.75, 20)
+    logger.flush()  # scalars are written in batches; another handle sees them once flushed
     scalars = Task.get_task(task_id=task.id).get_reported_scalars()
     assert scalars == {
         "loss": {

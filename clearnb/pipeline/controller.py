@@ -1034,7 +1034,9 @@ class PipelineController:
                 PIPELINE_SECTION: {k: _plain(v) for k, v in self._parameters.items()},
             },
         }
-        if not self._attached:
+        if self._attached:  # the notebook's own run becomes the pipeline's Task
+            fields.update(project=self.project, name=self.name)
+        else:
             fields.update(status="running", started=self._started, completed=None, error=None)
         store.update_task(task.id, **fields)
         task.reload()

@@ -85,6 +85,45 @@ def _used_names(source: str) -> set[str]:
     }
 
 
+def unbound_names(
+    function: Callable[..., Any], helpers: Sequence[Callable[..., Any]] = ()
+) -> list[str]:
+    """Global names the function (or a helper) uses that its generated notebook cannot give it.
+
+    The notebook has the function, its helpers and the module-level imports they use;
+    any other global (a module variable, a function that is not a helper) would be
+    undefined there, so it is reported before anything runs.
+    """
+    import builtins
+    import symtable
+
+    sources = [function_source(function), *(function_source(h) for h in helpers)]
+    defined = {getattr(h, "__name__", "") for h in helpers} | {function.__name__}
+    wanted: set[str] = set()
+    for source in sources:
+        table = symtable.symtable(source, "<step>", "exec")
+        for child in table.get_children():
+            wanted |= _globals_used(child)
+    importable = set()
+    for statement in module_imports(function, wanted):
+        for node in ast.walk(ast.parse(statement)):
+            if isinstance(node, ast.alias):
+                importable.add((node.asname or node.name).split(".")[0])
+    known = defined | importable | set(dir(builtins)) | {"Task", "load_input", "store_outputs"}
+    return sorted(wanted - known)
+
+
+def _globals_used(table: Any) -> set[str]:
+    found = {
+        symbol.get_name()
+        for symbol in table.get_symbols()
+        if symbol.is_referenced() and symbol.is_global() and not symbol.is_assigned()
+    }
+    for child in table.get_children():
+        found |= _globals_used(child)
+    return found
+
+
 def module_imports(function: Callable[..., Any], names: Iterable[str]) -> list[str]:
     """Module-level import statements of the function's module that bind any of ``names``."""
     module = inspect.getmodule(function)
