@@ -1,12 +1,15 @@
 """Run the three-step example pipeline: dataset artifact -> process dataset -> train model.
 
 Each step notebook in ``notebooks/`` runs as a Task on one :class:`clearnb.NotebookRunner`,
-whose kernels are started ahead of need. Outputs pass from step to step as ClearML's
-example pipeline passes them with ``parameter_override``:
+whose kernels are started ahead of need, one after the other. The overrides are those
+``notebooks/pipeline_controller.ipynb`` gives its steps with ``parameter_override``:
 
+* step 1 gets ``General/dataset_url`` = the ``file://`` URL of the iris CSV that
+  scikit-learn ships (the pipeline parameter ``url``, ``${pipeline.url}``);
 * step 2 gets ``General/dataset_url`` = the URL of step 1's ``dataset`` artifact
   (``${stage_data.artifacts.dataset.url}``) and ``General/test_size`` = 0.25;
-* step 3 gets ``General/dataset_task_id`` = step 2's task id (``${stage_process.id}``).
+* step 3 gets ``General/dataset_task_id`` = step 2's task id (``${stage_process.id}``),
+  and trains a small neural network on the processed data.
 
 Tasks and artifacts go to the default store, ``./.clearnb/`` in the current folder
 (or ``CLEARNB_HOME``). Exits 1 if a step fails, naming its error and executed notebook.
@@ -17,6 +20,7 @@ Tasks and artifacts go to the default store, ``./.clearnb/`` in the current fold
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +31,14 @@ from clearnb.errors import ClearnbError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PROJECT = "examples"
+
+
+def iris_url() -> str:
+    """``file://`` URL of the iris CSV inside the installed scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ClearnbError("The examples need scikit-learn: pip install -e '.[examples]'")
+    return (Path(spec.origin).parent / "datasets" / "data" / "iris.csv").as_uri()
 
 
 class StepFailed(Exception):
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 1,
                 "step1_dataset_artifact.ipynb",
                 "pipeline step 1 dataset artifact",
-                {},
+                {"General/dataset_url": iris_url()},
                 args.time_limit,
             )
             stage_process = run_step(
