@@ -461,10 +461,19 @@ class PipelineController:
         for ref in refs:
             problems.extend(self._reference_problems(node, ref))
         if node.is_function:
+            assert node.function is not None
             try:
-                functions.function_source(node.function)  # type: ignore[arg-type]
+                unbound = functions.unbound_names(node.function, node.helper_functions)
             except ClearnbError as exc:
                 problems.append(f"step {node.name!r}: {exc}")
+                return problems
+            if unbound:
+                names = ", ".join(repr(n) for n in unbound)
+                problems.append(
+                    f"step {node.name!r} ({node.function.__name__}) uses {names}, which it "
+                    "neither imports nor receives: import inside the function, pass it as an "
+                    "argument, or list the function in helper_functions"
+                )
             return problems
         if not (node.notebook or node.base_task_id or node.base_task_name):
             problems.append(

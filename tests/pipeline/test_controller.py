@@ -449,3 +449,17 @@ def test_independent_steps_run_at_the_same_time_within_max_workers(home: Path) -
         running += change
         most = max(most, running)
     assert most == 2, f"expected two steps at a time, saw at most {most}"
+
+
+OFFSET = 5
+
+
+def uses_a_global(count: int) -> int:
+    return count + OFFSET
+
+
+def test_a_function_using_an_undefined_name_is_refused(home: Path) -> None:
+    pipe = PipelineController(name="unbound", project="tests")
+    pipe.add_function_step("bad", uses_a_global, function_kwargs={"count": 1})
+    with pytest.raises(PipelineError, match=r"uses 'OFFSET', which it neither imports"):
+        pipe.start()

@@ -1,0 +1,49 @@
+"""The example controller notebooks run end to end (real kernels, scikit-learn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clearnb import Task
+from clearnb.config import Config
+from clearnb.execution.runner import NotebookRunner
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+EXAMPLES = Path(__file__).parent.parent / "notebooks"
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NotebookRunner:
+    monkeypatch.setenv("CLEARNB_HOME", str(tmp_path))
+    return NotebookRunner(Config.at(tmp_path), pool_size=0)
+
+
+def test_the_seed_pipeline_notebook_runs(runner: NotebookRunner) -> None:
+    with runner:
+        task = runner.execute(EXAMPLES / "pipeline_controller.ipynb")
+    assert task.status == "completed", task.error
+    state = task.record.runtime["pipeline"]
+    assert state["status"] == "completed"
+    assert [n["status"] for n in state["nodes"].values()] == ["completed"] * 3
+    assert task.project == "examples" and task.name == "pipeline demo"
+    train = Task.get_task(task_id=state["nodes"]["stage_train"]["executed"])
+    accuracy = train.get_reported_scalars()["accuracy"]["test"]["y"][-1]
+    assert accuracy > 0.8
+    process = Task.get_task(task_id=state["nodes"]["stage_process"]["executed"])
+    assert process.get_parameter("General/test_size") == 0.25
+
+
+def test_the_concurrent_pipeline_notebook_runs(runner: NotebookRunner) -> None:
+    with runner:
+        task = runner.execute(EXAMPLES / "pipeline_concurrent.ipynb")
+    assert task.status == "completed", task.error
+    nodes = task.record.runtime["pipeline"]["nodes"]
+    assert all(n["status"] == "completed" for n in nodes.values())
+    trains = [n for name, n in nodes.items() if name.startswith("train_")]
+    assert len(trains) == 4
+    assert all(n["parents"] == ["stage_process"] for n in trains)
+    best = Task.get_task(task_id=nodes["pick_best"]["executed"])
+    assert best.artifacts["best_task_id"].get() in {n["executed"] for n in trains}
