@@ -19,6 +19,7 @@ _EXPORTS = {
     "execute_notebook": "clearnb.execution.runner",
     "Config": "clearnb.config",
     "PipelineController": "clearnb.pipeline.controller",
+    "PipelineDecorator": "clearnb.pipeline.decorator",
 }
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Logger",
     "NotebookRunner",
     "PipelineController",
+    "PipelineDecorator",
     "StorageManager",
     "Task",
     "__version__",
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from clearnb.execution.runner import NotebookRunner, execute_notebook
     from clearnb.logger import Logger
     from clearnb.pipeline.controller import PipelineController
+    from clearnb.pipeline.decorator import PipelineDecorator
     from clearnb.storage import StorageManager
     from clearnb.task import Artifact, Task
 

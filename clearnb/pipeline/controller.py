@@ -155,6 +155,11 @@ class PipelineController:
         self._user_stopped = False
         self._runner: NotebookRunner | None = None
         self._renderer: PictureRenderer | None = None
+        self._wake: queue.Queue[str] = queue.Queue()
+        self._accepting = False
+        """True while steps may still be added to the running pipeline (the decorator's)."""
+        self._sections: dict[str, str] = {}
+        """Section of each pipeline parameter other than ``Args`` (the decorator's args_map)."""
 
     # -- building ----------------------------------------------------------------------------
 
@@ -337,6 +342,22 @@ class PipelineController:
         node.skip_children_on_abort = bool(
             behaviour.get("skip_children_on_abort", not node.continue_on_abort)
         )
+
+    def _add_live(self, node: Node) -> None:
+        """Add a step to the running pipeline (the decorator's lazily built DAG)."""
+        problems = self._node_problems(node)
+        for parent in node.parents:
+            if parent not in self._nodes:
+                problems.append(f"step {node.name!r} has an unknown parent {parent!r}")
+        if problems:
+            raise PipelineError.collect(problems, "problem")
+        with self._lock:
+            for ref in self._references_of(node):
+                if ref.step != "pipeline" and ref.step not in node.parents:
+                    node.parents.append(ref.step)
+            self._nodes[node.name] = node
+        self._persist()
+        self._wake.put(node.name)
 
     def _add(self, node: Node) -> bool:
         with self._lock:
@@ -662,7 +683,7 @@ class PipelineController:
             return self._runner
 
     def _run(self) -> None:
-        done: queue.Queue[str] = queue.Queue()
+        done = self._wake
         futures: dict[str, Future[None]] = {}
         plotter = threading.Thread(target=self._plot_loop, name="pipeline plot", daemon=True)
         plotter.start()
@@ -676,9 +697,10 @@ class PipelineController:
                     for node in self._ready_nodes(futures):
                         futures[node.name] = workers.submit(self._run_step, node, done)
                     if all(future.done() for future in futures.values()):
-                        if not self._ready_nodes(futures):
+                        if self._ready_nodes(futures):
+                            continue
+                        if not self._accepting:
                             break
-                        continue
                     try:
                         done.get(timeout=0.5)
                     except queue.Empty:
@@ -1036,12 +1058,13 @@ class PipelineController:
     def _open_task(self) -> None:
         task = self.task
         store = self._backend.store
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in self._parameters.items():
+            section = self._sections.get(key, PIPELINE_SECTION)
+            sections.setdefault(section, {})[key] = _plain(value)
         fields: dict[str, Any] = {
             "task_type": "controller",
-            "parameters": {
-                **store.get_task(task.id).parameters,
-                PIPELINE_SECTION: {k: _plain(v) for k, v in self._parameters.items()},
-            },
+            "parameters": {**store.get_task(task.id).parameters, **sections},
         }
         if self._attached:  # the notebook's own run becomes the pipeline's Task
             fields.update(project=self.project, name=self.name)

@@ -1,0 +1,556 @@
+"""PipelineDecorator: pipelines from plain Python functions, as ClearML writes them.
+
+``@PipelineDecorator.component`` marks a step; ``@PipelineDecorator.pipeline`` marks the
+function whose calls of components make the DAG. Inside a running pipeline, calling a
+component returns at once with a placeholder per return value (:class:`LazyValue`);
+components whose inputs are ready run at the same time; using a value (printing it,
+arithmetic, ``if``) waits for it; passing a placeholder to another component makes that
+component a child without waiting. Underneath is the same
+:class:`~clearnb.pipeline.controller.PipelineController`: every component is a function
+step run as a generated notebook (``run_locally()``, the default), or, after
+``debug_pipeline()``, a plain call in this process.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from clearnb.errors import PipelineError
+from clearnb.pipeline.controller import PipelineController
+from clearnb.pipeline.graph import CACHED, COMPLETED, FAILED, FINISHED, RUNNING, Node
+
+if TYPE_CHECKING:
+    from clearnb.logger import Logger
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LOCAL = "local"
+DEBUG = "debug"
+DEFAULT_SECTION = "Args"
+
+_ACTIVE = threading.local()
+
+
+@dataclass
+class ComponentSpec:
+    """What ``@PipelineDecorator.component(...)`` said about one function."""
+
+    function: Callable[..., Any]
+    return_values: list[str]
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class LazyValue:
+    """A component's return value that exists once the component has run.
+
+    Using it waits for the component; passing it to another component does not.
+    """
+
+    __slots__ = ("_clearnb_name", "_clearnb_run", "_clearnb_step")
+
+    def __init__(self, run: _PipelineRun, step: str, name: str) -> None:
+        object.__setattr__(self, "_clearnb_run", run)
+        object.__setattr__(self, "_clearnb_step", step)
+        object.__setattr__(self, "_clearnb_name", name)
+
+    def _clearnb_value(self) -> Any:
+        return self._clearnb_run.value(self._clearnb_step, self._clearnb_name)
+
+    @property
+    def reference(self) -> str:
+        """The ``${step.name}`` reference to this value."""
+        return "${" + f"{self._clearnb_step}.{self._clearnb_name}" + "}"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._clearnb_value(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._clearnb_value())
+
+    def __str__(self) -> str:
+        return str(self._clearnb_value())
+
+    def __format__(self, spec: str) -> str:
+        return format(self._clearnb_value(), spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._clearnb_value())
+
+    def __len__(self) -> int:
+        return len(self._clearnb_value())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._clearnb_value())
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._clearnb_value()[key]
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._clearnb_value()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._clearnb_value()(*args, **kwargs)
+
+    def __hash__(self) -> int:
+        return hash(self._clearnb_value())
+
+    def __float__(self) -> float:
+        return float(self._clearnb_value())
+
+    def __int__(self) -> int:
+        return int(self._clearnb_value())
+
+    def __index__(self) -> int:
+        return operator.index(self._clearnb_value())
+
+
+def _unary(name: str) -> Callable[[LazyValue], Any]:
+    function = getattr(operator, name)
+
+    def method(self: LazyValue) -> Any:
+        return function(self._clearnb_value())
+
+    method.__name__ = f"__{name}__"
+    return method
+
+
+def _forward(name: str, reflected: bool = False) -> Callable[..., Any]:
+    function = getattr(operator, name)
+
+    def method(self: LazyValue, other: Any) -> Any:
+        value = self._clearnb_value()
+        other = _plain_value(other)
+        return function(other, value) if reflected else function(value, other)
+
+    method.__name__ = f"__r{name.strip('_')}__" if reflected else f"__{name.strip('_')}__"
+    return method
+
+
+for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"):
+    setattr(LazyValue, f"__{_op}__", _forward(_op))
+    setattr(LazyValue, f"__r{_op}__", _forward(_op, reflected=True))
+for _op in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(LazyValue, f"__{_op}__", _forward(_op))
+for _op in ("neg", "pos", "abs"):
+    setattr(LazyValue, f"__{_op}__", _unary(_op))
+
+
+def _plain_value(value: Any) -> Any:
+    return value._clearnb_value() if isinstance(value, LazyValue) else value
+
+
+class _PipelineRun:
+    """One run of a decorated pipeline function: its controller and its values."""
+
+    def __init__(self, controller: PipelineController, mode: str) -> None:
+        self.controller = controller
+        self.mode = mode
+        self.changed = threading.Condition()
+        self.values: dict[tuple[str, str], Any] = {}
+        self.counts: dict[str, int] = {}
+        controller.add_listener(self._notify)
+
+    def _notify(self, event: Any) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def step_name(self, base: str) -> str:
+        count = self.counts.get(base, 0)
+        self.counts[base] = count + 1
+        return base if count == 0 else f"{base}_{count}"
+
+    def call(self, spec: ComponentSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        name = self.step_name(spec.name)
+        bound = inspect.signature(spec.function).bind_partial(*args, **kwargs)
+        arguments = dict(bound.arguments)
+        if self.mode == DEBUG:
+            return self._call_now(spec, name, arguments)
+        function_kwargs: dict[str, Any] = {}
+        for key, value in arguments.items():
+            function_kwargs[key] = value.reference if isinstance(value, LazyValue) else value
+        options = dict(spec.options)
+        continue_behaviour = options.pop("continue_behaviour", None)
+        node = Node(
+            name=name,
+            parents=list(options.pop("parents", None) or []),
+            function=spec.function,
+            function_kwargs=function_kwargs,
+            function_return=list(spec.return_values),
+            helper_functions=list(options.pop("helper_functions", None) or []),
+            queue=options.pop("execution_queue", None) or self.controller.default_execution_queue,
+            cache_executed_step=bool(options.pop("cache", False)),
+            retry_on_failure=options.pop("retry_on_failure", None),
+            pre_execute_callback=options.pop("pre_execute_callback", None),
+            post_execute_callback=options.pop("post_execute_callback", None),
+            status_change_callback=options.pop("status_change_callback", None),
+            monitor_metrics=list(options.pop("monitor_metrics", None) or []),
+            monitor_artifacts=list(options.pop("monitor_artifacts", None) or []),
+            monitor_models=list(options.pop("monitor_models", None) or []),
+            task_type=options.pop("task_type", None),
+            tags=_as_list(options.pop("tags", None)),
+            packages=_as_list(options.pop("packages", None)) or None,
+            recorded={key: value for key, value in options.items() if value is not None},
+        )
+        PipelineController._apply_continue(
+            node, bool(options.get("continue_on_fail", False)), continue_behaviour
+        )
+        node.recorded.pop("continue_on_fail", None)
+        self.controller._add_live(node)
+        return self._placeholders(name, spec.return_values)
+
+    def _placeholders(self, step: str, names: Sequence[str]) -> Any:
+        if not names:
+            return LazyValue(self, step, "")
+        values = tuple(LazyValue(self, step, name) for name in names)
+        return values[0] if len(values) == 1 else values
+
+    def _call_now(self, spec: ComponentSpec, name: str, arguments: dict[str, Any]) -> Any:
+        """Debug mode: run the function here, now, recording it as a completed step."""
+        node = Node(name=name, function=spec.function, function_return=list(spec.return_values))
+        node.function_kwargs = {k: v for k, v in arguments.items() if _is_small(v)}
+        node.status = RUNNING
+        node.job_started = time.time()
+        self.controller._nodes[name] = node
+        try:
+            result = spec.function(**{k: _plain_value(v) for k, v in arguments.items()})
+        except Exception as exc:
+            node.status = FAILED
+            node.job_ended = time.time()
+            node.error = {"reason": f"{type(exc).__name__}: {exc}"}
+            if not spec.options.get("continue_on_fail"):
+                raise
+            return self._placeholders_of(spec, None)
+        node.status = COMPLETED
+        node.job_ended = time.time()
+        return self._placeholders_of(spec, result)
+
+    @staticmethod
+    def _placeholders_of(spec: ComponentSpec, result: Any) -> Any:
+        if len(spec.return_values) > 1 and isinstance(result, tuple | list):
+            return tuple(result)
+        return result
+
+    def value(self, step: str, name: str) -> Any:
+        """The value ``name`` returned by ``step`` (waits until the step has run)."""
+        key = (step, name)
+        if key in self.values:
+            return self.values[key]
+        node = self.controller.get_pipeline_dag()[step]
+        with self.changed:
+            while node.status not in FINISHED:
+                self.changed.wait(timeout=0.5)
+        if node.status not in (COMPLETED, CACHED):
+            if node.continue_on_fail:
+                return None
+            reason = (node.error or {}).get("reason", node.status)
+            raise PipelineError(
+                f"the value {name or 'returned'!r} of step {step!r} is not available: the step "
+                f"{node.status} (task {node.executed or '-'}): {reason}",
+                step=step,
+                task_id=node.executed,
+            )
+        if not name:
+            value = None
+        else:
+            from clearnb.task import Task
+
+            value = Task.get_task(task_id=node.executed).artifacts[name].get()
+        self.values[key] = value
+        return value
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _is_small(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+class PipelineDecorator:
+    """Decorators that turn functions into a pipeline (ClearML's ``PipelineDecorator``)."""
+
+    _mode: ClassVar[str] = LOCAL
+    _default_queue: ClassVar[str | None] = None
+
+    @classmethod
+    def component(
+        cls,
+        _func: F | None = None,
+        *,
+        return_values: str | Sequence[str] | None = ("return_object",),
+        name: str | None = None,
+        cache: bool = False,
+        packages: str | Sequence[str] | None = None,
+        parents: Sequence[str] | None = None,
+        execution_queue: str | None = None,
+        continue_on_fail: bool = False,
+        docker: str | None = None,
+        docker_args: str | None = None,
+        docker_bash_setup_script: str | None = None,
+        task_type: str | None = None,
+        auto_connect_frameworks: Any = None,
+        auto_connect_arg_parser: Any = None,
+        repo: str | None = None,
+        repo_branch: str | None = None,
+        repo_commit: str | None = None,
+        helper_functions: Sequence[Callable[..., Any]] | None = None,
+        monitor_metrics: list[Any] | None = None,
+        monitor_artifacts: list[Any] | None = None,
+        monitor_models: list[Any] | None = None,
+        retry_on_failure: int | Callable[..., bool] | None = None,
+        pre_execute_callback: Callable[..., Any] | None = None,
+        post_execute_callback: Callable[..., Any] | None = None,
+        status_change_callback: Callable[..., Any] | None = None,
+        tags: str | Sequence[str] | None = None,
+        output_uri: str | bool | None = None,
+        draft: bool = False,
+        working_dir: str | None = None,
+        continue_behaviour: Mapping[str, bool] | None = None,
+    ) -> Any:
+        """Mark a function as a pipeline step. Outside a pipeline it is a plain function.
+
+        ``docker``, ``repo`` and the other container arguments are recorded with the step;
+        they apply to queued execution.
+        """
+        returns = [return_values] if isinstance(return_values, str) else list(return_values or [])
+        options = {
+            "cache": cache,
+            "packages": packages,
+            "parents": list(parents) if parents else None,
+            "execution_queue": execution_queue,
+            "continue_on_fail": continue_on_fail,
+            "docker": docker,
+            "docker_args": docker_args,
+            "docker_bash_setup_script": docker_bash_setup_script,
+            "task_type": task_type,
+            "repo": repo,
+            "repo_branch": repo_branch,
+            "repo_commit": repo_commit,
+            "helper_functions": list(helper_functions or []),
+            "monitor_metrics": monitor_metrics,
+            "monitor_artifacts": monitor_artifacts,
+            "monitor_models": monitor_models,
+            "retry_on_failure": retry_on_failure,
+            "pre_execute_callback": pre_execute_callback,
+            "post_execute_callback": post_execute_callback,
+            "status_change_callback": status_change_callback,
+            "tags": tags,
+            "output_uri": output_uri,
+            "draft": draft or None,
+            "working_dir": working_dir,
+            "continue_behaviour": continue_behaviour,
+        }
+
+        def decorate(function: F) -> F:
+            spec = ComponentSpec(function, returns, name or function.__name__, options)
+
+            @functools.wraps(function)
+            def component_call(*args: Any, **kwargs: Any) -> Any:
+                run: _PipelineRun | None = getattr(_ACTIVE, "run", None)
+                if run is None:
+                    return function(*args, **kwargs)
+                return run.call(spec, args, kwargs)
+
+            component_call._clearnb_component = spec  # type: ignore[attr-defined]
+            return component_call  # type: ignore[return-value]
+
+        return decorate(_func) if _func is not None else decorate
+
+    @classmethod
+    def pipeline(
+        cls,
+        _func: F | None = None,
+        *,
+        name: str,
+        project: str,
+        version: str | None = None,
+        return_value: str | None = None,
+        default_queue: str | None = None,
+        pool_frequency: float = 0.2,
+        add_pipeline_tags: bool = False,
+        target_project: str | None = None,
+        abort_on_failure: bool = False,
+        pipeline_execution_queue: str | None = "services",
+        multi_instance_support: bool | str = False,
+        add_run_number: bool = True,
+        args_map: Mapping[str, Sequence[str]] | None = None,
+        start_controller_locally: bool = False,
+        retry_on_failure: int | Callable[..., bool] | None = None,
+        docker: str | None = None,
+        docker_args: str | None = None,
+        docker_bash_setup_script: str | None = None,
+        packages: str | Sequence[str] | None = None,
+        repo: str | None = None,
+        repo_branch: str | None = None,
+        repo_commit: str | None = None,
+        auto_version_bump: bool | None = None,
+        output_uri: str | bool | None = None,
+        working_dir: str | None = None,
+        max_workers: int | None = None,
+    ) -> Any:
+        """Mark the function whose component calls make the pipeline.
+
+        Calling it runs the pipeline (mode set by :meth:`run_locally` or
+        :meth:`debug_pipeline`) and returns the function's result. Its arguments are the
+        pipeline's parameters, stored by section as ``args_map`` says (``Args`` otherwise).
+        """
+        sections = {arg: section for section, args in (args_map or {}).items() for arg in args}
+
+        def decorate(function: F) -> F:
+            @functools.wraps(function)
+            def run_pipeline(*args: Any, **kwargs: Any) -> Any:
+                controller = PipelineController(
+                    name=name,
+                    project=project,
+                    version=version,
+                    add_pipeline_tags=add_pipeline_tags,
+                    target_project=target_project or True,
+                    abort_on_failure=abort_on_failure,
+                    retry_on_failure=retry_on_failure,
+                    docker=docker,
+                    docker_args=docker_args,
+                    docker_bash_setup_script=docker_bash_setup_script,
+                    packages=packages,
+                    repo=repo,
+                    repo_branch=repo_branch,
+                    repo_commit=repo_commit,
+                    output_uri=output_uri,
+                    working_dir=working_dir,
+                    default_execution_queue=default_queue or cls._default_queue,
+                    max_workers=max_workers,
+                )
+                controller.recorded["pipeline_execution_queue"] = pipeline_execution_queue
+                bound = inspect.signature(function).bind(*args, **kwargs)
+                bound.apply_defaults()
+                for key, value in bound.arguments.items():
+                    controller.add_parameter(key, value)
+                    controller._sections[key] = sections.get(key, DEFAULT_SECTION)
+                return cls._run(controller, function, bound, return_value)
+
+            return run_pipeline  # type: ignore[return-value]
+
+        return decorate(_func) if _func is not None else decorate
+
+    @classmethod
+    def _run(
+        cls,
+        controller: PipelineController,
+        function: Callable[..., Any],
+        bound: inspect.BoundArguments,
+        return_value: str | None,
+    ) -> Any:
+        run = _PipelineRun(controller, cls._mode)
+        previous = getattr(_ACTIVE, "run", None)
+        _ACTIVE.run = run
+        _ACTIVE.controller = controller
+        try:
+            if cls._mode == DEBUG:
+                return cls._run_debug(run, function, bound, return_value)
+            controller._accepting = True
+            controller.start()
+            try:
+                result = function(*bound.args, **bound.kwargs)
+                result = _plain_value(result)
+            finally:
+                controller._accepting = False
+                controller._wake.put("")
+                controller.wait()
+            if return_value and controller._task is not None:
+                controller.upload_artifact(return_value, result)
+            return result
+        finally:
+            _ACTIVE.run = previous
+            if previous is None:
+                _ACTIVE.controller = None
+
+    @classmethod
+    def _run_debug(
+        cls,
+        run: _PipelineRun,
+        function: Callable[..., Any],
+        bound: inspect.BoundArguments,
+        return_value: str | None,
+    ) -> Any:
+        controller = run.controller
+        controller._status = RUNNING
+        controller._started = time.time()
+        controller._open_task()
+        status = FAILED
+        try:
+            result = function(*bound.args, **bound.kwargs)
+            status = COMPLETED
+            if return_value:
+                controller.upload_artifact(return_value, result)
+            return result
+        finally:
+            controller._status = status if status == FAILED else controller._final_status()
+            controller._ended = time.time()
+            controller._persist()
+            controller._close_task()
+
+    @classmethod
+    def run_locally(cls) -> None:
+        """Run every component as its own Task on this machine (a notebook in a kernel)."""
+        cls._mode = LOCAL
+
+    @classmethod
+    def debug_pipeline(cls) -> None:
+        """Run components as plain function calls in this process (for a debugger)."""
+        cls._mode = DEBUG
+
+    @classmethod
+    def set_default_execution_queue(cls, default_execution_queue: str | None) -> None:
+        """Queue for components that name none (recorded; they run on this machine)."""
+        cls._default_queue = default_execution_queue
+
+    @classmethod
+    def get_current_pipeline(cls) -> PipelineController | None:
+        """The controller of the pipeline running in this thread, if any."""
+        return getattr(_ACTIVE, "controller", None)
+
+    @classmethod
+    def _require_pipeline(cls) -> PipelineController:
+        controller = cls.get_current_pipeline()
+        if controller is None:
+            raise PipelineError(
+                "no pipeline is running here; call this inside a @PipelineDecorator.pipeline "
+                "function"
+            )
+        return controller
+
+    @classmethod
+    def upload_artifact(
+        cls,
+        name: str,
+        artifact_object: Any,
+        metadata: Mapping[str, Any] | None = None,
+        delete_after_upload: bool = False,
+        auto_pickle: bool = True,
+        preview: Any = None,
+        wait_on_upload: bool = False,
+    ) -> bool:
+        """Store an artifact with the running pipeline's Task."""
+        return cls._require_pipeline().upload_artifact(
+            name, artifact_object, metadata=metadata, preview=preview
+        )
+
+    @classmethod
+    def upload_model(cls, model_name: str, model_local_path: str) -> bool:
+        """Store a model file (or folder) with the running pipeline's Task."""
+        return cls._require_pipeline().upload_artifact(model_name, model_local_path)
+
+    @classmethod
+    def get_logger(cls) -> Logger:
+        """The logger of the running pipeline's Task."""
+        return cls._require_pipeline().get_logger()

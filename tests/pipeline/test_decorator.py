@@ -1,0 +1,181 @@
+"""PipelineDecorator: the seed's decorated pipeline, lazily built, run on real kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearnb import PipelineDecorator, Task
+from clearnb.backend import Backend
+from clearnb.errors import PipelineError
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@PipelineDecorator.component(return_values=["data_frame"], cache=True)
+def step_one(rows: int, extra: int = 43):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    return pd.DataFrame({"x": list(range(rows)), "target": [i % 2 for i in range(rows)]})
+
+
+@PipelineDecorator.component(return_values=["X_train", "X_test", "y_train", "y_test"])
+def step_two(data_frame, test_size: float = 0.25):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    split = int(len(data_frame) * (1 - test_size))
+    features = data_frame[["x"]].to_numpy(dtype=float)
+    target = data_frame["target"].to_numpy()
+    return features[:split], features[split:], target[:split], np.asarray(target[split:])
+
+
+@PipelineDecorator.component(return_values=["model"])
+def step_three(X_train, y_train):  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression().fit(X_train, y_train)
+
+
+@PipelineDecorator.component(return_values=["accuracy"])
+def step_four(model, X_data, Y_data):  # type: ignore[no-untyped-def]
+    return float((model.predict(X_data) == Y_data).mean())
+
+
+@PipelineDecorator.pipeline(
+    name="pipeline",
+    project="examples",
+    version="0.1",
+    args_map={"General": ["rows"], "Mock": ["mock_parameter"]},
+)
+def main(rows: int, mock_parameter: str = "mock") -> float:
+    data_frame = step_one(rows)
+    X_train, X_test, y_train, y_test = step_two(data_frame)
+    model = step_three(X_train, y_train)
+    accuracy = 100 * step_four(model, X_data=X_test, Y_data=y_test)
+    print(f"Accuracy={accuracy}%")
+    return float(accuracy)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("CLEARNB_HOME", str(tmp_path))
+    yield tmp_path
+    PipelineDecorator.run_locally()
+
+
+def pipelines() -> list[Any]:
+    return Backend.for_config().store.find_tasks(task_type="controller")
+
+
+def test_the_seed_pipeline_runs_locally_and_in_debug_with_the_same_result(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    local = main(rows=40)
+    PipelineDecorator.debug_pipeline()
+    debug = main(rows=40)
+    assert local == debug and 0 <= local <= 100
+    debug_run, local_run = pipelines()
+    state = local_run.runtime["pipeline"]
+    assert list(state["nodes"]) == ["step_one", "step_two", "step_three", "step_four"]
+    assert all(n["status"] == "completed" for n in state["nodes"].values())
+    assert state["nodes"]["step_three"]["parents"] == ["step_two"]
+    assert sorted(state["nodes"]["step_four"]["parents"]) == ["step_three", "step_two"]
+    assert local_run.parameters == {"General": {"rows": 40}, "Mock": {"mock_parameter": "mock"}}
+    four = Task.get_task(task_id=state["nodes"]["step_four"]["executed"])
+    executed = Path(four.artifacts["notebook"].get_local_copy()).read_text()
+    assert "def step_four" in executed, "every component leaves a notebook to open"
+    two = Task.get_task(task_id=state["nodes"]["step_two"]["executed"])
+    assert two.artifacts["X_train"].type == "numpy.ndarray"
+    assert debug_run.runtime["pipeline"]["status"] == "completed"
+
+
+def test_a_second_run_is_served_from_the_cache(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    main(rows=20)
+    main(rows=20)
+    second = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert second["step_one"]["status"] == "cached"
+
+
+@PipelineDecorator.component(return_values=["value"])
+def slow_value(seconds: float, value: int):  # type: ignore[no-untyped-def]
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+@PipelineDecorator.component(return_values=["total"])
+def add(a, b):  # type: ignore[no-untyped-def]
+    return a + b
+
+
+@PipelineDecorator.pipeline(name="parallel", project="tests", max_workers=2)
+def parallel() -> Any:
+    first = slow_value(1.0, 1)
+    second = slow_value(1.0, 2)
+    return add(first, second)
+
+
+def test_independent_components_overlap_and_names_repeat(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    assert parallel() == 3
+    nodes = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert list(nodes) == ["slow_value", "slow_value_1", "add"]
+    store = Backend.for_config().store
+    one = store.get_task(nodes["slow_value"]["executed"])
+    two = store.get_task(nodes["slow_value_1"]["executed"])
+    assert one.started < two.completed and two.started < one.completed, "they ran together"
+
+
+@PipelineDecorator.component(return_values=["never"])
+def broken(x: int):  # type: ignore[no-untyped-def]
+    raise ValueError(f"broken {x}")
+
+
+@PipelineDecorator.component(return_values=["never"], continue_on_fail=True)
+def broken_but_allowed(x: int):  # type: ignore[no-untyped-def]
+    raise ValueError(f"allowed {x}")
+
+
+@PipelineDecorator.pipeline(name="failing", project="tests")
+def failing() -> Any:
+    return broken(1) + 1
+
+
+@PipelineDecorator.pipeline(name="allowed", project="tests")
+def allowed() -> Any:
+    value = broken_but_allowed(1)  # a failed step that may fail gives None
+    return value if value else add(2, 3)
+
+
+def test_a_failed_component_value_names_the_step(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    with pytest.raises(PipelineError, match=r"step 'broken' is not available: the step failed"):
+        failing()
+    assert allowed() == 5
+
+
+SCALE = 3
+
+
+@PipelineDecorator.component(return_values=["scaled"])
+def uses_global(x: int):  # type: ignore[no-untyped-def]
+    return x * SCALE
+
+
+@PipelineDecorator.pipeline(name="unbound", project="tests")
+def unbound() -> Any:
+    return uses_global(2)
+
+
+def test_a_component_using_an_undefined_name_fails_clearly(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    with pytest.raises(PipelineError, match=r"uses 'SCALE', which it neither imports"):
+        unbound()
+
+
+def test_components_are_plain_functions_outside_a_pipeline() -> None:
+    assert add(2, 5) == 7
