@@ -6,11 +6,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
-import nbformat
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING
 
 from clearnb.errors import NotANotebookError, NotebookNotFoundError
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 INJECTED_TAG = "injected-parameters"
 PARAMETERS_TAG = "parameters"
@@ -22,6 +23,8 @@ def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
     Raises :class:`NotebookNotFoundError` when the path does not exist and
     :class:`NotANotebookError` when the file is not a Jupyter notebook.
     """
+    import nbformat  # imported on use: it pulls in jsonschema, slow to import
+
     file = Path(path)
     if not file.exists():
         raise NotebookNotFoundError(

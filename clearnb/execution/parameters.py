@@ -12,12 +12,13 @@ import ast
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING, Any
 
 from clearnb.errors import ParameterError
 from clearnb.execution.notebooks import PARAMETERS_TAG, find_tagged_cell
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 GENERAL = "General"
 _NO_DEFAULT = object()

@@ -156,6 +156,8 @@ class PipelineController:
         self._runner: NotebookRunner | None = None
         self._renderer: PictureRenderer | None = None
         self._wake: queue.Queue[str] = queue.Queue()
+        self._run_over = threading.Event()
+        self._cleanup: threading.Thread | None = None
         self._accepting = False
         """True while steps may still be added to the running pipeline (the decorator's)."""
         self._sections: dict[str, str] = {}
@@ -611,6 +613,7 @@ class PipelineController:
         self._stop_requested = None
         self._user_stopped = False
         self._running = True
+        self._run_over.clear()
         for node in self._nodes.values():
             node.reset()
         if resume:
@@ -654,6 +657,8 @@ class PipelineController:
             self._user_stopped = True
             self._abort_all("the pipeline was stopped")
             self.wait(timeout)
+        if self._cleanup is not None:
+            self._cleanup.join(None if timeout is None else timeout * 60)
         if mark_failed and self._task is not None:
             self._task.mark_failed(status_reason="marked failed by stop()")
         elif mark_aborted and self._task is not None:
@@ -715,11 +720,13 @@ class PipelineController:
                     self._set_status(node, ABORTED)
         finally:
             runner, self._runner = self._runner, None
-            if runner is not None:
-                runner.close()
+            if runner is not None:  # kernels are released in the background; stop() waits
+                self._cleanup = threading.Thread(target=runner.close, name="pipeline cleanup")
+                self._cleanup.start()
             self._ended = time.time()
             self._persist()
             self._running = False
+            self._run_over.set()
             self._plot_wanted.set()
             plotter.join()
             self._close_task()
@@ -1180,7 +1187,7 @@ class PipelineController:
             if self._plot_wanted.is_set() and self.elapsed() >= FIRST_PICTURE_AFTER:
                 self._plot_wanted.clear()
                 self._renderer.request()
-                time.sleep(PLOT_INTERVAL)
+                self._run_over.wait(PLOT_INTERVAL)
 
     def _title(self) -> str:
         version = f" v{self.version}" if self.version else ""
