@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from clearnb.execution.kernels import KernelPool, PooledKernel, connect_client, 
 
 log = logging.getLogger(__name__)
 
+SAVE_INTERVAL = 0.5
+"""Seconds between two writes of the output notebook while a run goes on."""
 KERNEL_DIED = "DeadKernelError"
 TIME_LIMIT = "TimeLimitExceeded"
 ABORTED = "RunAborted"
@@ -89,9 +92,30 @@ class _EventedExecutionManager(NotebookExecutionManager):  # type: ignore[misc]
     """papermill's execution manager, emitting cell events as it updates cell metadata."""
 
     def __init__(self, nb: NotebookNode, emit: Emit, **kwargs: Any) -> None:
+        self._last_write = 0.0
+        self._force = True
         super().__init__(nb, **kwargs)
         self._emit = emit
         self.current_index: int | None = None
+
+    def save(self, **kwargs: Any) -> None:
+        """Write the output notebook at most every ``SAVE_INTERVAL`` seconds during a run.
+
+        papermill writes it at every cell start and end; for many short cells that is
+        most of the run's time. The first and the final write always happen.
+        """
+        now = time.monotonic()
+        if self._force or now - self._last_write >= SAVE_INTERVAL:
+            self._last_write = now
+            super().save(**kwargs)
+
+    def notebook_complete(self, **kwargs: Any) -> None:
+        self._force = True
+        super().notebook_complete(**kwargs)
+
+    def notebook_start(self, **kwargs: Any) -> None:
+        super().notebook_start(**kwargs)
+        self._force = False
 
     def cell_start(self, cell: NotebookNode, cell_index: int | None = None, **kwargs: Any) -> None:
         super().cell_start(cell, cell_index, **kwargs)
@@ -353,4 +377,5 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         if meta.get("start_time") and not meta.get("end_time"):
             meta["end_time"] = nb_man.now().isoformat()
         nb_man.nb.metadata.papermill["exception"] = True
+        nb_man._force = True
         nb_man.save()

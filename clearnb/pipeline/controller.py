@@ -1184,7 +1184,10 @@ class PipelineController:
             if self._renderer is None:
                 continue
             self._renderer.poll()
-            if self._plot_wanted.is_set() and self.elapsed() >= FIRST_PICTURE_AFTER:
+            early = FIRST_PICTURE_AFTER - self.elapsed()
+            if early > 0:
+                self._run_over.wait(early)
+            elif self._plot_wanted.is_set():
                 self._plot_wanted.clear()
                 self._renderer.request()
                 self._run_over.wait(PLOT_INTERVAL)
