@@ -16,9 +16,11 @@ forks; it imports only what every kernel imports anyway.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import random
+import select
 import signal
 import sys
 import traceback
@@ -71,23 +73,49 @@ def _run_kernel(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def serve(preload: list[str]) -> int:
-    """Answer fork requests on stdin until it closes."""
-    import pdb  # noqa: F401 - imported once here, inherited by every kernel
-    import pydoc  # noqa: F401
+BASE_MODULES = (
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "ipykernel.debugger",  # debugpy: a tenth of a second per kernel
+    "IPython.core.interactiveshell",
+    "pdb",
+    "pydoc",
+)
+"""What every kernel imports while it starts; imported once here instead."""
 
-    for module in preload:
-        with contextlib.suppress(Exception):
-            __import__(module)
+
+def serve(preload: list[str]) -> int:
+    """Answer fork requests on stdin until it closes.
+
+    The modules every kernel needs are imported before the server says it is ready;
+    ``preload`` (modules steps often use, like clearnb's own) are imported while the
+    server is idle, so that the first kernel does not wait for them.
+    """
+    for module in BASE_MODULES:
+        importlib.import_module(module)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
+    requests = sys.stdin.fileno()
     replies = sys.stdout.buffer
     replies.write(b'{"ready": true}\n')
     replies.flush()
+    pending = list(preload)
     children: set[int] = set()
+    buffer = b""
     try:
-        for line in requests:
+        while True:
+            if b"\n" not in buffer:
+                readable, _, _ = select.select([requests], [], [], 0 if pending else None)
+                if not readable:
+                    with contextlib.suppress(Exception):
+                        importlib.import_module(pending.pop(0))
+                    continue
+                chunk = os.read(requests, 65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                continue
+            line, _, buffer = buffer.partition(b"\n")
             try:
                 request = json.loads(line)
                 pid = os.fork()
