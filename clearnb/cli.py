@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import sys
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from clearnb.errors import ClearnbError
+
+if TYPE_CHECKING:
+    from clearnb.store import Store
+    from clearnb.store.records import TaskRecord
+    from clearnb.task import Task
 
 STATUS_COLOURS = {
     "completed": "green",
@@ -231,3 +241,405 @@ def _size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{size} B"
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+
+POLL_SECONDS = 0.25
+"""How often ``clearnb run`` reads the pipeline's state from the store."""
+PIPELINE_FINAL = frozenset({"completed", "failed", "aborted"})
+
+
+@main.command("run", short_help="Run a pipeline notebook and follow its steps.")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Override a parameter of the notebook: NAME or Section/NAME.",
+)
+@click.option("--project", "project_name", default=None, help="Project of the notebook's task.")
+@click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
+@click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
+def run_pipeline_command(
+    notebook: str,
+    parameters: tuple[tuple[str, str], ...],
+    project_name: str | None,
+    task_name: str | None,
+    time_limit: float | None,
+) -> None:
+    """Run a pipeline NOTEBOOK (one that starts a PipelineController); follow its steps.
+
+    Shows one line per step while the pipeline runs, then a table of the steps. Exits 0
+    if the pipeline and the notebook completed, 1 otherwise, 130 on Ctrl-C.
+    """
+    from clearnb.execution import events
+    from clearnb.execution.events import RunEvent
+    from clearnb.execution.runner import NotebookRunner, RunHandle
+
+    try:
+        runner = NotebookRunner(pool_size=0)
+        record = runner.prepare(
+            notebook, dict(parameters), project_name=project_name, task_name=task_name
+        )
+    except ClearnbError as exc:
+        raise click.UsageError(str(exc)) from exc
+    store = runner.backend.store
+    view = _LiveView(store, record, tty=sys.stderr.isatty())
+    finished = threading.Event()
+    outcome: dict[str, Any] = {}
+    handle = RunHandle()
+
+    def on_event(event: RunEvent) -> None:
+        if event.kind == events.CELL_STARTED:
+            view.notebook_cell = (int(event.payload["index"]), int(event.payload["count"]))
+
+    def work() -> None:
+        try:
+            outcome["task"] = runner.run_prepared(
+                record, time_limit=time_limit, on_event=on_event, handle=handle
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    thread = threading.Thread(target=work, name="clearnb-run", daemon=True)
+    view.start()
+    thread.start()
+    try:
+        while not finished.wait(POLL_SECONDS):
+            view.poll()
+    except KeyboardInterrupt:
+        view.close()
+        click.echo("interrupted: stopping the notebook's kernel ...", err=True)
+        try:
+            handle.abort("interrupted from the command line (Ctrl-C)")
+            thread.join(15)
+            runner.close()
+            if store.get_task(record.id).status == "running":
+                store.update_task(
+                    record.id,
+                    status="aborted",
+                    completed=time.time(),
+                    error={"reason": "aborted: interrupted from the command line (Ctrl-C)"},
+                )
+            view.poll(draw=False)
+            _report_run(store.get_task(record.id), view.state, interrupted=True)
+        except KeyboardInterrupt:
+            pass
+        sys.exit(130)
+    runner.close()
+    view.poll()
+    view.close()
+    if "error" in outcome:
+        error = outcome["error"]
+        raise click.ClickException(f"the run of {notebook} broke: {type(error).__name__}: {error}")
+    task: Task = outcome["task"]
+    sys.exit(_report_run(task.record, view.state))
+
+
+@main.group()
+def pipeline() -> None:
+    """List pipeline runs and show their steps."""
+
+
+@pipeline.command("ls")
+@click.option("--project", default=None, help="Only pipelines of this project.")
+@click.option("--limit", default=20, show_default=True, help="At most this many (newest first).")
+def pipeline_ls_command(project: str | None, limit: int) -> None:
+    """List pipeline runs, newest first."""
+    from clearnb.backend import Backend
+    from clearnb.pipeline.progress import done_text, elapsed
+
+    store = _backend_or_exit(Backend).store
+    found = []
+    for record in store.find_tasks(task_type="controller"):
+        state = _pipeline_state(record)
+        if project is not None and project not in (record.project, state.get("project")):
+            continue
+        found.append((record, state))
+        if len(found) >= limit:
+            break
+    if not found:
+        click.echo("No pipelines yet. Run one with: clearnb run NOTEBOOK")
+        return
+    header = f"{'ID':32}  {'STATUS':9}  {'STARTED':19}  {'DURATION':>8}  {'STEPS':14}  PROJECT/NAME"
+    click.echo(header)
+    for record, state in found:
+        status = _effective_status(record, state)
+        started = state.get("started") or record.started
+        took = elapsed(state) if state.get("started") else None
+        duration = _duration(record.started, record.completed) if took is None else _seconds(took)
+        steps = done_text(state) if state.get("nodes") else "-"
+        name = f"{state.get('project') or record.project}/{state.get('name') or record.name}"
+        status_text = click.style(f"{status:9}", fg=_colour(status))
+        click.echo(
+            f"{record.id:32}  {status_text}  {_when(started):19}  {duration:>8}  {steps:14}  {name}"
+        )
+
+
+@pipeline.command("show", short_help="Show a pipeline run and its steps.")
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the pipeline's state as JSON.")
+def pipeline_show_command(task_id: str, as_json: bool) -> None:
+    """Show a pipeline run: its status, arguments, and every step with its parameters."""
+    from clearnb.backend import Backend
+    from clearnb.pipeline.progress import pipeline_headline, resolved_lines, summary_lines
+
+    store = _backend_or_exit(Backend).store
+    try:
+        record = store.get_task(task_id)
+    except ClearnbError as exc:
+        raise click.ClickException(str(exc)) from exc
+    state = _pipeline_state(record)
+    if record.task_type != "controller" and not state:
+        raise click.ClickException(
+            f"Task {task_id} is a {record.task_type} task, not a pipeline. "
+            f"Show it with: clearnb task show {task_id}"
+        )
+    if as_json:
+        click.echo(json.dumps(state, indent=2, default=str))
+        return
+    status = _effective_status(record, state)
+    click.echo(f"pipeline {state.get('name') or record.name}")
+    click.echo(f"task     {record.id}")
+    project = state.get("project") or record.project
+    version = f" (version {state['version']})" if state.get("version") else ""
+    click.echo(f"project  {project}{version}")
+    click.echo("status   " + click.style(status, fg=_colour(status), bold=True))
+    started = state.get("started") or record.started
+    if started:
+        ended = state.get("ended") or (record.completed if status in PIPELINE_FINAL else None)
+        click.echo(f"started  {_when(started)}  ({_duration(started, ended)})")
+    if record.error:
+        click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
+    if not state.get("nodes"):
+        click.echo("The pipeline has not recorded any step yet.")
+        return
+    arguments = record.parameters.get("Args") or {}
+    if arguments:
+        click.echo("arguments:")
+        for key, value in arguments.items():
+            click.echo(f"  {key} = {value!r}")
+    click.echo("")
+    click.echo(pipeline_headline({**state, "status": status}, style=_terminal_style()))
+    for line in summary_lines(state, style=_terminal_style()):
+        click.echo("  " + line)
+    parameters = resolved_lines(state)
+    if parameters:
+        click.echo("")
+        click.echo("step parameters:")
+        for line in parameters:
+            click.echo("  " + line)
+    dag = store.get_artifacts(record.id).get("pipeline_dag")
+    if dag is not None:
+        click.echo("")
+        click.echo(f"DAG picture: {dag.url}")
+
+
+class _LiveView:
+    """Follows one notebook run in the store and shows its pipeline's steps as they change.
+
+    On a terminal the view is redrawn in place; otherwise a line is printed for each
+    change of a step's status, so logs stay readable.
+    """
+
+    def __init__(self, store: Store, record: TaskRecord, *, tty: bool) -> None:
+        self.store = store
+        self.record = record
+        self.tty = tty
+        self.state: dict[str, Any] | None = None
+        self.notebook_cell: tuple[int, int] | None = None
+        self.started = time.time()
+        self._drawn = 0
+        self._seen_events: dict[str, int] = {}
+        self._cells: dict[str, dict[str, int]] = {}
+        self._style = _terminal_style()
+
+    def start(self) -> None:
+        where = f"{self.record.project}/{self.record.name}"
+        click.echo(f"task {self.record.id} ({where}): running {self.record.notebook}", err=True)
+
+    def poll(self, draw: bool = True) -> None:
+        """Read the pipeline's state (and its steps' cell events) and show what changed."""
+        try:
+            state = self._read()
+        except ClearnbError:
+            return
+        if state is not None:
+            state = self._with_cell_progress(state)
+        before, self.state = self.state, state
+        if not draw:
+            return
+        if self.tty:
+            self._redraw()
+        else:
+            self._log_changes(before, state)
+
+    def close(self) -> None:
+        """Erase the live view from the terminal (the summary follows)."""
+        if self.tty and self._drawn:
+            click.echo(f"\x1b[{self._drawn}F\x1b[J", nl=False, err=True)
+            self._drawn = 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self) -> dict[str, Any] | None:
+        record = self.store.get_task(self.record.id)
+        state = _pipeline_state(record)
+        if state:
+            return state
+        children = self.store.find_tasks(task_type="controller", parent=self.record.id, limit=1)
+        if children:
+            return _pipeline_state(children[0]) or None
+        return None
+
+    def _with_cell_progress(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The state, with the running steps' progress taken from their newest cell events."""
+        from clearnb.execution import events
+
+        nodes = dict(state.get("nodes") or {})
+        for name, node in nodes.items():
+            task_id = node.get("executed")
+            if node.get("status") != "running" or not task_id:
+                continue
+            for event in self.store.get_events(task_id, after=self._seen_events.get(task_id, 0)):
+                self._seen_events[task_id] = event.seq
+                if event.kind == events.CELL_STARTED:
+                    self._cells[task_id] = {
+                        "cell": int(event.payload.get("index") or 0),
+                        "cells": int(event.payload.get("count") or 0),
+                    }
+            if task_id in self._cells:
+                nodes[name] = {**node, "progress": self._cells[task_id]}
+        return {**state, "nodes": nodes}
+
+    # -- showing -------------------------------------------------------------------------------
+
+    def _notebook_line(self) -> str:
+        line = f"notebook {os.path.basename(self.record.notebook or '')}"
+        if self.notebook_cell is not None:
+            index, count = self.notebook_cell
+            line += f": cell {index + 1}/{count}"
+        return line + f", {_seconds(time.time() - self.started)}"
+
+    def _redraw(self) -> None:
+        from clearnb.pipeline.progress import progress_lines
+
+        columns, rows = _terminal_size()
+        width = max(20, columns - 1)
+        lines = [self._notebook_line()[:width]]
+        if self.state is not None:
+            height = max(3, rows - 2)
+            lines += progress_lines(self.state, style=self._style, width=width, height=height)
+        else:
+            lines.append("  (waiting for the notebook to start a pipeline)")
+        moves = f"\x1b[{self._drawn}F" if self._drawn else ""
+        text = moves + "".join(f"\x1b[2K{line}\n" for line in lines) + "\x1b[J"
+        click.echo(text, nl=False, err=True)
+        self._drawn = len(lines)
+
+    def _log_changes(
+        self, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+    ) -> None:
+        from clearnb.pipeline.progress import change_line, status_changes, step_names
+
+        if after is None:
+            return
+        clock = f"[{_seconds(time.time() - self.started):>7}]"
+        name = after.get("name") or "pipeline"
+        if before is None:
+            names = step_names(after)
+            listed = ", ".join(names) if names else "no steps yet"
+            click.echo(f"{clock} pipeline {name}: {len(names)} steps ({listed})", err=True)
+        status = str(after.get("status") or "pending")
+        changed = status != str((before or {}).get("status") or "pending")
+        pipeline_line = f"{clock} pipeline {name}: {self._style(status, status)}"
+        if changed and status not in PIPELINE_FINAL:
+            click.echo(pipeline_line, err=True)
+        for step, old, new in status_changes(before, after):
+            if old is None and new == "pending":
+                continue
+            click.echo(f"{clock} {change_line(after, step, style=self._style)}", err=True)
+        if changed and status in PIPELINE_FINAL:
+            click.echo(pipeline_line, err=True)
+
+
+def _report_run(
+    record: TaskRecord, state: Mapping[str, Any] | None, *, interrupted: bool = False
+) -> int:
+    """Print the outcome of ``clearnb run``; return its exit code."""
+    from clearnb.pipeline.progress import pipeline_headline, summary_lines
+
+    style = _terminal_style()
+    click.echo(f"task     {record.id}  ({record.project}/{record.name})")
+    click.echo("notebook " + style(record.status, record.status))
+    if record.error:
+        click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
+    if record.output_notebook and record.status != "completed":
+        click.echo(f"output   {record.output_notebook}")
+    if not state and interrupted:
+        click.echo("The run was interrupted before the notebook started a pipeline.")
+        return 130
+    if not state:
+        click.echo(
+            "The notebook did not start a pipeline: no PipelineController recorded its steps "
+            "in this run. Run a notebook that builds and starts one, or use "
+            "`clearnb task run` for a plain notebook."
+        )
+        return 1
+    status = str(state.get("status") or "pending")
+    shown = {**state, "status": _effective_status(record, state)}
+    click.echo("")
+    click.echo(pipeline_headline(shown, style=style))
+    for line in summary_lines(state, style=style):
+        click.echo("  " + line)
+    return 0 if status == "completed" and record.status == "completed" else 1
+
+
+def _terminal_size() -> tuple[int, int]:
+    """Columns and rows of the terminal the live view is drawn on (stderr)."""
+    if not os.environ.get("COLUMNS"):
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+            if size.columns > 0 and size.lines > 0:
+                return size.columns, size.lines
+        except (OSError, ValueError):
+            pass
+    size = shutil.get_terminal_size()
+    return size.columns, size.lines
+
+
+def _pipeline_state(record: TaskRecord) -> dict[str, Any]:
+    state = record.runtime.get("pipeline")
+    return dict(state) if isinstance(state, Mapping) else {}
+
+
+def _effective_status(record: TaskRecord, state: Mapping[str, Any]) -> str:
+    """The pipeline's status; a pipeline still 'running' in a task that ended has stopped."""
+    status = str(state.get("status") or record.status)
+    if status not in PIPELINE_FINAL and record.status in PIPELINE_FINAL and state:
+        return "failed" if record.status == "failed" else "aborted"
+    return status
+
+
+def _colour(status: str) -> str | None:
+    from clearnb.pipeline.progress import TERMINAL_COLOURS
+
+    return TERMINAL_COLOURS.get(status)
+
+
+def _terminal_style() -> Callable[[str, str], str]:
+    if os.environ.get("NO_COLOR"):
+        return lambda text, status: text
+    return lambda text, status: click.style(text, fg=_colour(status))
+
+
+def _seconds(seconds: float) -> str:
+    from clearnb.pipeline.progress import format_seconds
+
+    return format_seconds(seconds)

@@ -186,7 +186,8 @@ def test_on_a_terminal_the_view_is_redrawn_in_place(tmp_path: Path) -> None:
     plain = ANSI.sub("", screen)
     assert re.search(r"▸ prepare\s+running\s+[0-9.]+s\s+cell 3/5", plain)
     assert "notebook fake_pipeline.ipynb: cell" in plain
-    assert all(len(line) <= 100 for line in plain.splitlines())
+    redrawn = plain.split("\n", 1)[1].splitlines()
+    assert all(len(line) < 100 for line in redrawn), "no line wraps and spoils the redraw"
     assert screen.rstrip("\r\n").endswith("\x1b[J"), "the live view is erased at the end"
     assert "completed, 4 of 4 steps done" in ANSI.sub("", stdout)
 
@@ -208,13 +209,17 @@ def test_ctrl_c_stops_the_run_reports_and_exits_130(tmp_path: Path) -> None:
         for line in process.stderr:
             lines.put(line)
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     deadline = time.monotonic() + 90
     while not any("step prepare: running" in line for line in seen):
         assert time.monotonic() < deadline, seen
         seen.append(lines.get(timeout=90))
     process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=60)
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    process.wait(60)
+    reader.join(10)
     while not lines.empty():
         seen.append(lines.get())
     assert process.returncode == 130, "".join(seen) + stdout
@@ -222,8 +227,9 @@ def test_ctrl_c_stops_the_run_reports_and_exits_130(tmp_path: Path) -> None:
     run_id = run_id_in(stdout)
     assert "notebook aborted" in stdout
     assert "interrupted from the command line" in stdout
+    assert "pipeline fake (tests, version 1.0): aborted, " in stdout, "the controller stopped too"
     prepare = next(line for line in stdout.splitlines() if line.split()[:1] == ["prepare"])
-    assert prepare.split()[1] == "running"
+    assert prepare.split()[1] in ("running", "completed")
     store = Backend.open(Config.at(tmp_path)).store
     assert store.get_task(run_id).status == "aborted"
     listed = invoke(tmp_path, "pipeline", "ls")

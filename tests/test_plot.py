@@ -287,3 +287,15 @@ def test_figures_render_on_several_threads_at_once(chain: dict[str, dict[str, An
         thread.join(60)
     assert not errors
     assert len(results) == 12 and all(r.startswith(PNG_SIGNATURE) for r in results)
+
+
+def test_a_pipeline_of_a_few_layers_stays_on_one_row() -> None:
+    wide = {"General/target": "s3://bucket/models/" + "x" * 40}
+    steps = by_name(
+        node("s0", parameters=wide),
+        *[node(f"s{i}", [f"s{i - 1}"], parameters=wide) for i in range(1, 7)],
+    )
+    found = boxes(plot_pipeline(steps))
+    lefts = [extent(found[f"s{i}"])[0] for i in range(7)]
+    tops = {round(extent(found[f"s{i}"])[1], 6) for i in range(7)}
+    assert lefts == sorted(lefts) and len(tops) == 1

@@ -185,3 +185,22 @@ def test_short_values_and_parameter_lines() -> None:
     assert lines == ["p0=0", "p1=1", "p2=2", "+2 more"]
     assert parameter_lines({"General/p": 1, "Sec/q": [1, 2]}) == ["p=1", "Sec/q=[1, 2]"]
     assert all(len(line) <= 12 for line in parameter_lines({"General/name": "y" * 50}, width=12))
+
+
+def test_progress_lines_fit_a_height_keeping_the_active_steps() -> None:
+    current = state(**{f"s{i}": {"status": "completed"} for i in range(10)})
+    current["nodes"]["s7"]["status"] = "running"
+    current["nodes"]["s8"]["status"] = "failed"
+    current["nodes"]["s9"]["status"] = "pending"
+    lines = progress_lines(current, NOW, height=5)
+    assert len(lines) == 5
+    assert [line.split()[1] for line in lines[1:4]] == ["s0", "s7", "s8"]
+    assert lines[4] == "  … 7 more steps (1 pending, 6 completed)"
+    assert len(progress_lines(current, NOW, height=11)) == 11, "all fit: nothing left out"
+
+
+def test_a_long_step_name_is_cut_to_the_width() -> None:
+    current = state(**{"x" * 60: {"status": "running"}})
+    styled = progress_lines(current, NOW, width=40, style=lambda text, status: f"<{text}>")
+    assert len(styled[1]) == 40 and styled[1].endswith("…")
+    assert "<" not in styled[1], "a status cut away is not styled"
