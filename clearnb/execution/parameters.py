@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from clearnb import pysource
 from clearnb.errors import ParameterError
 from clearnb.execution.notebooks import PARAMETERS_TAG, find_tagged_cell
 
@@ -54,7 +55,7 @@ def declared_parameters(nb: NotebookNode) -> dict[str, DeclaredParameter] | None
         return None
     source = nb.cells[index].get("source", "")
     try:
-        tree = ast.parse(source)
+        tree = pysource.parse(source)
     except SyntaxError as exc:
         raise ParameterError(
             f"The parameters cell does not parse as Python ({exc.msg}, line {exc.lineno}); "
@@ -294,7 +295,7 @@ def connected_parameters(nb: NotebookNode) -> dict[str, dict[str, DeclaredParame
             continue
         source = _python_only(cell.get("source", ""))
         try:
-            tree = ast.parse(source)
+            tree = pysource.parse(source)
         except SyntaxError:
             continue
         for node in ast.walk(tree):

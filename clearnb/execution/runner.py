@@ -321,6 +321,9 @@ class NotebookRunner:
                 completed=time.time(),
                 error={"reason": "aborted: the run was interrupted"},
             )
+            from clearnb.pipeline.recovery import settle
+
+            settle(store, record.id, "the controller notebook's run was interrupted")
             emit(events.TASK_FINISHED, status="aborted")
             raise
         facts: dict[str, Any] = {"kernel_pid": context.kernel.pid if context.kernel else None}
@@ -395,6 +398,11 @@ class NotebookRunner:
                 }
         completed = time.time()
         runtime["duration"] = completed - started
+        if status != "completed" and runtime.get("pipeline"):
+            from clearnb.pipeline.recovery import settle
+
+            settle(store, record.id, f"the controller notebook's run ended {status}")
+            runtime["pipeline"] = store.get_task(record.id).runtime.get("pipeline")
         return store.update_task(
             record.id,
             status=status,

@@ -22,6 +22,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
+from clearnb import pysource
 from clearnb.errors import PipelineError
 
 ARTIFACT_MARKER = "__clearnb_artifact__"
@@ -69,7 +70,7 @@ def function_source(function: Callable[..., Any]) -> str:
             f"the source of {getattr(function, '__name__', function)!r} cannot be read "
             f"({exc}); define the function in a file or a notebook cell, not in a string."
         ) from exc
-    tree = ast.parse(source)
+    tree = pysource.parse(source)
     node = tree.body[0]
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.decorator_list:
         source = "\n".join(source.splitlines()[node.lineno - 1 :]) + "\n"  # from the def line
@@ -77,7 +78,7 @@ def function_source(function: Callable[..., Any]) -> str:
 
 
 def _used_names(source: str) -> set[str]:
-    tree = ast.parse(source)
+    tree = pysource.parse(source)
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
         node.value.id
         for node in ast.walk(tree)
@@ -95,18 +96,17 @@ def unbound_names(
     undefined there, so it is reported before anything runs.
     """
     import builtins
-    import symtable
 
     sources = [function_source(function), *(function_source(h) for h in helpers)]
     defined = {getattr(h, "__name__", "") for h in helpers} | {function.__name__}
     wanted: set[str] = set()
     for source in sources:
-        table = symtable.symtable(source, "<step>", "exec")
+        table = pysource.symbols(source)
         for child in table.get_children():
             wanted |= _globals_used(child)
     importable = set()
     for statement in module_imports(function, wanted):
-        for node in ast.walk(ast.parse(statement)):
+        for node in ast.walk(pysource.parse(statement)):
             if isinstance(node, ast.alias):
                 importable.add((node.asname or node.name).split(".")[0])
     known = defined | importable | set(dir(builtins)) | {"Task", "load_input", "store_outputs"}
@@ -135,7 +135,7 @@ def module_imports(function: Callable[..., Any], names: Iterable[str]) -> list[s
         return []
     wanted = set(names)
     found: list[str] = []
-    for node in ast.parse(source).body:
+    for node in pysource.parse(source).body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
             if bound & wanted:

@@ -463,3 +463,40 @@ def test_a_function_using_an_undefined_name_is_refused(home: Path) -> None:
     pipe.add_function_step("bad", uses_a_global, function_kwargs={"count": 1})
     with pytest.raises(PipelineError, match=r"uses 'OFFSET', which it neither imports"):
         pipe.start()
+
+
+def test_a_killed_controller_leaves_no_step_running(home: Path) -> None:
+    import threading
+    import time
+
+    from clearnb.execution.runner import NotebookRunner, RunHandle
+
+    handle = RunHandle()
+    results: list[Task] = []
+    with NotebookRunner(pool_size=0) as runner:
+        worker = threading.Thread(
+            target=lambda: results.append(runner.execute(step("slow_controller"), handle=handle))
+        )
+        worker.start()
+        store = Backend.for_config().store
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = store.find_tasks(status="running", task_type="notebook")
+            if any(r.runtime.get("pipeline_step") == "slow" for r in running):
+                break
+            time.sleep(0.1)
+        handle.abort("killed by the test")
+        worker.join(120)
+    controller = results[0]
+    assert controller.status == "aborted"
+    state = store.get_task(controller.id).runtime["pipeline"]
+    assert state["status"] == "aborted"
+    assert state["nodes"]["quick"]["status"] == "completed"
+    assert state["nodes"]["slow"]["status"] == "aborted"
+    assert state["nodes"]["after"]["status"] == "skipped"
+    steps = store.find_tasks(parent=controller.id)
+    assert all(r.status != "running" for r in steps)
+    deadline = time.monotonic() + 30
+    while child_kernel_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert child_kernel_pids() == []
