@@ -31,7 +31,7 @@ class Logger:
         self._task = task
         self._lock = threading.Lock()
         self._pending: list[ScalarRecord] = []
-        self._last_write = time.monotonic()
+        self._last_write = float("-inf")  # the first value is written at once
 
     @classmethod
     def current_logger(cls) -> Logger:

@@ -500,3 +500,32 @@ def test_a_killed_controller_leaves_no_step_running(home: Path) -> None:
     while child_kernel_pids() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert child_kernel_pids() == []
+
+
+def test_the_controller_api_reports_its_run(home: Path) -> None:
+    pipe = seed_pipeline()
+    seen_running: list[list[str]] = []
+    pipe.add_listener(lambda event: seen_running.append([n.name for n in pipe.get_running_nodes()]))
+    assert not pipe.is_running() and pipe.elapsed() == 0.0
+    assert pipe.get_parameters() == {"rows": 6}
+    pipe.start()
+    assert pipe.is_running() or pipe.status != "pending"
+    assert pipe.wait(timeout=5) is True
+    assert not pipe.is_running() and pipe.is_successful()
+    assert [n.name for n in pipe.get_processed_nodes()] == [
+        "stage_data",
+        "stage_process",
+        "stage_train",
+    ]
+    assert pipe.get_running_nodes() == []
+    assert ["stage_process"] in seen_running, "running steps are reported while they run"
+    assert pipe.elapsed() > 0
+    pipe.upload_artifact("summary", {"steps": 3})
+    pipe.get_logger().report_scalar("pipeline", "steps", 3, iteration=0)
+    own = Task.get_task(task_id=pipe.id)
+    assert own.artifacts["summary"].get() == {"steps": 3}
+    assert own.get_reported_scalars()["pipeline"]["steps"]["y"] == [3.0]
+    node = pipe.get_pipeline_dag()["stage_train"]
+    assert node.job is not None and node.job.task_id() == node.executed
+    assert isinstance(node, PipelineController.Node)  # type: ignore[attr-defined]
+    pipe.stop()
