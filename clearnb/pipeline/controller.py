@@ -156,6 +156,7 @@ class PipelineController:
         self._runner: NotebookRunner | None = None
         self._renderer: PictureRenderer | None = None
         self._wake: queue.Queue[str] = queue.Queue()
+        self._runs = 0
         self._run_over = threading.Event()
         self._cleanup: threading.Thread | None = None
         self._accepting = False
@@ -595,6 +596,7 @@ class PipelineController:
         wait: bool = False,
         force: bool = False,
         resume: bool | str = False,
+        steps: Sequence[str] | None = None,
     ) -> bool:
         """Validate, then run the pipeline in a background thread.
 
@@ -602,7 +604,9 @@ class PipelineController:
         (False skips it and everything below it); ``step_task_completed_callback(pipeline,
         node)`` after. ``force`` re-runs cached steps. ``resume`` (True: the newest run of
         this pipeline; or a pipeline task id) keeps the steps that completed in that run
-        and runs only the others. With ``wait`` it returns when the run is over.
+        and runs only the others. ``steps`` runs just these steps (cache ignored), taking
+        every other step's results from the last run. With ``wait`` it returns when the run
+        is over.
         """
         if self.is_running():
             raise PipelineError("the pipeline is already running; wait() for it first")
@@ -616,8 +620,18 @@ class PipelineController:
         self._run_over.clear()
         for node in self._nodes.values():
             node.reset()
-        if resume:
+        if steps is not None:
+            unknown = [name for name in steps if name not in self._nodes]
+            if unknown:
+                raise PipelineError(f"no step named {', '.join(map(repr, unknown))}")
+            self._resume_from(resume or True, keep_only_outside=set(steps))
+        elif resume:
             self._resume_from(resume)
+        if self._runs and self._task is not None:  # every run after the first is its own Task
+            previous = self._task
+            self._task = self._new_task(parent=previous.id)
+            self._attached = False
+        self._runs += 1
         self._status = RUNNING
         self._started, self._ended = time.time(), None
         self._open_task()
@@ -629,6 +643,20 @@ class PipelineController:
         if wait:
             self.wait()
         return True
+
+    def run_step(self, name: str, wait: bool = False) -> bool:
+        """Run only step ``name`` again, its inputs taken from the last run."""
+        return self.start(steps=[name], wait=wait)
+
+    def run_from_step(self, name: str, wait: bool = False) -> bool:
+        """Run step ``name`` and every step below it again; the rest comes from the last run."""
+        if name not in self._nodes:
+            raise PipelineError(f"no step named {name!r}")
+        return self.start(steps=[name, *graph.descendants(self._nodes, name)], wait=wait)
+
+    def retry_failed(self, wait: bool = False) -> bool:
+        """Run again the steps of the last run that failed, were aborted or skipped."""
+        return self.start(resume=True, wait=wait)
 
     def start_locally(self, run_pipeline_steps_locally: bool = False) -> None:
         """Run the pipeline logic here and wait for it (every step runs on this machine)."""
@@ -800,7 +828,7 @@ class PipelineController:
                 return
         notebook, overrides, code_hash = self._materialize(node, node.resolved)
         key = cache.cache_key(code_hash, self._key_parameters(node), self._content_of)
-        if node.cache_executed_step and not self._force:
+        if node.cache_executed_step and not (self._force or node.force):
             hits = self._backend.store.find_tasks(cache_key=key, status="completed", limit=1)
             if hits:
                 self._adopt(node, hits[0].id, CACHED)
@@ -1053,11 +1081,17 @@ class PipelineController:
                 return task
             except TaskNotFoundError:
                 pass
+        return self._new_task()
+
+    def _new_task(self, parent: str | None = None) -> Task:
+        from clearnb.task import Task
+
         record = TaskRecord(
             project=self.project,
             name=self.name,
             task_type="controller",
             status="created",
+            parent=parent,
             tags=["pipeline"] if self.add_pipeline_tags else [],
         )
         return Task(self._backend.store.create_task(record), self._backend)
@@ -1134,7 +1168,9 @@ class PipelineController:
             if rows:
                 store.add_scalars(rows)
 
-    def _resume_from(self, resume: bool | str) -> None:
+    def _resume_from(self, resume: bool | str, keep_only_outside: set[str] | None = None) -> None:
+        """Take completed steps from an earlier run; with ``keep_only_outside``, run just
+        those steps (forced) and skip the others that have no earlier result."""
         store = self._backend.store
         if isinstance(resume, str):
             record = store.get_task(resume)
@@ -1143,7 +1179,6 @@ class PipelineController:
                 r
                 for r in store.find_tasks(project=self.project, task_type="controller", limit=50)
                 if (r.runtime.get("pipeline") or {}).get("name") == self.name
-                and (self._task is None or r.id != self._task.id)
             ]
             if not found:
                 raise PipelineError(
@@ -1154,6 +1189,8 @@ class PipelineController:
         earlier = (record.runtime.get("pipeline") or {}).get("nodes", {})
         for name, state in earlier.items():
             node = self._nodes.get(name)
+            if keep_only_outside is not None and name in keep_only_outside:
+                continue
             if node is not None and state.get("status") in SUCCEEDED and state.get("executed"):
                 try:
                     done = store.get_task(state["executed"])
@@ -1161,6 +1198,13 @@ class PipelineController:
                     continue
                 if done.status == "completed":
                     self._adopt_quietly(node, done)
+        if keep_only_outside is not None:
+            for name, node in self._nodes.items():
+                if name in keep_only_outside:
+                    node.force = True
+                elif node.status == PENDING:
+                    node.status = SKIPPED
+                    node.error = {"reason": "not selected for this run, and no earlier result"}
 
     def _adopt_quietly(self, node: Node, record: TaskRecord) -> None:
         from clearnb.task import Task

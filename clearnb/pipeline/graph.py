@@ -103,6 +103,8 @@ class Node:
     job_started: float | None = None
     job_ended: float | None = None
     skip_job: bool = False
+    force: bool = False
+    """Run even if the cache has a result (set for steps picked to run again)."""
     retries: int = 0
     error: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +159,7 @@ class Node:
         self.job = None
         self.job_started = self.job_ended = None
         self.skip_job = False
+        self.force = False
         self.retries = 0
         self.error = None
         self.progress = {}

@@ -529,3 +529,40 @@ def test_the_controller_api_reports_its_run(home: Path) -> None:
     assert node.job is not None and node.job.task_id() == node.executed
     assert isinstance(node, PipelineController.Node)  # type: ignore[attr-defined]
     pipe.stop()
+
+
+def test_run_one_step_run_from_a_step_and_retry_failed(home: Path, tmp_path: Path) -> None:
+    pipe = PipelineController(name="partial runs", project="tests")
+    pipe.add_step("a", notebook=step("trivial"))
+    pipe.add_step(
+        "b",
+        notebook=step("flaky"),
+        parents=["a"],
+        parameter_override={"General/counter": str(tmp_path / "count"), "General/succeed_on": 2},
+    )
+    pipe.add_step("c", notebook=step("trivial"), parents=["b"])
+    pipe.add_step("d", notebook=step("trivial"), parents=["a"])
+    first = {n: (node.status, node.executed) for n, node in run(pipe).items()}
+    assert [s for s, _ in first.values()] == ["completed", "failed", "skipped", "completed"]
+    first_id = pipe.id
+
+    def snapshot() -> dict[str, tuple[str, str | None]]:
+        return {n: (node.status, node.executed) for n, node in pipe.get_pipeline_dag().items()}
+
+    pipe.retry_failed(wait=True)
+    retried = snapshot()
+    assert pipe.id != first_id, "every run is its own Task"
+    assert retried["a"] == first["a"] and retried["d"] == first["d"]
+    assert retried["b"][0] == "completed" and retried["c"][0] == "completed"
+
+    pipe.run_step("c", wait=True)
+    only = snapshot()
+    assert only["c"][0] == "completed" and only["c"][1] != retried["c"][1]
+    assert only["b"] == retried["b"], "other steps come from the last run"
+
+    pipe.run_from_step("b", wait=True)
+    below = snapshot()
+    assert below["b"][1] != only["b"][1] and below["c"][1] != only["c"][1]
+    assert below["a"] == only["a"] and below["d"] == only["d"]
+    history = Backend.for_config().store.find_tasks(task_type="controller", name="partial runs")
+    assert len(history) == 4
