@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
-from clearnb.errors import ClearnbError, PipelineError, TaskNotFoundError
+from clearnb.errors import (
+    ClearnbError,
+    MissingDependencyError,
+    PipelineError,
+    TaskNotFoundError,
+)
 from clearnb.execution import events as run_events
 from clearnb.execution.events import RunEvent
 from clearnb.execution.notebooks import code_fingerprint, load_notebook
@@ -157,6 +162,7 @@ class PipelineController:
         self._renderer: PictureRenderer | None = None
         self._wake: queue.Queue[str] = queue.Queue()
         self._runs = 0
+        self._widget: Any = None
         self._run_over = threading.Event()
         self._cleanup: threading.Thread | None = None
         self._accepting = False
@@ -1258,6 +1264,39 @@ class PipelineController:
                 display(Image(filename=artifact.get_local_copy()))  # type: ignore[no-untyped-call]
         except Exception:
             log.debug("could not display the pipeline picture", exc_info=True)
+
+    def widget(self) -> Any:
+        """The controller widget (ipywidgets): run, watch and inspect the pipeline here."""
+        if self._widget is None:
+            try:
+                from clearnb.widgets.controller import PipelineWidget
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    "the controller widget needs ipywidgets and anywidget: "
+                    "pip install 'clearnb[widgets]'"
+                ) from exc
+            self._widget = PipelineWidget(self)
+        return self._widget
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any] | None:
+        """The widget where widgets render, with the DAG picture for viewers that cannot."""
+        bundle: dict[str, Any] = {"text/plain": repr(self)}
+        png = self._repr_png_()
+        if png is not None:
+            import base64
+
+            bundle["image/png"] = base64.b64encode(png).decode("ascii")
+        try:
+            view = self.widget()._repr_mimebundle_(include=include, exclude=exclude)
+        except Exception:  # no widgets here: the picture stands in
+            return bundle
+        if isinstance(view, tuple):
+            view = view[0]
+        bundle.update(view or {})
+        return bundle
+
+    def __repr__(self) -> str:
+        return f"<PipelineController {self.project}/{self.name} [{self._status}]>"
 
     def _repr_png_(self) -> bytes | None:
         """The DAG as a PNG, so that ``pipe`` as a cell's last line shows it."""

@@ -1,0 +1,1 @@
+"""The controller widget (ipywidgets) and its DAG canvas (anywidget); optional extra."""

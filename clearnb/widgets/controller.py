@@ -1,0 +1,296 @@
+"""The controller widget: run, watch and inspect a pipeline inside the notebook that runs it.
+
+A toolbar (Run, Stop, Retry failed, Run only this step, Run from this step down, Force
+re-run), the DAG canvas, and a details panel for the selected step. The controller's
+events arrive on its background thread; they only mark the view dirty, and a small thread
+pushes the state to the front end at most ten times a second, so a burst of events never
+floods it and the kernel stays free for other cells.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from clearnb.pipeline import progress
+from clearnb.pipeline.events import PipelineEvent
+from clearnb.widgets.dag import DagCanvas
+
+if TYPE_CHECKING:
+    from clearnb.pipeline.controller import PipelineController
+
+REFRESH_INTERVAL = 0.1
+"""Least seconds between two updates sent to the front end."""
+
+FINAL = ("completed", "failed", "aborted")
+
+
+class PipelineWidget(widgets.VBox):  # type: ignore[misc]
+    """Build-free view and controls of one :class:`PipelineController`."""
+
+    def __init__(self, pipeline: PipelineController) -> None:
+        self.pipeline = pipeline
+        self.canvas = DagCanvas()
+        self.title = widgets.HTML()
+        self.run_button = self._button("Run", "play", "Run the pipeline", self._run)
+        self.stop_button = self._button("Stop", "stop", "Abort the running steps", self._stop)
+        self.retry_button = self._button(
+            "Retry failed", "redo", "Run again what failed, was aborted or skipped", self._retry
+        )
+        self.step_button = self._button(
+            "Run only this step", "step-forward", "Run the selected step again", self._run_step
+        )
+        self.below_button = self._button(
+            "Run from this step down",
+            "angle-double-down",
+            "Run the selected step and every step below it",
+            self._run_below,
+        )
+        self.force_button = self._button(
+            "Force re-run", "bolt", "Run every step, ignoring the cache", self._force
+        )
+        self.message = widgets.HTML()
+        self.details = widgets.HTML(layout=widgets.Layout(padding="4px 8px"))
+        toolbar = widgets.HBox(
+            [
+                self.run_button,
+                self.stop_button,
+                self.retry_button,
+                self.step_button,
+                self.below_button,
+                self.force_button,
+            ],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
+        super().__init__(
+            [self.title, toolbar, self.message, self.canvas, self.details],
+            layout=widgets.Layout(width="100%"),
+        )
+        self.add_class("cnb-widget")
+        self._dirty = threading.Event()
+        self._closed = False
+        self.canvas.observe(self._on_select, names="selected")
+        pipeline.add_listener(self._on_event)
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, name="clearnb widget", daemon=True
+        )
+        self._refresher.start()
+        self.refresh()
+
+    # -- view ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _button(label: str, icon: str, tooltip: str, action: Any) -> widgets.Button:
+        button = widgets.Button(description=label, icon=icon, tooltip=tooltip)
+        button.on_click(lambda _: action())
+        return button
+
+    def refresh(self) -> None:
+        """Send the pipeline's current state to the front end."""
+        state = self.pipeline.state()
+        self.canvas.show(state["nodes"], state["order"])
+        self.title.value = (
+            f"<b style='font-size:15px'>{html.escape(state['project'])} / "
+            f"{html.escape(state['name'])}</b> &nbsp; "
+            f"<span class='cnb-run-status'>{html.escape(progress.pipeline_headline(state))}</span>"
+        )
+        self._update_buttons(state)
+        if self.canvas.selected:
+            self._show_details(self.canvas.selected)
+
+    def _update_buttons(self, state: dict[str, Any]) -> None:
+        running = self.pipeline.is_running()
+        nodes = state["nodes"].values()
+        ran = any(n.get("executed") for n in nodes)
+        unfinished = any(n.get("status") in ("failed", "aborted", "skipped") for n in nodes)
+        selected = bool(self.canvas.selected)
+        self.run_button.disabled = running
+        self.force_button.disabled = running
+        self.stop_button.disabled = not running
+        self.retry_button.disabled = running or not (ran and unfinished)
+        self.step_button.disabled = running or not (ran and selected)
+        self.below_button.disabled = running or not (ran and selected)
+
+    def _on_event(self, event: PipelineEvent) -> None:
+        self._dirty.set()
+
+    def _refresh_loop(self) -> None:
+        while not self._closed:
+            self._dirty.wait()
+            if self._closed:
+                return
+            self._dirty.clear()
+            try:
+                self.refresh()
+            except Exception as exc:  # the view must never stop the run
+                self.message.value = f"<span style='color:#b91c1c'>{html.escape(str(exc))}</span>"
+            threading.Event().wait(REFRESH_INTERVAL)
+
+    def close(self) -> None:
+        """Stop following the pipeline and close the widget."""
+        self._closed = True
+        self._dirty.set()
+        self.pipeline.remove_listener(self._on_event)
+        super().close()
+
+    # -- controls -------------------------------------------------------------------------
+
+    def _act(self, action: Any) -> None:
+        try:
+            action()
+            self.message.value = ""
+        except Exception as exc:  # show the reason where the user looks
+            self.message.value = (
+                f"<pre style='color:#b91c1c;white-space:pre-wrap'>{html.escape(str(exc))}</pre>"
+            )
+        self.refresh()
+
+    def _run(self) -> None:
+        self._act(self.pipeline.start)
+
+    def _force(self) -> None:
+        self._act(lambda: self.pipeline.start(force=True))
+
+    def _retry(self) -> None:
+        self._act(self.pipeline.retry_failed)
+
+    def _run_step(self) -> None:
+        self._act(lambda: self.pipeline.run_step(self.canvas.selected))
+
+    def _run_below(self) -> None:
+        self._act(lambda: self.pipeline.run_from_step(self.canvas.selected))
+
+    def _stop(self) -> None:
+        def abort() -> None:
+            self.pipeline._user_stopped = True
+            self.pipeline._abort_all("stopped from the widget")
+
+        self._act(abort)
+
+    # -- details --------------------------------------------------------------------------
+
+    def _on_select(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self._show_details(change["new"])
+        else:
+            self.details.value = ""
+        self._update_buttons(self.pipeline.state())
+
+    def _show_details(self, name: str) -> None:
+        self.details.value = step_details(self.pipeline, name)
+
+
+def step_details(pipeline: PipelineController, name: str) -> str:
+    """HTML describing one step: status, parameters, artifacts, metrics, logs, error."""
+    state = pipeline.state()["nodes"].get(name)
+    if state is None:
+        return ""
+    parts = [
+        f"<div class='cnb-details' data-step='{html.escape(name)}'>",
+        f"<h4 style='margin:6px 0'>{html.escape(name)} "
+        f"<small>({html.escape(state['status'])})</small></h4>",
+    ]
+    error = (state.get("error") or {}).get("reason")
+    if error:
+        parts.append(f"<p class='cnb-error' style='color:#b91c1c'>{html.escape(error)}</p>")
+    task_id = state.get("executed")
+    overridden = {key: value for key, value in (state.get("resolved") or {}).items()}
+    written = state.get("parameters") or {}
+    store = pipeline._backend.store
+    record = None
+    if task_id:
+        try:
+            record = store.get_task(task_id)
+        except Exception:  # a task deleted meanwhile: show what the state has
+            record = None
+    rows = []
+    values: dict[str, Any] = {}
+    if record is not None:
+        for section, params in record.parameters.items():
+            for key, value in params.items():
+                values[f"{section}/{key}"] = value
+    for key, value in {**written, **overridden}.items():
+        values.setdefault(key, value)
+    for key, value in values.items():
+        mark = key in written or key in overridden
+        shown = overridden.get(key, value)
+        reference = (
+            written.get(key)
+            if isinstance(written.get(key), str) and "${" in str(written.get(key))
+            else ""
+        )
+        rows.append(
+            f"<tr class='{'cnb-overridden' if mark else ''}'><td>{'★ ' if mark else ''}"
+            f"{html.escape(key)}</td><td><code>{html.escape(repr(shown))}</code>"
+            f"{' ← ' + html.escape(reference) if reference else ''}</td></tr>"
+        )
+    if rows:
+        parts.append(
+            "<table class='cnb-parameters'><tr><th>parameter</th><th>value</th></tr>"
+            + "".join(rows)
+            + "</table><small>★ overridden by the pipeline</small>"
+        )
+    if record is not None:
+        artifacts = store.get_artifacts(record.id)
+        if artifacts:
+            parts.append(
+                "<table class='cnb-artifacts'><tr><th>artifact</th><th>type</th>"
+                "<th>size</th><th>preview</th></tr>"
+            )
+            for artifact_name, artifact in artifacts.items():
+                parts.append(
+                    f"<tr><td>{html.escape(artifact_name)}</td>"
+                    f"<td>{html.escape(artifact.type)}</td><td>{artifact.size:,} B</td>"
+                    f"<td>{html.escape(artifact.preview)}</td></tr>"
+                )
+            parts.append("</table>")
+            executed = artifacts.get("notebook")
+            if executed is not None and os.path.exists(executed.url):
+                link = os.path.relpath(executed.url, os.getcwd())
+                parts.append(
+                    f"<p><a class='cnb-notebook-link' href='{html.escape(link)}' target='_blank'>"
+                    "open the executed notebook</a></p>"
+                )
+        plot = _metrics_png(store, record.id)
+        if plot:
+            parts.append(f"<img class='cnb-metrics' src='data:image/png;base64,{plot}'/>")
+        logs = {r.title: r.payload.get("text", "") for r in store.get_reports(record.id, "log")}
+        for stream in ("stdout", "stderr"):
+            text = logs.get(stream, "")
+            if text:
+                tail = "\n".join(text.rstrip().splitlines()[-8:])
+                parts.append(
+                    f"<details><summary>{stream}</summary><pre>{html.escape(tail)}</pre></details>"
+                )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _metrics_png(store: Any, task_id: str) -> str:
+    """The task's reported scalars as a small line plot (base64 PNG), or ''."""
+    scalars = store.get_scalars(task_id)
+    if not scalars:
+        return ""
+    from matplotlib.figure import Figure
+
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for row in scalars:
+        xs, ys = series.setdefault(f"{row.title} / {row.series}", ([], []))
+        xs.append(row.iteration)
+        ys.append(row.value)
+    figure = Figure(figsize=(4.8, 2.4), dpi=90)
+    axes = figure.subplots()
+    for label, (xs, ys) in series.items():
+        axes.plot(xs, ys, marker="o" if len(xs) < 3 else None, label=label)
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,121 @@
+"""The controller widget without a browser: synced state, buttons, details."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearnb import PipelineController
+from clearnb.pipeline.events import STEP_STATUS, PipelineEvent
+from clearnb.widgets.dag import layout
+from tests.helpers import NOTEBOOKS
+
+pytestmark = pytest.mark.timeout(240)
+STEPS = NOTEBOOKS / "pipeline"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("CLEARNB_HOME", str(tmp_path))
+    yield tmp_path
+
+
+def pipeline(fail: bool = False) -> PipelineController:
+    pipe = PipelineController(name="widget demo", project="tests")
+    pipe.add_step("data", notebook=str(STEPS / "data_step.ipynb"))
+    pipe.add_step(
+        "process",
+        notebook=str(STEPS / "process_step.ipynb"),
+        parameter_override={
+            "General/dataset_url": "${data.artifacts.dataset.url}",
+            "General/test_size": 0.25,
+        },
+    )
+    pipe.add_step(
+        "check",
+        notebook=str(STEPS / "maybe_fail.ipynb"),
+        parents=["process"],
+        parameter_override={"General/fail": fail},
+    )
+    return pipe
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def statuses(widget: Any) -> dict[str, str]:
+    return {node["name"]: node["status"] for node in widget.canvas.graph["nodes"]}
+
+
+def test_layout_places_layers_left_to_right() -> None:
+    nodes = {
+        "a": {"parents": [], "status": "completed", "parameters": {}},
+        "b": {"parents": ["a"], "status": "running", "parameters": {"General/x": 1}},
+        "c": {"parents": ["a"], "status": "pending", "parameters": {}},
+    }
+    graph = layout(nodes, ["a", "b", "c"])
+    by_name = {n["name"]: n for n in graph["nodes"]}
+    assert by_name["a"]["x"] < by_name["b"]["x"] == by_name["c"]["x"]
+    assert by_name["b"]["y"] != by_name["c"]["y"]
+    assert by_name["b"]["overrides"] == ["General/x = 1"]
+    assert sorted(graph["edges"]) == [["a", "b"], ["a", "c"]]
+
+
+def test_the_widget_follows_a_scripted_sequence_of_events(home: Path) -> None:
+    pipe = pipeline()
+    widget = pipe.widget()
+    assert statuses(widget) == {"data": "pending", "process": "pending", "check": "pending"}
+    node = pipe.get_pipeline_dag()["data"]
+    for previous, status in [("pending", "queued"), ("queued", "running"), ("running", "failed")]:
+        node.status = status
+        for listener in list(pipe._listeners):
+            listener(PipelineEvent(STEP_STATUS, "data", status, previous))
+        eventually(lambda status=status: statuses(widget)["data"] == status)
+    node.progress = {"cell": 1, "cells": 4}
+    widget.refresh()
+    assert widget.canvas.graph["nodes"][0]["progress"] == {"cell": 1, "cells": 4}
+    widget.close()
+
+
+def test_buttons_details_and_retry(home: Path) -> None:
+    pipe = pipeline(fail=True)
+    widget = pipe.widget()
+    assert pipe.widget() is widget
+    assert not widget.run_button.disabled and widget.stop_button.disabled
+    assert widget.retry_button.disabled and widget.step_button.disabled
+    widget.run_button.click()
+    assert pipe.wait(timeout=3)
+    widget.refresh()
+    assert statuses(widget) == {"data": "completed", "process": "completed", "check": "failed"}
+    assert not widget.retry_button.disabled, "a failed run can be retried"
+    assert widget.step_button.disabled, "no step selected yet"
+    widget.canvas.selected = "process"
+    assert not widget.step_button.disabled and not widget.below_button.disabled
+    details = widget.details.value
+    assert "General/test_size" in details and "0.25" in details and "★" in details
+    assert "${data.artifacts.dataset.url}" in details
+    assert "seen" in details, "artifacts are listed"
+    assert "open the executed notebook" in details
+    pipe.get_pipeline_dag()["check"].parameters["General/fail"] = False
+    widget.retry_button.click()
+    assert pipe.wait(timeout=3)
+    widget.refresh()
+    assert statuses(widget) == {"data": "completed", "process": "completed", "check": "completed"}
+    widget.close()
+
+
+def test_the_display_has_the_widget_and_a_picture(home: Path) -> None:
+    pipe = pipeline()
+    bundle = pipe._repr_mimebundle_()
+    assert bundle is not None
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["image/png"].startswith("iVBOR"), "static viewers get the DAG picture"
+    pipe.widget().close()
