@@ -1265,6 +1265,144 @@ class PipelineController:
         except Exception:
             log.debug("could not display the pipeline picture", exc_info=True)
 
+    # -- files and code ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The pipeline's definition as plain data (what :meth:`save` writes)."""
+        steps = []
+        for node in self._nodes.values():
+            if node.is_function:
+                function = node.function
+                steps.append(
+                    {
+                        "name": node.name,
+                        "function": f"{function.__module__}:{function.__qualname__}",  # type: ignore[union-attr]
+                        "function_kwargs": node.function_kwargs,
+                        "function_return": node.function_return,
+                        "parents": node.parents,
+                    }
+                )
+                continue
+            step: dict[str, Any] = {"name": node.name}
+            for key in ("notebook", "base_task_id", "base_task_project", "base_task_name"):
+                if getattr(node, key):
+                    step[key] = getattr(node, key)
+            if node.parents:
+                step["parents"] = list(node.parents)
+            if node.parameters:
+                step["parameter_override"] = dict(node.parameters)
+            for key, field in (
+                ("cache_executed_step", node.cache_executed_step),
+                ("continue_on_fail", node.continue_on_fail),
+                ("time_limit", node.timeout),
+                ("execution_queue", node.queue),
+            ):
+                if field:
+                    step[key] = field
+            if isinstance(node.retry_on_failure, int):
+                step["retry_on_failure"] = node.retry_on_failure
+            steps.append(step)
+        return {
+            "clearnb_pipeline": 1,
+            "name": self.name,
+            "project": self.project,
+            "version": self.version,
+            "parameters": dict(self._parameters),
+            "descriptions": dict(self._descriptions),
+            "abort_on_failure": self.abort_on_failure,
+            "steps": steps,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the pipeline's definition to a JSON file; :meth:`from_file` reads it back."""
+        import json
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        temporary.replace(target)
+        return target
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> PipelineController:
+        """A pipeline read from a file written by :meth:`save` (or by the widget's builder)."""
+        import importlib
+        import json
+
+        source = Path(path)
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise PipelineError(f"no pipeline file at {source}") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PipelineError(
+                f"{source} is not a pipeline file (not JSON: {exc}); write one with pipe.save()"
+            ) from exc
+        if not isinstance(data, dict) or data.get("clearnb_pipeline") != 1:
+            raise PipelineError(
+                f"{source} is not a clearnb pipeline file (no 'clearnb_pipeline': 1 in it)"
+            )
+        pipe = cls(
+            name=data["name"],
+            project=data["project"],
+            version=data.get("version"),
+            abort_on_failure=bool(data.get("abort_on_failure", False)),
+            **options,
+        )
+        descriptions = data.get("descriptions") or {}
+        for key, value in (data.get("parameters") or {}).items():
+            pipe.add_parameter(key, value, descriptions.get(key))
+        for step in data.get("steps") or []:
+            step = dict(step)
+            if "function" in step:
+                module, _, qualname = step.pop("function").partition(":")
+                function: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    function = getattr(function, part)
+                pipe.add_function_step(function=function, **step)
+            else:
+                pipe.add_step(**step)
+        return pipe
+
+    def to_code(self) -> str:
+        """Python code that builds this pipeline (to paste into a notebook)."""
+        lines = [
+            "from clearnb import PipelineController",
+            "",
+            f"pipe = PipelineController(name={self.name!r}, project={self.project!r}"
+            + (f", version={self.version!r}" if self.version else "")
+            + (", abort_on_failure=True" if self.abort_on_failure else "")
+            + ")",
+        ]
+        for key, value in self._parameters.items():
+            description = self._descriptions.get(key)
+            lines.append(
+                f"pipe.add_parameter({key!r}, {value!r}"
+                + (f", {description!r}" if description else "")
+                + ")"
+            )
+        for step in self.to_dict()["steps"]:
+            if "function" in step:
+                lines.append(f"# {step['name']}: function step {step['function']}")
+                continue
+            arguments = ", ".join(f"{key}={value!r}" for key, value in step.items())
+            lines.append(f"pipe.add_step({arguments})")
+        lines += ["pipe.start()", "pipe.wait()", "pipe.stop()"]
+        return "\n".join(lines) + "\n"
+
+    def remove_step(self, name: str) -> None:
+        """Remove a step (and it from its children's parents); not while running."""
+        with self._lock:
+            if self.is_running():
+                raise PipelineError("cannot remove a step while the pipeline runs")
+            if name not in self._nodes:
+                raise PipelineError(f"no step named {name!r}")
+            del self._nodes[name]
+            for node in self._nodes.values():
+                if name in node.parents:
+                    node.parents.remove(name)
+
     def widget(self) -> Any:
         """The controller widget (ipywidgets): run, watch and inspect the pipeline here."""
         if self._widget is None:
