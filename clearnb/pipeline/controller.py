@@ -1391,6 +1391,33 @@ class PipelineController:
         lines += ["pipe.start()", "pipe.wait()", "pipe.stop()"]
         return "\n".join(lines) + "\n"
 
+    def _add_checked(self, **step: Any) -> bool:
+        """Add a notebook step now, refusing it at once if it has problems (the builder's)."""
+        if step["name"] in self._nodes:
+            return False
+        self.add_step(**step)
+        node = self._nodes[step["name"]]
+        problems = self._node_problems(node)
+        problems += [
+            f"step {node.name!r} has an unknown parent {parent!r}"
+            for parent in node.parents
+            if parent not in self._nodes
+        ]
+        if problems:
+            del self._nodes[node.name]
+            raise PipelineError.collect(problems, "problem")
+        return True
+
+    def _replace_definition(self, other: PipelineController) -> None:
+        """Take the steps and parameters of ``other`` (loading a file into the widget)."""
+        if self.is_running():
+            raise PipelineError("cannot load a pipeline while this one runs")
+        self.name, self.project, self.version = other.name, other.project, other.version
+        self._nodes = dict(other._nodes)
+        self._parameters = dict(other._parameters)
+        self._descriptions = dict(other._descriptions)
+        self._duplicates = list(other._duplicates)
+
     def remove_step(self, name: str) -> None:
         """Remove a step (and it from its children's parents); not while running."""
         with self._lock:

@@ -57,6 +57,20 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         )
         self.message = widgets.HTML()
         self.details = widgets.HTML(layout=widgets.Layout(padding="4px 8px"))
+        from clearnb.widgets.builder import StepBuilder
+
+        self.builder = StepBuilder(pipeline, on_change=self.refresh)
+        self.history = widgets.Dropdown(description="run", options=[("this run (live)", "")])
+        self.history.observe(self._on_history, names="value")
+        history_box = widgets.VBox(
+            [
+                widgets.HTML("Earlier runs of this pipeline: pick one to see its DAG and steps."),
+                self.history,
+            ]
+        )
+        self.tabs = widgets.Tab(children=[self.details, self.builder, history_box])
+        for index, title in enumerate(("Step", "Build", "History")):
+            self.tabs.set_title(index, title)
         toolbar = widgets.HBox(
             [
                 self.run_button,
@@ -69,7 +83,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
             layout=widgets.Layout(flex_flow="row wrap"),
         )
         super().__init__(
-            [self.title, toolbar, self.message, self.canvas, self.details],
+            [self.title, toolbar, self.message, self.canvas, self.tabs],
             layout=widgets.Layout(width="100%"),
         )
         self.add_class("cnb-widget")
@@ -92,8 +106,9 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         return button
 
     def refresh(self) -> None:
-        """Send the pipeline's current state to the front end."""
-        state = self.pipeline.state()
+        """Send the pipeline's current state (or the chosen earlier run's) to the front end."""
+        self._refresh_history()
+        state = self._viewed_state()
         self.canvas.show(state["nodes"], state["order"])
         self.title.value = (
             f"<b style='font-size:15px'>{html.escape(state['project'])} / "
@@ -176,6 +191,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
     # -- details --------------------------------------------------------------------------
 
     def _on_select(self, change: dict[str, Any]) -> None:
+        self.builder.selected = change["new"]
         if change["new"]:
             self._show_details(change["new"])
         else:
@@ -183,12 +199,50 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         self._update_buttons(self.pipeline.state())
 
     def _show_details(self, name: str) -> None:
-        self.details.value = step_details(self.pipeline, name)
+        self.details.value = step_details(self.pipeline, name, self._viewed_state())
+
+    # -- history --------------------------------------------------------------------------
+
+    def _runs(self) -> list[Any]:
+        store = self.pipeline._backend.store
+        return [
+            record
+            for record in store.find_tasks(
+                project=self.pipeline.project,
+                name=self.pipeline.name,
+                task_type="controller",
+                limit=50,
+            )
+            if record.runtime.get("pipeline")
+        ]
+
+    def _refresh_history(self) -> None:
+        options: list[tuple[str, str]] = [("this run (live)", "")]
+        for record in self._runs():
+            state = record.runtime["pipeline"]
+            when = progress.format_seconds(progress.elapsed(state))
+            options.append((f"{record.id[:8]}  {state.get('status')}  {when}", record.id))
+        if [value for _, value in options] != [value for _, value in self.history.options]:
+            current = self.history.value
+            self.history.options = options
+            self.history.value = current if current in {value for _, value in options} else ""
+
+    def _viewed_state(self) -> dict[str, Any]:
+        if self.history.value:
+            record = self.pipeline._backend.store.get_task(self.history.value)
+            state: dict[str, Any] = record.runtime.get("pipeline") or self.pipeline.state()
+            return state
+        return self.pipeline.state()
+
+    def _on_history(self, change: dict[str, Any]) -> None:
+        self.refresh()
 
 
-def step_details(pipeline: PipelineController, name: str) -> str:
+def step_details(
+    pipeline: PipelineController, name: str, viewed: dict[str, Any] | None = None
+) -> str:
     """HTML describing one step: status, parameters, artifacts, metrics, logs, error."""
-    state = pipeline.state()["nodes"].get(name)
+    state = (viewed or pipeline.state())["nodes"].get(name)
     if state is None:
         return ""
     parts = [

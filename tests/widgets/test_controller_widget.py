@@ -119,3 +119,69 @@ def test_the_display_has_the_widget_and_a_picture(home: Path) -> None:
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["image/png"].startswith("iVBOR"), "static viewers get the DAG picture"
     pipe.widget().close()
+
+
+def test_the_builder_makes_the_same_dag_as_code(home: Path) -> None:
+    built = PipelineController(name="built", project="tests")
+    widget = built.widget()
+    builder = widget.builder
+    builder.folder.value = str(STEPS)
+    builder.notebook.value = "data_step.ipynb"
+    builder.name.value = "data"
+    rows = {row.key: row for row in builder.rows}
+    assert isinstance(rows["General/rows"].value.value, int), "inputs typed like the defaults"
+    assert type(rows["General/fail"].value.value) is bool
+    rows["General/rows"].value.value = 7
+    builder.add_step()
+    builder.notebook.value = "process_step.ipynb"
+    builder.name.value = "process"
+    rows = {row.key: row for row in builder.rows}
+    rows["General/dataset_url"].reference.value = "${nope.artifacts.dataset.url}"
+    assert "✗ no step nope" in rows["General/dataset_url"].check.value
+    builder.add_step()
+    assert "fix the references" in builder.message.value
+    rows["General/dataset_url"].reference.value = "${data.artifacts.dataset.url}"
+    assert "✓" in rows["General/dataset_url"].check.value
+    builder.parents.value = ("data",)
+    builder.add_step()
+
+    code = PipelineController(name="built", project="tests")
+    code.add_step(
+        "data", notebook=str(STEPS / "data_step.ipynb"), parameter_override={"General/rows": 7}
+    )
+    code.add_step(
+        "process",
+        notebook=str(STEPS / "process_step.ipynb"),
+        parents=["data"],
+        parameter_override={"General/dataset_url": "${data.artifacts.dataset.url}"},
+    )
+    assert built.to_dict() == code.to_dict()
+    assert [n["name"] for n in widget.canvas.graph["nodes"]] == ["data", "process"]
+
+    builder.path.value = str(home / "built.json")
+    builder._guard(lambda: built.save(builder.path.value))
+    widget.canvas.selected = "process"
+    builder.remove_selected()
+    assert list(built.get_pipeline_dag()) == ["data"]
+    builder.load()
+    assert built.to_dict() == code.to_dict(), "loading the saved file restores the steps"
+    builder.show_code()
+    assert "pipe.add_step(name='process'" in builder.code.value
+    widget.close()
+
+
+def test_history_shows_earlier_runs(home: Path) -> None:
+    pipe = pipeline()
+    widget = pipe.widget()
+    pipe.start(wait=True)
+    first = pipe.id
+    pipe.get_pipeline_dag()["check"].parameters["General/fail"] = True
+    pipe.start(wait=True)
+    widget.refresh()
+    runs = [value for _, value in widget.history.options if value]
+    assert first in runs and pipe.id in runs
+    widget.history.value = first
+    assert statuses(widget)["check"] == "completed", "the earlier run's DAG"
+    widget.history.value = ""
+    assert statuses(widget)["check"] == "failed", "back to the live run"
+    widget.close()
