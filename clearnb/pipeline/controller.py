@@ -10,6 +10,7 @@ picture of the DAG stored as the artifact ``pipeline_dag``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -59,10 +60,10 @@ from clearnb.pipeline.graph import (
 from clearnb.pipeline.picture import DAG_ARTIFACT, PictureRenderer
 from clearnb.pipeline.references import Reference
 from clearnb.store.records import TaskRecord
+from clearnb.task import Task
 
 if TYPE_CHECKING:
     from clearnb.logger import Logger
-    from clearnb.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -1390,6 +1391,53 @@ class PipelineController:
             lines.append(f"pipe.add_step({arguments})")
         lines += ["pipe.start()", "pipe.wait()", "pipe.stop()"]
         return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_run(cls, task_id: str, config: Config | None = None) -> PipelineController:
+        """A past run of a pipeline, opened by its task id (to view it, or to run it again).
+
+        Notebook steps come back as steps that can run again; function steps only show.
+        """
+        backend = Backend.for_config(config or Config.from_env())
+        record = backend.store.get_task(task_id)
+        state = record.runtime.get("pipeline")
+        if not state:
+            raise PipelineError(
+                f"task {task_id} is not a pipeline run (it has no pipeline state); list the "
+                "runs with `clearnb pipeline ls`"
+            )
+        pipe = cls(
+            name=state["name"],
+            project=state["project"],
+            version=state.get("version"),
+            config=config,
+        )
+        for key, value in record.parameters.get(PIPELINE_SECTION, {}).items():
+            pipe.add_parameter(key, value)
+        for name in state.get("order") or list(state["nodes"]):
+            saved = state["nodes"][name]
+            notebook = saved.get("source") if saved.get("kind") == "notebook" else None
+            if saved.get("executed"):
+                with contextlib.suppress(TaskNotFoundError):
+                    notebook = backend.store.get_task(saved["executed"]).notebook or notebook
+            node = Node(
+                name=name,
+                parents=list(saved.get("parents") or []),
+                notebook=notebook if notebook and Path(notebook).exists() else None,
+                parameters=dict(saved.get("parameters") or {}),
+                cache_executed_step=bool(saved.get("cache")),
+            )
+            node.status = saved.get("status", PENDING)
+            node.executed = saved.get("executed")
+            node.job_started, node.job_ended = saved.get("started"), saved.get("ended")
+            node.error = saved.get("error")
+            node.resolved = dict(saved.get("resolved") or {})
+            pipe._nodes[name] = node
+        pipe._task = Task(record, backend)
+        pipe._status = state.get("status", PENDING)
+        pipe._started, pipe._ended = state.get("started"), state.get("ended")
+        pipe._runs = 1
+        return pipe
 
     def _add_checked(self, **step: Any) -> bool:
         """Add a notebook step now, refusing it at once if it has problems (the builder's)."""

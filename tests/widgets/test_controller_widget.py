@@ -185,3 +185,24 @@ def test_history_shows_earlier_runs(home: Path) -> None:
     widget.history.value = ""
     assert statuses(widget)["check"] == "failed", "back to the live run"
     widget.close()
+
+
+def test_a_past_run_opens_by_id(home: Path) -> None:
+    pipe = pipeline(fail=True)
+    pipe.start(wait=True)
+    opened = PipelineController.from_run(pipe.id)
+    assert opened.id == pipe.id
+    assert {n: node.status for n, node in opened.get_pipeline_dag().items()} == {
+        "data": "completed",
+        "process": "completed",
+        "check": "failed",
+    }
+    widget = opened.widget()
+    assert statuses(widget)["check"] == "failed"
+    assert not widget.retry_button.disabled
+    opened.get_pipeline_dag()["check"].parameters["General/fail"] = False
+    widget.retry_button.click()
+    assert opened.wait(timeout=3)
+    widget.refresh()
+    assert statuses(widget)["check"] == "completed"
+    widget.close()
