@@ -25,6 +25,7 @@ from clearnb.widgets.dag import DagCanvas
 if TYPE_CHECKING:
     from clearnb.pipeline.controller import PipelineController
 
+TABLE_STYLE = "border-collapse:collapse;text-align:left;font-size:12px;margin:4px 0 8px 0"
 REFRESH_INTERVAL = 0.1
 """Least seconds between two updates sent to the front end."""
 
@@ -101,7 +102,9 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
     @staticmethod
     def _button(label: str, icon: str, tooltip: str, action: Any) -> widgets.Button:
-        button = widgets.Button(description=label, icon=icon, tooltip=tooltip)
+        button = widgets.Button(
+            description=label, icon=icon, tooltip=tooltip, layout=widgets.Layout(width="auto")
+        )
         button.on_click(lambda _: action())
         return button
 
@@ -118,6 +121,8 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         self._update_buttons(state)
         if self.canvas.selected:
             self._show_details(self.canvas.selected)
+        elif not self.details.value:
+            self.details.value = "<i class='cnb-hint'>Click a step to see its details.</i>"
 
     def _update_buttons(self, state: dict[str, Any]) -> None:
         running = self.pipeline.is_running()
@@ -195,7 +200,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         if change["new"]:
             self._show_details(change["new"])
         else:
-            self.details.value = ""
+            self.details.value = "<i class='cnb-hint'>Click a step to see its details.</i>"
         self._update_buttons(self.pipeline.state())
 
     def _show_details(self, name: str) -> None:
@@ -286,7 +291,8 @@ def step_details(
         )
     if rows:
         parts.append(
-            "<table class='cnb-parameters'><tr><th>parameter</th><th>value</th></tr>"
+            f"<table class='cnb-parameters' style='{TABLE_STYLE}'>"
+            "<tr><th>parameter</th><th>value</th></tr>"
             + "".join(rows)
             + "</table><small>★ overridden by the pipeline</small>"
         )
@@ -294,8 +300,8 @@ def step_details(
         artifacts = store.get_artifacts(record.id)
         if artifacts:
             parts.append(
-                "<table class='cnb-artifacts'><tr><th>artifact</th><th>type</th>"
-                "<th>size</th><th>preview</th></tr>"
+                f"<table class='cnb-artifacts' style='{TABLE_STYLE}'><tr><th>artifact</th>"
+                "<th>type</th><th>size</th><th>preview</th></tr>"
             )
             for artifact_name, artifact in artifacts.items():
                 parts.append(
@@ -308,7 +314,8 @@ def step_details(
             if executed is not None and os.path.exists(executed.url):
                 link = os.path.relpath(executed.url, os.getcwd())
                 parts.append(
-                    f"<p><a class='cnb-notebook-link' href='{html.escape(link)}' target='_blank'>"
+                    f"<p><a class='cnb-notebook-link' href='{html.escape(link)}' target='_blank'"
+                    " style='color:#1d4ed8;text-decoration:underline'>"
                     "open the executed notebook</a></p>"
                 )
         plot = _metrics_png(store, record.id)

@@ -83,6 +83,14 @@ function draw(model, root, tooltip) {
       el("rect", { x: "0", y: `${node.h - 4}`, width: `${node.w * done}`, height: "4",
         rx: "2", fill: colour.stroke }, group);
     }
+    const place = (event) => {
+      const wide = tooltip.offsetWidth || 260;
+      const left = event.clientX + 14 + wide > window.innerWidth
+        ? event.clientX - 14 - wide : event.clientX + 14;
+      tooltip.style.left = `${Math.max(4, left)}px`;
+      tooltip.style.top = `${event.clientY + 14}px`;
+    };
+    group.addEventListener("mousemove", place);
     group.addEventListener("mouseenter", (event) => {
       tooltip.replaceChildren();
       const head = document.createElement("div");
@@ -97,8 +105,7 @@ function draw(model, root, tooltip) {
         tooltip.appendChild(row);
       }
       tooltip.style.display = "block";
-      tooltip.style.left = `${node.x + node.w / 2}px`;
-      tooltip.style.top = `${node.y + node.h + 6}px`;
+      place(event);
     });
     group.addEventListener("mouseleave", () => { tooltip.style.display = "none"; });
     group.addEventListener("click", () => {

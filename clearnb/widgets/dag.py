@@ -22,6 +22,8 @@ BOX_HEIGHT = 74
 GAP_X = 56
 GAP_Y = 18
 MARGIN = 8
+LABEL_CHARS = 26
+"""Characters of a parameter line that fit in a box."""
 
 
 class DagCanvas(anywidget.AnyWidget):
@@ -37,6 +39,15 @@ class DagCanvas(anywidget.AnyWidget):
         self.graph = layout(nodes, order)
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _full(value: Any, width: int = 90) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def layout(nodes: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict[str, Any]:
     """Positions, labels and edges of the steps, for the front end to draw."""
     names = [name for name in order if name in nodes] or list(nodes)
@@ -50,9 +61,11 @@ def layout(nodes: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict
         top = (height - column_height) / 2
         for row, name in enumerate(column):
             state = nodes[name]
-            overrides = [
-                f"{key} = {short_value(value)}"
-                for key, value in (state.get("parameters") or {}).items()
+            written = state.get("parameters") or {}
+            overrides = [f"{key} = {_full(value)}" for key, value in written.items()]
+            labels = [
+                _cut(f"{key.split('/', 1)[-1]}={short_value(value)}", LABEL_CHARS)
+                for key, value in written.items()
             ]
             started, ended = state.get("started"), state.get("ended")
             drawn.append(
@@ -63,7 +76,7 @@ def layout(nodes: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict
                     "w": BOX_WIDTH,
                     "h": BOX_HEIGHT,
                     "status": state.get("status", "pending"),
-                    "labels": [line.split("/", 1)[-1][:30] for line in overrides],
+                    "labels": labels,
                     "overrides": overrides,
                     "progress": state.get("progress") or {},
                     "elapsed": (ended - started) if started and ended else state.get("elapsed"),
