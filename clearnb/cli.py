@@ -146,10 +146,7 @@ def show_command(task_id: str, as_json: bool) -> None:
     from clearnb.backend import Backend
 
     store = _backend_or_exit(Backend).store
-    try:
-        record = store.get_task(task_id)
-    except ClearnbError as exc:
-        raise click.ClickException(str(exc)) from exc
+    record = _task_or_exit(store, task_id)
     if as_json:
         data = _task_dict(record)
         data["artifacts"] = {
@@ -178,6 +175,14 @@ def show_command(task_id: str, as_json: bool) -> None:
             tail = "\n".join(text.rstrip().splitlines()[-10:])
             click.echo(f"{stream} (last lines):")
             click.echo("  " + tail.replace("\n", "\n  "))
+
+
+def _task_or_exit(store: Any, task_id: str) -> Any:
+    """The task's record, or a clear error and exit 1."""
+    try:
+        return store.get_task(task_id)
+    except ClearnbError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _backend_or_exit(backend_class: Any) -> Any:
@@ -391,10 +396,7 @@ def pipeline_show_command(task_id: str, as_json: bool) -> None:
     from clearnb.pipeline.progress import pipeline_headline, resolved_lines, summary_lines
 
     store = _backend_or_exit(Backend).store
-    try:
-        record = store.get_task(task_id)
-    except ClearnbError as exc:
-        raise click.ClickException(str(exc)) from exc
+    record = _task_or_exit(store, task_id)
     state = _pipeline_state(record)
     if record.task_type != "controller" and not state:
         raise click.ClickException(

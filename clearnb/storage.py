@@ -27,6 +27,7 @@ from clearnb.artifacts.storage import (
     filesystem,
     fsync_directory,
     is_local,
+    put_remote,
     temporary_sibling,
 )
 from clearnb.config import Config
@@ -251,28 +252,13 @@ class StorageManager:
                 if is_local(fs):
                     atomic_copy(source, Path(path))
                 else:
-                    cls._put_remote(fs, source, path)
+                    put_remote(fs, source, path)
                 return str(Path(path)) if is_local(fs) else destination
             except _transport_errors() as exc:
                 if attempt + 1 >= attempts:
                     raise _unreachable(destination, f"upload {source} to", exc) from exc
                 time.sleep(min(0.25 * 2**attempt, 4.0))
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _put_remote(fs: Any, source: Path, path: str) -> None:
-        parent = posixpath.dirname(path)
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        scratch = f"{parent}/.{posixpath.basename(path)[:100]}.{uuid.uuid4().hex}.tmp"
-        try:
-            fs.put_file(str(source), scratch)
-            fs.mv(scratch, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                if fs.exists(scratch):
-                    fs.rm(scratch)
-            raise
 
     @classmethod
     def download_file(

@@ -311,16 +311,7 @@ class ArtifactStorage:
         if is_local(fs):
             self._put_local(source, Path(path))
         else:
-            fs.makedirs(parent, exist_ok=True)
-            scratch = f"{parent}/.{posixpath.basename(path)[:100]}.{uuid.uuid4().hex}.tmp"
-            try:
-                fs.put_file(str(source), scratch)
-                fs.mv(scratch, path)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    if fs.exists(scratch):
-                        fs.rm(scratch)
-                raise
+            put_remote(fs, source, path)
         self._remove_older_versions(fs, parent, keep=path)
 
     @staticmethod
@@ -464,3 +455,22 @@ class ArtifactStorage:
             expected_hash=record.hash,
             actual_hash=digest,
         )
+
+
+def put_remote(fs: Any, source: Path, path: str) -> None:
+    """Upload ``source`` to ``path`` on ``fs`` under a temporary name, then move it into place.
+
+    A reader never sees a partial file at ``path``; a failed upload leaves nothing behind.
+    """
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    scratch = f"{parent}/.{posixpath.basename(path)[:100]}.{uuid.uuid4().hex}.tmp"
+    try:
+        fs.put_file(str(source), scratch)
+        fs.mv(scratch, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if fs.exists(scratch):
+                fs.rm(scratch)
+        raise
