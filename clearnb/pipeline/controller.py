@@ -1456,6 +1456,27 @@ class PipelineController:
             raise PipelineError.collect(problems, "problem")
         return True
 
+    def _replace_step(self, name: str, step: dict[str, Any]) -> None:
+        """Replace step ``name`` by ``step`` (the builder's edit), keeping its place."""
+        if self.is_running():
+            raise PipelineError("cannot edit a step while the pipeline runs")
+        order = list(self._nodes)
+        old = self._nodes.pop(name)
+        try:
+            if not self._add_checked(**step):
+                raise PipelineError(f"a step named {step['name']!r} exists already")
+        except BaseException:
+            self._nodes[name] = old
+            self._nodes = {key: self._nodes[key] for key in order if key in self._nodes}
+            raise
+        new = step["name"]
+        position = order.index(name)
+        order[position] = new
+        self._nodes = {key: self._nodes[key] for key in order if key in self._nodes}
+        if new != name:
+            for node in self._nodes.values():
+                node.parents = [new if p == name else p for p in node.parents]
+
     def _replace_definition(self, other: PipelineController) -> None:
         """Take the steps and parameters of ``other`` (loading a file into the widget)."""
         if self.is_running():

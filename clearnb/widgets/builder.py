@@ -106,6 +106,9 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
         self.code = widgets.Textarea(layout=widgets.Layout(width="100%", height="180px"))
         add = widgets.Button(description="Add step", icon="plus", button_style="primary")
         remove = widgets.Button(description="Remove selected step", icon="trash")
+        edit = widgets.Button(description="Edit selected step", icon="pencil")
+        edit.on_click(lambda _: self.edit_selected())
+        self.editing = ""
         save = widgets.Button(description="Save", icon="save")
         load = widgets.Button(description="Load", icon="folder-open")
         code = widgets.Button(description="Show code", icon="code")
@@ -122,7 +125,7 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
                 widgets.HBox([self.folder, self.notebook]),
                 widgets.HBox([self.name, self.parents]),
                 self.form,
-                widgets.HBox([add, remove]),
+                widgets.HBox([add, edit, remove]),
                 widgets.HBox([self.path, save, load, code]),
                 self.message,
                 self.code,
@@ -186,16 +189,43 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
                 if changed:
                     overrides[row.key] = value
             path = Path(self.folder.value).expanduser() / self.notebook.value
-            if not self.pipeline._add_checked(
-                name=self.name.value.strip() or path.stem,
-                notebook=str(path),
-                parents=list(self.parents.value),
-                parameter_override=overrides,
-            ):
+            step = {
+                "name": self.name.value.strip() or path.stem,
+                "notebook": str(path),
+                "parents": list(self.parents.value),
+                "parameter_override": overrides,
+            }
+            if self.editing:
+                self.pipeline._replace_step(self.editing, step)
+                self.editing = ""
+            elif not self.pipeline._add_checked(**step):
                 raise ClearnbError(f"a step named {self.name.value!r} exists already")
             self.name.value = ""
 
         self._guard(add)
+
+    def edit_selected(self) -> None:
+        """Fill the form with the selected step; "Add step" then replaces it."""
+
+        def edit() -> None:
+            node = self.pipeline.get_pipeline_dag().get(self.selected)
+            if node is None or not node.notebook:
+                raise ClearnbError("select a notebook step in the DAG first")
+            path = Path(node.notebook)
+            self.folder.value = str(path.parent)
+            self.notebook.value = path.name
+            self.name.value = node.name
+            self.parents.value = tuple(p for p in node.parents if p in self.parents.options)
+            for row in self.rows:
+                if row.key in node.parameters:
+                    value = node.parameters[row.key]
+                    if isinstance(value, str) and "${" in value:
+                        row.reference.value = value
+                    else:
+                        row.value.value = value
+            self.editing = node.name
+
+        self._guard(edit)
 
     def remove_selected(self) -> None:
         """Remove the step selected in the canvas."""

@@ -7,6 +7,7 @@ the clicked step in ``selected``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def layout(nodes: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> dict
                     "labels": labels,
                     "overrides": overrides,
                     "progress": state.get("progress") or {},
-                    "elapsed": (ended - started) if started and ended else state.get("elapsed"),
+                    "elapsed": ((ended or time.time()) - started) if started else None,
                 }
             )
     edges = [[parent, name] for name in names for parent in parents[name]]

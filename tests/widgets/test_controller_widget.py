@@ -206,3 +206,21 @@ def test_a_past_run_opens_by_id(home: Path) -> None:
     widget.refresh()
     assert statuses(widget)["check"] == "completed"
     widget.close()
+
+
+def test_the_builder_edits_a_step_in_place(home: Path) -> None:
+    pipe = pipeline()
+    widget = pipe.widget()
+    builder = widget.builder
+    widget.canvas.selected = "process"
+    builder.edit_selected()
+    assert builder.notebook.value == "process_step.ipynb" and builder.name.value == "process"
+    rows = {row.key: row for row in builder.rows}
+    assert rows["General/dataset_url"].reference.value == "${data.artifacts.dataset.url}"
+    assert rows["General/test_size"].value.value == 0.25
+    rows["General/test_size"].value.value = 0.5
+    builder.add_step()
+    assert list(pipe.get_pipeline_dag()) == ["data", "process", "check"], "kept in place"
+    assert pipe.get_pipeline_dag()["process"].parameters["General/test_size"] == 0.5
+    assert pipe.get_pipeline_dag()["check"].parents == ["process"]
+    widget.close()
