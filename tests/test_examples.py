@@ -47,3 +47,25 @@ def test_the_concurrent_pipeline_notebook_runs(runner: NotebookRunner) -> None:
     assert all(n["parents"] == ["stage_process"] for n in trains)
     best = Task.get_task(task_id=nodes["pick_best"]["executed"])
     assert best.artifacts["best_task_id"].get() in {n["executed"] for n in trains}
+
+
+def test_the_decorator_pipeline_notebook_runs(runner: NotebookRunner) -> None:
+    with runner:
+        task = runner.execute(EXAMPLES / "pipeline_from_decorator.ipynb")
+    assert task.status == "completed", task.error
+    assert task.project == "examples" and task.name == "pipeline"
+    state = task.record.runtime["pipeline"]
+    assert state["status"] == "completed"
+    nodes = state["nodes"]
+    assert list(nodes) == ["step_one", "step_two", "step_three", "step_four"]
+    assert all(n["status"] == "completed" for n in nodes.values())
+    assert sorted(nodes["step_four"]["parents"]) == ["step_three", "step_two"]
+    parameters = task.record.parameters
+    assert set(parameters) == {"General", "Mock"}
+    assert parameters["General"]["pickle_url"].endswith("iris.csv")
+    assert parameters["Mock"] == {"mock_parameter": "mock"}
+    logs = runner.backend.store.get_reports(task.id, kind="log")
+    stdout = "".join(r.payload["text"] for r in logs if r.title == "stdout")
+    printed = [line for line in stdout.splitlines() if line.startswith("Accuracy=")]
+    assert len(printed) == 1, stdout
+    assert float(printed[0].removeprefix("Accuracy=").removesuffix("%")) > 80
