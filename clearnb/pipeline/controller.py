@@ -1175,6 +1175,30 @@ class PipelineController:
             if rows:
                 store.add_scalars(rows)
 
+    def _earlier_results(self, resume: bool | str) -> dict[str, TaskRecord]:
+        """The completed steps' tasks of an earlier run (newest, or ``resume`` as an id)."""
+        store = self._backend.store
+        if isinstance(resume, str):
+            record = store.get_task(resume)
+        else:
+            found = [
+                r
+                for r in store.find_tasks(project=self.project, task_type="controller", limit=50)
+                if (r.runtime.get("pipeline") or {}).get("name") == self.name
+                and (self._task is None or r.id != self._task.id)
+            ]
+            if not found:
+                return {}
+            record = found[0]
+        results: dict[str, TaskRecord] = {}
+        for name, state in ((record.runtime.get("pipeline") or {}).get("nodes") or {}).items():
+            if state.get("status") in SUCCEEDED and state.get("executed"):
+                with contextlib.suppress(TaskNotFoundError):
+                    done = store.get_task(state["executed"])
+                    if done.status == "completed":
+                        results[name] = done
+        return results
+
     def _resume_from(self, resume: bool | str, keep_only_outside: set[str] | None = None) -> None:
         """Take completed steps from an earlier run; with ``keep_only_outside``, run just
         those steps (forced) and skip the others that have no earlier result."""

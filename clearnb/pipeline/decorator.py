@@ -156,6 +156,8 @@ class _PipelineRun:
         self.changed = threading.Condition()
         self.values: dict[tuple[str, str], Any] = {}
         self.counts: dict[str, int] = {}
+        self.earlier: dict[str, Any] = {}
+        """Completed steps of the run being resumed, by name."""
         controller.add_listener(self._notify)
 
     def _notify(self, event: Any) -> None:
@@ -203,6 +205,9 @@ class _PipelineRun:
             node, bool(options.get("continue_on_fail", False)), continue_behaviour
         )
         node.recorded.pop("continue_on_fail", None)
+        earlier = self.earlier.get(name)
+        if earlier is not None:
+            self.controller._adopt_quietly(node, earlier)
         self.controller._add_live(node)
         return self._placeholders(name, spec.return_values)
 
@@ -282,6 +287,8 @@ class PipelineDecorator:
 
     _mode: ClassVar[str] = LOCAL
     _default_queue: ClassVar[str | None] = None
+    _force: ClassVar[bool] = False
+    _resume: ClassVar[bool | str] = False
 
     @classmethod
     def component(
@@ -458,7 +465,9 @@ class PipelineDecorator:
             if cls._mode == DEBUG:
                 return cls._run_debug(run, function, bound, return_value)
             controller._accepting = True
-            controller.start()
+            if cls._resume:
+                run.earlier = controller._earlier_results(cls._resume)
+            controller.start(force=cls._force)
             try:
                 result = function(*bound.args, **bound.kwargs)
                 result = _plain_value(result)
@@ -500,9 +509,15 @@ class PipelineDecorator:
             controller._close_task()
 
     @classmethod
-    def run_locally(cls) -> None:
-        """Run every component as its own Task on this machine (a notebook in a kernel)."""
+    def run_locally(cls, force: bool = False, resume: bool | str = False) -> None:
+        """Run every component as its own Task on this machine (a notebook in a kernel).
+
+        ``force`` runs cached components again; ``resume`` (True: the newest run of the
+        pipeline, or a pipeline task id) takes the components that completed there.
+        """
         cls._mode = LOCAL
+        cls._force = force
+        cls._resume = resume
 
     @classmethod
     def debug_pipeline(cls) -> None:

@@ -179,3 +179,50 @@ def test_a_component_using_an_undefined_name_fails_clearly(home: Path) -> None:
 
 def test_components_are_plain_functions_outside_a_pipeline() -> None:
     assert add(2, 5) == 7
+
+
+@PipelineDecorator.component(return_values=["count"])
+def flaky_count(counter: str, base):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    path = Path(counter)
+    seen = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(seen))
+    if seen < 2:
+        raise RuntimeError("fails the first time")
+    return base + seen
+
+
+@PipelineDecorator.component(return_values=["value"], cache=True)
+def cached_base(value: int):  # type: ignore[no-untyped-def]
+    return value
+
+
+@PipelineDecorator.pipeline(name="resumable", project="tests")
+def resumable(counter: str) -> Any:
+    base = cached_base(10)
+    return flaky_count(counter, base) + 0
+
+
+def test_resume_and_force_work_for_decorated_pipelines(home: Path, tmp_path: Path) -> None:
+    counter = str(tmp_path / "counter")
+    PipelineDecorator.run_locally()
+    with pytest.raises(PipelineError, match="flaky_count"):
+        resumable(counter)
+    first = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert first["cached_base"]["status"] == "completed"
+    PipelineDecorator.run_locally(resume=True)
+    assert resumable(counter) == 12
+    second = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert second["cached_base"]["executed"] == first["cached_base"]["executed"], "kept"
+    assert second["flaky_count"]["status"] == "completed"
+    PipelineDecorator.run_locally()
+    assert resumable(counter) == 13
+    third = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert third["cached_base"]["status"] == "cached"
+    PipelineDecorator.run_locally(force=True)
+    assert resumable(counter) == 14
+    fourth = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert fourth["cached_base"]["status"] == "completed"
+    assert fourth["cached_base"]["executed"] != first["cached_base"]["executed"]
+    PipelineDecorator.run_locally()
