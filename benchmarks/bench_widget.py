@@ -1,39 +1,47 @@
-"""The controller widget in a real browser: first render of a large DAG, and a kernel kept
-responsive while a stream of status events redraws it.
+"""The controller widget in a real browser: the first render of a large DAG, and how
+quickly the kernel answers while a stream of status events keeps redrawing it.
 
-Each round starts a fresh notebook in a fresh page, both served by a private JupyterLab on
-127.0.0.1 (``tests/browser/lab.py``) and driven in headless Debian Chromium through
-Playwright. The notebook has two cells: the imports, run first and not timed, then the
-timed cell. That cell builds a ``PipelineController`` of ``--nodes`` notebook steps (layers
-of ten, each step with one to three random parents in the layer before it, a fixed seed,
-overrides on most steps; the pipeline is never run) and shows ``pipe.widget()``.
+Each round opens a fresh notebook in a fresh page. The notebook is served by a private
+JupyterLab on 127.0.0.1 (``tests/browser/lab.py``), and the page is headless Debian Chromium
+driven through Playwright. The notebook has two cells. The imports are sent to the kernel
+first and not timed. The timed cell builds a ``PipelineController`` of ``--nodes`` notebook
+steps and shows ``pipe.widget()``. The steps come in layers of ten; each has one to three
+random parents in the layer before (fixed seed) and most have parameter overrides, some of
+them ``${parent.id}`` references. The pipeline is never run.
 
 * **first render**: from the page calling JupyterLab's ``notebook:run-cell`` command on the
-  timed cell to the first animation frame at which the page holds ``--nodes``
-  ``g.cnb-node`` elements. Both ends are ``performance.now()`` in the page.
+  timed cell until the first animation frame at which the page holds ``--nodes``
+  ``g.cnb-node`` elements (``page.wait_for_function`` polling every frame). Both ends are
+  ``performance.now()`` in the page.
 * **kernel round trip**: in the same kernel, a background thread sends ``--rate`` status
-  events a second for ``--duration`` seconds. Each event moves a random step on
-  (pending, queued, running, completed, pending again), sets its progress, and calls every
-  listener in ``pipe._listeners`` with a ``PipelineEvent(STEP_STATUS, ...)``, the way the
-  controller does during a run. Meanwhile the page sends ``1+1`` to the kernel every 0.5 s
-  and times each request until its ``done`` promise resolves, with ``performance.now()``.
-  The same pings, sent before the events start, give an idle reference.
-* **canvas redraws**: each draw of the canvas puts a new ``<svg>`` into it, and a
-  MutationObserver in the page counts these during the stream.
+  events a second for ``--duration`` seconds. Each event moves a random step on (pending,
+  queued, running, completed, pending again), sets its progress, and calls every listener
+  in ``pipe._listeners`` with ``PipelineEvent(STEP_STATUS, ...)``, as the controller does
+  during a run. Meanwhile the page sends ``1+1`` to the kernel every 0.5 s and times each
+  request until its ``done`` promise resolves, with ``performance.now()``. The same pings,
+  sent for ``--baseline`` seconds before the events start, give an idle reference.
+* **canvas redraws**: every draw of the canvas puts a new ``<svg>`` into it; a
+  MutationObserver in the page counts them during the stream.
 
-Printed: medians over the rounds of the render times, median, p95 and max of all pings
-pooled over the rounds, redraws per second, the goals, and some details on where the time
-goes (the kernel's share, the page's long tasks, ``layout()`` timed in this process).
+Printed: the medians over the rounds of the render times, the median, p95 and max of all
+pings pooled over the rounds, redraws per second, and the goals. Below them, where the time
+goes: the kernel's share of each ping (the reply's header date minus the request's), pings
+with and without a redraw in flight, the widget's refresh time in the kernel, the page's
+long tasks, one redraw timed in the page with nothing else going on, ``layout()`` timed in
+this process, and the CPU each process used during the stream.
 
     python benchmarks/bench_widget.py [--rounds 3] [--duration 60] [--nodes 200] [--rate 10]
+        [--baseline 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -41,6 +49,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -52,6 +63,7 @@ from tests.browser.lab import (  # noqa: E402
     VIEWPORT,
     JupyterLab,
     chromium_missing_reason,
+    descendant_pids,
     open_notebook,
     start_jupyter_lab,
     write_notebook,
@@ -80,8 +92,10 @@ from clearnb.pipeline.events import STEP_STATUS, PipelineEvent
 import clearnb.widgets.controller
 """
 
-BUILD_CELL = """\
-_began = time.perf_counter()
+# Builds `pipe`: `nodes` notebook steps in layers of `width`, one to three random parents
+# in the layer before, overrides on most steps (`${parent.id}` references on half of those
+# with parents).
+PIPELINE_CODE = """\
 rng = random.Random({seed})
 pipe = PipelineController(name="widget benchmark", project="bench", max_workers=4)
 previous = []
@@ -98,12 +112,19 @@ for layer in range({layers}):
         pipe.add_step(name, notebook={notebook!r}, parents=parents, parameter_override=overrides)
         current.append(name)
     previous = current
+"""
+
+BUILD_CELL = (
+    "_began = time.perf_counter()\n"
+    + PIPELINE_CODE
+    + """\
 _bench = {{"build": time.perf_counter() - _began}}
 _began = time.perf_counter()
 view = pipe.widget()
 _bench["widget"] = time.perf_counter() - _began
 view
 """
+)
 
 # Run in the kernel once the widget is shown: count the canvas updates and time the
 # widget's refreshes (the refresher thread calls view.refresh), and define the stream.
@@ -192,6 +213,14 @@ _RENDERED = """(count) => {
     bench.rendered = performance.now();
   }
   return bench.rendered !== null;
+}"""
+
+_SHOWN = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const outputs = panel.content.model.cells.get(1).outputs.toJSON();
+  return {nodes: document.querySelectorAll('g.cnb-node').length,
+          errors: outputs.filter((o) => o.output_type === 'error')
+            .map((o) => `${o.ename}: ${o.evalue}`)};
 }"""
 
 _EXECUTE = """async ({code, expressions}) => {
@@ -306,10 +335,6 @@ _DRAW_COST = """async (repeats) => {
 
 def cpu_seconds(lab: JupyterLab) -> dict[str, float]:
     """CPU seconds used so far, per kind of process of this benchmark, and by the machine."""
-    import os
-
-    from tests.browser.lab import descendant_pids
-
     ticks = os.sysconf("SC_CLK_TCK")
     server = lab.process.pid
     kernels = set(descendant_pids(server))
@@ -365,18 +390,23 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
+def pipeline_code(template: str, nodes: int) -> str:
+    """``template`` (``PIPELINE_CODE`` or ``BUILD_CELL``) for a pipeline of ``nodes`` steps."""
+    return template.format(
+        seed=SEED,
+        layers=math.ceil(nodes / LAYER_WIDTH),
+        width=LAYER_WIDTH,
+        nodes=nodes,
+        notebook=str(STEP_NOTEBOOK),
+    )
+
+
 def run_round(
     browser: Browser, lab: JupyterLab, index: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One fresh notebook and page: first render, idle pings, pings under the stream."""
     name = f"widget-{index}.ipynb"
-    build = BUILD_CELL.format(
-        seed=SEED,
-        layers=math.ceil(args.nodes / LAYER_WIDTH),
-        width=LAYER_WIDTH,
-        nodes=args.nodes,
-        notebook=str(STEP_NOTEBOOK),
-    )
+    build = pipeline_code(BUILD_CELL, args.nodes)
     write_notebook(lab, name, [IMPORT_CELL, build], hide_code=True)
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
@@ -387,7 +417,11 @@ def run_round(
         kernel_run(page, IMPORT_CELL)  # what the notebook's first cell holds
         imports = time.perf_counter() - began
         page.evaluate(_RUN_TIMED_CELL, 1)
-        page.wait_for_function(_RENDERED, arg=args.nodes, polling="raf", timeout=120_000)
+        try:
+            page.wait_for_function(_RENDERED, arg=args.nodes, polling="raf", timeout=120_000)
+        except PlaywrightTimeout:
+            found = page.evaluate(_SHOWN)
+            raise RuntimeError(f"the DAG was not drawn within 120 s: {found}") from None
         page.wait_for_function("() => window.__cnbBench.cellDone !== null", polling=50)
         marks = page.evaluate("() => window.__cnbBench")
         if marks["error"]:
@@ -431,31 +465,17 @@ def run_round(
 
 def layout_in_process(nodes: int) -> tuple[float, int, int]:
     """Median ms of ``layout()`` for the benchmark's pipeline, its JSON bytes, and its edges."""
-    import os
-
-    os.environ.setdefault("CLEARNB_HOME", tempfile.mkdtemp(prefix="cnb-bench-home-"))
     from clearnb import PipelineController
+    from clearnb.config import Config
     from clearnb.widgets.dag import layout
 
-    rng = random.Random(SEED)
-    pipe = PipelineController(name="widget benchmark", project="bench", max_workers=4)
-    previous: list[str] = []
-    for layer in range(math.ceil(nodes / LAYER_WIDTH)):
-        current = []
-        for index in range(min(LAYER_WIDTH, nodes - layer * LAYER_WIDTH)):
-            name = f"layer{layer:02d}_step{index}"
-            parents = rng.sample(previous, min(len(previous), rng.randint(1, 3)))
-            overrides: dict[str, Any] = {}
-            if rng.random() < 0.8:
-                overrides["General/x"] = layer * 100 + index
-            if parents and rng.random() < 0.5:
-                overrides["General/parent_id"] = "${" + parents[0] + ".id}"
-            pipe.add_step(
-                name, notebook=STEP_NOTEBOOK, parents=parents, parameter_override=overrides
-            )
-            current.append(name)
-        previous = current
-    state = pipe.state()
+    with tempfile.TemporaryDirectory(prefix="cnb-bench-home-") as home:
+        namespace: dict[str, Any] = {
+            "random": random,
+            "PipelineController": functools.partial(PipelineController, config=Config.at(home)),
+        }
+        exec(pipeline_code(PIPELINE_CODE, nodes), namespace)
+        state = namespace["pipe"].state()
     times = []
     for _ in range(30):
         began = time.perf_counter()
@@ -478,7 +498,6 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 1
-    from playwright.sync_api import sync_playwright
 
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cnb-bench-widget-") as folder:
