@@ -25,9 +25,54 @@ function elapsed(seconds) {
   return seconds < 60 ? `${seconds.toFixed(1)}s` : `${(seconds / 60).toFixed(1)}m`;
 }
 
+function statusText(node) {
+  const progress = node.progress && node.progress.cells
+    ? ` · cell ${node.progress.cell + 1}/${node.progress.cells}` : "";
+  const time = node.elapsed !== null && node.elapsed !== undefined ? ` · ${elapsed(node.elapsed)}` : "";
+  return `${node.status}${progress}${time}`;
+}
+
+function shapeKey(graph) {
+  // What forces a full redraw: the steps, their places and labels, the edges.
+  return JSON.stringify([
+    graph.width, graph.height, graph.edges,
+    graph.nodes.map((n) => [n.name, n.x, n.y, n.w, n.h, n.labels, n.overrides]),
+  ]);
+}
+
+// Update the drawn steps in place (status, progress, time): one event changes one step,
+// and rebuilding every element for it would hold the page (and the kernel's replies).
+function update(model, drawn) {
+  const graph = model.get("graph");
+  const selected = model.get("selected");
+  for (const node of graph.nodes) {
+    const parts = drawn.parts[node.name];
+    if (!parts) continue;
+    const colour = COLOURS[node.status] || COLOURS.pending;
+    const key = `${node.status}|${statusText(node)}|${node.name === selected}`;
+    parts.node = node;
+    if (parts.key === key) continue;
+    parts.key = key;
+    parts.group.setAttribute("class",
+      `cnb-node cnb-${node.status}${node.name === selected ? " cnb-selected" : ""}`);
+    parts.group.setAttribute("data-status", node.status);
+    parts.rect.setAttribute("fill", colour.fill);
+    parts.rect.setAttribute("stroke", colour.stroke);
+    parts.rect.setAttribute("stroke-width", node.name === selected ? "3" : "1.6");
+    parts.rect.setAttribute("stroke-dasharray", node.status === "skipped" ? "5 3" : "");
+    parts.status.setAttribute("fill", colour.text);
+    parts.status.textContent = statusText(node);
+    const done = node.status === "running" && node.progress && node.progress.cells
+      ? (node.progress.cell + 1) / node.progress.cells : 0;
+    parts.bar.setAttribute("width", `${node.w * done}`);
+    parts.bar.setAttribute("fill", colour.stroke);
+  }
+}
+
 function draw(model, root, tooltip) {
   const graph = model.get("graph") || { nodes: [], edges: [], width: 0, height: 0 };
   const selected = model.get("selected");
+  const drawn = { key: shapeKey(graph), parts: {} };
   root.replaceChildren();
   const width = Math.max(graph.width, 200);
   const height = Math.max(graph.height, 80);
@@ -53,14 +98,15 @@ function draw(model, root, tooltip) {
       class: "cnb-edge",
     }, svg);
   }
-  for (const node of graph.nodes) {
+  for (const first of graph.nodes) {
+    const node = first;
     const colour = COLOURS[node.status] || COLOURS.pending;
     const group = el("g", {
       class: `cnb-node cnb-${node.status}${node.name === selected ? " cnb-selected" : ""}`,
       "data-step": node.name, "data-status": node.status, tabindex: "0",
       transform: `translate(${node.x}, ${node.y})`,
     }, svg);
-    el("rect", {
+    const rect = el("rect", {
       width: node.w, height: node.h, rx: "8", fill: colour.fill, stroke: colour.stroke,
       "stroke-width": node.name === selected ? "3" : "1.6",
       "stroke-dasharray": node.status === "skipped" ? "5 3" : "",
@@ -74,15 +120,16 @@ function draw(model, root, tooltip) {
       line += 13;
     }
     const status = el("text", { x: "10", y: `${node.h - 9}`, class: "cnb-status", fill: colour.text }, group);
-    const progress = node.progress && node.progress.cells
-      ? ` · cell ${node.progress.cell + 1}/${node.progress.cells}` : "";
-    const time = node.elapsed !== null && node.elapsed !== undefined ? ` · ${elapsed(node.elapsed)}` : "";
-    status.textContent = `${node.status}${progress}${time}`;
-    if (node.status === "running" && node.progress && node.progress.cells) {
-      const done = (node.progress.cell + 1) / node.progress.cells;
-      el("rect", { x: "0", y: `${node.h - 4}`, width: `${node.w * done}`, height: "4",
-        rx: "2", fill: colour.stroke }, group);
-    }
+    status.textContent = statusText(node);
+    const done = node.status === "running" && node.progress && node.progress.cells
+      ? (node.progress.cell + 1) / node.progress.cells : 0;
+    const bar = el("rect", { x: "0", y: `${node.h - 4}`, width: `${node.w * done}`, height: "4",
+      rx: "2", fill: colour.stroke }, group);
+    const parts = {
+      group, rect, status, bar, node,
+      key: `${node.status}|${statusText(node)}|${node.name === selected}`,
+    };
+    drawn.parts[node.name] = parts;
     const place = (event) => {
       const wide = tooltip.offsetWidth || 260;
       const left = event.clientX + 14 + wide > window.innerWidth
@@ -97,7 +144,8 @@ function draw(model, root, tooltip) {
       head.className = "cnb-tooltip-name";
       head.textContent = node.name;
       tooltip.appendChild(head);
-      const lines = node.overrides && node.overrides.length ? node.overrides : ["(no overridden parameters)"];
+      const current = parts.node;
+      const lines = current.overrides && current.overrides.length ? current.overrides : ["(no overridden parameters)"];
       for (const text of lines) {
         const row = document.createElement("div");
         row.className = "cnb-tooltip-param";
@@ -109,10 +157,11 @@ function draw(model, root, tooltip) {
     });
     group.addEventListener("mouseleave", () => { tooltip.style.display = "none"; });
     group.addEventListener("click", () => {
-      model.set("selected", node.name === selected ? "" : node.name);
+      model.set("selected", node.name === model.get("selected") ? "" : node.name);
       model.save_changes();
     });
   }
+  return drawn;
 }
 
 function legend(container, statuses) {
@@ -146,8 +195,15 @@ function render({ model, el: host }) {
   frame.appendChild(tooltip);
   host.appendChild(frame);
   host.appendChild(key);
-  const redraw = () => draw(model, canvas, tooltip);
-  redraw();
+  let drawn = draw(model, canvas, tooltip);
+  const redraw = () => {
+    const graph = model.get("graph") || { nodes: [], edges: [], width: 0, height: 0 };
+    if (drawn && drawn.key === shapeKey(graph)) {
+      update(model, drawn);
+    } else {
+      drawn = draw(model, canvas, tooltip);
+    }
+  };
   legend(key, Object.keys(COLOURS));
   model.on("change:graph", redraw);
   model.on("change:selected", redraw);
