@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from clearnb.execution.kernels import process_alive
+
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 
@@ -16,17 +18,7 @@ def notebook(name: str) -> Path:
 
 def process_exists(pid: int) -> bool:
     """True if ``pid`` is a live (not zombie) process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return process_alive(pid)
 
 
 def wait_until_gone(pid: int, timeout: float = 15.0) -> bool:

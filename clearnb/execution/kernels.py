@@ -83,7 +83,7 @@ class PooledKernel:
         """True while the kernel process runs."""
         if self.manager is not None:
             return bool(await self.manager.is_alive())
-        return self.pid is not None and _process_alive(self.pid)
+        return self.pid is not None and process_alive(self.pid)
 
 
 class KernelPool:
@@ -388,7 +388,7 @@ class KernelPool:
         _kill_group(kernel)
         if kernel.forked and kernel.pid is not None:
             for _ in range(1000):  # the fork server reaps it; wait until it is gone (<= 5 s)
-                if not _process_alive(kernel.pid):
+                if not process_alive(kernel.pid):
                     break
                 await asyncio.sleep(0.005)
         if kernel.manager is not None:
@@ -551,7 +551,8 @@ def _spec_runs_this_python(name: str) -> bool:
         return False
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
