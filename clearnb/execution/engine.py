@@ -18,8 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
@@ -29,50 +27,19 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager
 
 from clearnb.execution import events
-from clearnb.execution.kernels import KernelPool, PooledKernel, connect_client, wait_for_reply
+from clearnb.execution.context import (
+    ABORTED,
+    KERNEL_DIED,
+    TIME_LIMIT,
+    Emit,
+    RunContext,
+)
+from clearnb.execution.kernels import KernelPool, connect_client, wait_for_reply
 
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 0.5
 """Seconds between two writes of the output notebook while a run goes on."""
-KERNEL_DIED = "DeadKernelError"
-TIME_LIMIT = "TimeLimitExceeded"
-ABORTED = "RunAborted"
-
-Emit = Callable[..., None]
-
-
-def _no_emit(kind: str, **payload: Any) -> None:
-    return None
-
-
-@dataclass
-class RunContext:
-    """What the runner tells the engine about one run."""
-
-    pool: KernelPool | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    """Environment variables set in the kernel before the first cell runs."""
-    cwd: str | None = None
-    """Working folder of the kernel (the process running clearnb never changes folder)."""
-    time_limit: float | None = None
-    """Seconds the whole run may take; then the kernel is killed and the run fails."""
-    emit: Emit = _no_emit
-    """``emit(kind, **payload)`` for every progress event."""
-    kernel: PooledKernel | None = None
-    """Set by the engine: the kernel the run got."""
-    failure: str | None = None
-    """Set by the engine: ``kernel died``, ``time limit`` or ``aborted`` when the run ended so."""
-    abort_reason: str | None = None
-    """Set by :meth:`abort`: why the run is to stop."""
-    _stop: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
-
-    def abort(self, reason: str = "the run was stopped") -> None:
-        """Stop the run from any thread: its kernel is killed and the run ends ``aborted``."""
-        self.abort_reason = reason
-        if self._stop is not None:
-            loop, waiter = self._stop
-            loop.call_soon_threadsafe(_resolve, waiter)
 
 
 def _cancel_leftovers(client: Any) -> None:
@@ -81,11 +48,6 @@ def _cancel_leftovers(client: Any) -> None:
         frame = getattr(task.get_coro(), "cr_frame", None)
         if frame is not None and frame.f_locals.get("self") is client and not task.done():
             task.cancel()
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class _EventedExecutionManager(NotebookExecutionManager):  # type: ignore[misc]

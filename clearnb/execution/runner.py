@@ -19,15 +19,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import papermill
-from papermill.exceptions import PapermillExecutionError
-
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
 from clearnb.errors import ClearnbError, TaskFailedError
 from clearnb.execution import events
 from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
-from clearnb.execution.engine import ABORTED, KERNEL_DIED, TIME_LIMIT, RunContext
+from clearnb.execution.context import ABORTED, KERNEL_DIED, TIME_LIMIT, RunContext
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.notebooks import code_fingerprint, kernel_name_of, load_notebook
@@ -35,6 +32,8 @@ from clearnb.execution.parameters import GENERAL, NotebookParameters
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 
 if TYPE_CHECKING:
+    from papermill.exceptions import PapermillExecutionError
+
     from clearnb.task import Task
 
 log = logging.getLogger(__name__)
@@ -288,6 +287,9 @@ class NotebookRunner:
         )
         if handle is not None:
             handle._attach(context)
+        import papermill  # imported on first use: it pulls in nbformat, nbclient, jsonschema
+        from papermill.exceptions import PapermillExecutionError
+
         error: dict[str, Any] | None = None
         status = "completed"
         try:

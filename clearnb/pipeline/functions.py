@@ -17,13 +17,13 @@ import pprint
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import nbformat
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING, Any
 
 from clearnb import pysource
 from clearnb.errors import PipelineError
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 ARTIFACT_MARKER = "__clearnb_artifact__"
 KWARGS_SECTION = "kwargs"
@@ -153,6 +153,8 @@ def build_notebook(
     helpers: Sequence[Callable[..., Any]] = (),
 ) -> NotebookNode:
     """The notebook that runs ``function(**kwargs)`` as step ``step``."""
+    import nbformat
+
     name = function.__name__
     main = function_source(function)
     helper_sources = [function_source(h) for h in helpers]
@@ -198,6 +200,8 @@ def build_notebook(
 
 def write_notebook(nb: NotebookNode, folder: Path) -> Path:
     """Write ``nb`` under ``folder``, named by its content (identical code, one file)."""
+    import nbformat
+
     text = nbformat.writes(nb)  # type: ignore[no-untyped-call]
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     step = nb.metadata.get("clearnb", {}).get("step", "step")

@@ -1,0 +1,59 @@
+"""What the runner tells the engine about one run, and how a run ends early.
+
+Kept apart from the engine so that importing the runner (and the pipeline controller)
+does not import papermill and nbclient until a notebook actually runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clearnb.execution.kernels import KernelPool, PooledKernel
+
+KERNEL_DIED = "DeadKernelError"
+TIME_LIMIT = "TimeLimitExceeded"
+ABORTED = "RunAborted"
+
+Emit = Callable[..., None]
+
+
+def _no_emit(kind: str, **payload: Any) -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """What the runner tells the engine about one run."""
+
+    pool: KernelPool | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Environment variables set in the kernel before the first cell runs."""
+    cwd: str | None = None
+    """Working folder of the kernel (the process running clearnb never changes folder)."""
+    time_limit: float | None = None
+    """Seconds the whole run may take; then the kernel is killed and the run fails."""
+    emit: Emit = _no_emit
+    """``emit(kind, **payload)`` for every progress event."""
+    kernel: PooledKernel | None = None
+    """Set by the engine: the kernel the run got."""
+    failure: str | None = None
+    """Set by the engine: ``kernel died``, ``time limit`` or ``aborted`` when the run ended so."""
+    abort_reason: str | None = None
+    """Set by :meth:`abort`: why the run is to stop."""
+    _stop: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def abort(self, reason: str = "the run was stopped") -> None:
+        """Stop the run from any thread: its kernel is killed and the run ends ``aborted``."""
+        self.abort_reason = reason
+        if self._stop is not None:
+            loop, waiter = self._stop
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
