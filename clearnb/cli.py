@@ -31,6 +31,17 @@ STATUS_COLOURS = {
 }
 
 
+parameter_option = click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Override a parameter: NAME or Section/NAME, typed like the notebook's default.",
+)
+
+
 @click.group()
 @click.version_option(package_name="clearnb")
 def main() -> None:
@@ -44,15 +55,7 @@ def task() -> None:
 
 @task.command("run")
 @click.argument("notebook", type=click.Path(dir_okay=False))
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="Override a parameter: NAME or Section/NAME, typed like the notebook's default.",
-)
+@parameter_option
 @click.option("--project", "project_name", default="default", show_default=True)
 @click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
 @click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
@@ -257,15 +260,7 @@ PIPELINE_FINAL = frozenset({"completed", "failed", "aborted"})
 
 @main.command("run", short_help="Run a pipeline notebook and follow its steps.")
 @click.argument("notebook", type=click.Path(dir_okay=False))
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="Override a parameter of the notebook: NAME or Section/NAME.",
-)
+@parameter_option
 @click.option("--project", "project_name", default=None, help="Project of the notebook's task.")
 @click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
 @click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
