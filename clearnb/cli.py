@@ -203,6 +203,9 @@ def _print_task(record: Any, verbose: bool) -> None:
     if record.started:
         took = _duration(record.started, record.completed)
         click.echo(f"started  {_when(record.started)}  ({took})")
+    if record.queue and record.status in ("queued", "running"):
+        where = f" on agent {record.worker}" if record.worker else ""
+        click.echo(f"queue    {record.queue}{where}")
     if record.notebook:
         click.echo(f"notebook {record.notebook}")
     if record.output_notebook:
@@ -249,6 +252,172 @@ def _size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{size} B"
+
+
+@task.command("enqueue")
+@click.argument("task_id")
+@click.option("--queue", "queue_name", required=True, help="The queue an agent serves.")
+@click.option("--force", is_flag=True, help="Reset a task that already ended and run it again.")
+def enqueue_command(task_id: str, queue_name: str, force: bool) -> None:
+    """Send task TASK_ID (a draft, e.g. a clone) to a queue for an agent to run."""
+    import warnings
+
+    from clearnb.backend import Backend
+    from clearnb.executors.queue import QueueWarning, enqueue
+
+    backend = _backend_or_exit(Backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QueueWarning)
+        try:
+            record = enqueue(backend, task_id, queue_name, force=force)
+        except ClearnbError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"task {record.id} ({record.name}) queued on {queue_name!r}")
+    for warning in caught:
+        if issubclass(warning.category, QueueWarning):
+            click.echo(click.style(f"warning: {warning.message}", fg="yellow"), err=True)
+
+
+@task.command("abort")
+@click.argument("task_id")
+@click.option("--reason", default="aborted from the command line", show_default=True)
+def abort_command(task_id: str, reason: str) -> None:
+    """Stop task TASK_ID: out of its queue, or its kernel stopped by the agent running it."""
+    from clearnb.backend import Backend
+
+    store = _backend_or_exit(Backend).store
+    before = _task_or_exit(store, task_id)
+    record = store.request_abort(task_id, reason)
+    if before.status in ("created", "queued"):
+        click.echo(f"task {task_id} aborted (it was {before.status})")
+    elif before.status == "running":
+        where = f"agent {record.worker}" if record.worker else "the process running it"
+        click.echo(f"task {task_id}: asked {where} to stop it")
+    else:
+        click.echo(f"task {task_id} already ended {before.status}; nothing to stop")
+
+
+@main.command("agent")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    required=True,
+    help="A queue to serve (repeat for several; the first has priority).",
+)
+@click.option("--workers", default=1, show_default=True, help="Tasks run at the same time.")
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    help="Seconds a running task stays this agent's without a heartbeat.",
+)
+@click.option("--name", default=None, help="The agent's name (default: host:pid).")
+def agent_command(queues: tuple[str, ...], workers: int, lease: float, name: str | None) -> None:
+    """Serve queues: run the tasks sent to them, here, until stopped (Ctrl-C).
+
+    The first Ctrl-C stops taking tasks and lets the running ones finish; a second one
+    (or SIGTERM) stops them too.
+    """
+    import signal
+
+    from clearnb.executors.agent import Agent
+
+    try:
+        agent = Agent(queues, workers=workers, lease=lease, name=name)
+    except ClearnbError as exc:
+        raise click.ClickException(str(exc)) from exc
+    interrupts = 0
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            click.echo("stopping: no new tasks; Ctrl-C again to stop the running ones", err=True)
+            agent.stop()
+        else:
+            agent.stop(abort="the agent was stopped")
+
+    def on_term(signum: int, frame: Any) -> None:
+        agent.stop(abort="the agent was stopped")
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        agent.run()
+    except ClearnbError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def queue() -> None:
+    """Queues: what waits in them and which agents serve them."""
+
+
+@queue.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def queue_ls_command(as_json: bool) -> None:
+    """List queues with their waiting tasks, and the agents seen with their heartbeat."""
+    from clearnb.backend import Backend
+    from clearnb.executors.queue import AGENT_SEEN_WITHIN
+
+    store = _backend_or_exit(Backend).store
+    store.expire_leases()
+    waiting: dict[str, list[Any]] = {}
+    for record in store.queued_tasks():
+        waiting.setdefault(record.queue or "", []).append(record)
+    workers = store.get_workers()
+    now = time.time()
+    names = sorted({*waiting, *(q for w in workers for q in w.queues)})
+    if as_json:
+        data = {
+            "queues": {
+                name: {
+                    "waiting": [r.id for r in waiting.get(name, [])],
+                    "agents": [w.id for w in workers if name in w.queues],
+                }
+                for name in names
+            },
+            "agents": [_worker_dict(w, now) for w in workers],
+        }
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    if not names:
+        click.echo("No queues yet. Send a task to one with: clearnb task enqueue ID --queue Q")
+        return
+    click.echo(f"{'QUEUE':20}  {'WAITING':>7}  {'OLDEST':>8}  AGENTS")
+    for name in names:
+        queued = waiting.get(name, [])
+        oldest = _duration(queued[0].enqueued, now) if queued else "-"
+        live = [
+            w.id
+            for w in workers
+            if name in w.queues and w.status != "stopped" and now - w.last_seen <= AGENT_SEEN_WITHIN
+        ]
+        serving = ", ".join(live) or click.style("none: no agent serves it", fg="yellow")
+        click.echo(f"{name:20}  {len(queued):>7}  {oldest:>8}  {serving}")
+    if workers:
+        click.echo("")
+        click.echo(f"{'AGENT':28}  {'STATUS':8}  {'LAST SEEN':>9}  {'RUNNING':>7}  QUEUES")
+        for w in workers:
+            status = (
+                w.status
+                if now - w.last_seen <= AGENT_SEEN_WITHIN or w.status == "stopped"
+                else "lost"
+            )
+            seen = f"{now - w.last_seen:.0f}s ago"
+            click.echo(
+                f"{w.id:28}  {status:8}  {seen:>9}  {len(w.running):>3}/{w.capacity:<3}  "
+                + ", ".join(w.queues)
+            )
+
+
+def _worker_dict(worker: Any, now: float) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data = asdict(worker)
+    data["seconds_since_seen"] = round(now - worker.last_seen, 3)
+    return data
 
 
 # -- pipelines ---------------------------------------------------------------------------------

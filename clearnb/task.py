@@ -542,8 +542,124 @@ class Task:
         self._finish("failed", {"reason": status_reason or "marked failed"})
 
     def mark_stopped(self, force: bool = False, status_message: str | None = None) -> None:
-        """Set status ``aborted``."""
+        """Set status ``aborted``; a task running on an agent is stopped by that agent."""
+        record = self.reload()._record
+        if record.worker is not None and record.status == "running":
+            self._record = self._backend.store.request_abort(
+                self.id, status_message or "stopped by the user"
+            )
+            return
         self._finish("aborted", {"reason": status_message or "stopped"})
+
+    # -- queues ------------------------------------------------------------------------------
+
+    @classmethod
+    def enqueue(
+        cls,
+        task: Task | str,
+        queue_name: str | None = None,
+        queue_id: str | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Send ``task`` to a queue; an agent serving it runs it (``clearnb agent``).
+
+        The task must be a draft (``Task.clone``, ``Task.create``) or, with ``force``, a
+        task that ended, which is reset. Bad parameters are refused here, before queueing.
+        Warns (:class:`~clearnb.executors.queue.QueueWarning`) if no agent serves the queue.
+        """
+        from clearnb.executors.queue import enqueue
+
+        name = queue_name or queue_id
+        if not name:
+            raise ClearnbError(
+                "Task.enqueue needs a queue: Task.enqueue(task, queue_name='default')"
+            )
+        backend = task._backend if isinstance(task, Task) else Backend.for_config()
+        task_id = task.id if isinstance(task, Task) else task
+        record = enqueue(backend, task_id, name, force=force)
+        if isinstance(task, Task):
+            task._record = record if record.id == task.id else task.reload()._record
+        return {"queued": 1, "task": record.id, "queue": name, "status": record.status}
+
+    def wait_for_status(
+        self,
+        status: Iterable[str] = ("completed", "aborted"),
+        raise_on_status: Iterable[str] | None = ("failed",),
+        check_interval_sec: float = 0.5,
+        timeout: float | None = None,
+    ) -> Task:
+        """Wait until the task reaches one of ``status``; returns it, reloaded.
+
+        Reaching one of ``raise_on_status`` raises :class:`TaskFailedError` with the
+        reason. ``timeout`` (seconds) raises :class:`TimeoutError` when it runs out.
+        """
+        from clearnb.errors import TaskFailedError
+        from clearnb.executors.queue import follow
+
+        wanted = {TaskStatusEnum.__dict__.get(s, s) for s in status}
+        raising = {TaskStatusEnum.__dict__.get(s, s) for s in raise_on_status or ()}
+        record = follow(
+            self._backend,
+            self.id,
+            until=wanted | raising,
+            timeout=timeout,
+            interval=check_interval_sec,
+        )
+        self._record = record
+        if record.status in raising:
+            reason = (record.error or {}).get("reason", record.status)
+            raise TaskFailedError(
+                f"Task {record.id} ({record.name}) ended {record.status}: {reason}",
+                task_id=record.id,
+                error=record.error,
+            )
+        if record.status not in wanted:
+            raise TimeoutError(
+                f"Task {record.id} ({record.name}) is still {record.status} after {timeout:g} s"
+            )
+        return self
+
+    def execute_remotely(
+        self, queue_name: str | None = None, clone: bool = False, exit_process: bool = True
+    ) -> Task | None:
+        """Stop running here and send this task to ``queue_name`` for an agent to run.
+
+        Inside a run (on an agent or the local runner) it does nothing and returns None, so
+        the notebook goes on there. Run interactively, the task keeps the parameters
+        connected so far and is enqueued; with ``clone`` a copy is enqueued instead. With
+        ``exit_process`` the rest of the notebook (or script) does not run here.
+        """
+        if os.environ.get(TASK_ID_ENV) == self.id:
+            return None
+        if not queue_name:
+            raise ClearnbError("execute_remotely needs a queue: task.execute_remotely('default')")
+        if not clone and not exit_process:
+            raise ClearnbError(
+                "execute_remotely(clone=False) moves this very task to the queue, so the "
+                "process cannot go on with it: pass exit_process=True, or clone=True"
+            )
+        self.flush()
+        if clone:
+            target = Task.clone(self, name=self.name)
+        else:
+            self._record = self._backend.store.update_task(
+                self.id, status="created", started=None, completed=None, error=None
+            )
+            target = self
+            with Task._current_lock:
+                if Task._current is self:
+                    Task._current = None
+        Task.enqueue(target, queue_name=queue_name)
+        if not exit_process:
+            return target
+        message = (
+            f"Task {target.id} ({target.name}) was sent to queue {queue_name!r}; an agent "
+            "runs the notebook from the start. The rest of it does not run here."
+        )
+        if _in_ipython():
+            raise ExecutedRemotely(message, task_id=target.id, queue=queue_name)
+        log.warning(message)
+        raise SystemExit(0)
 
     def close(self) -> None:
         """Finish an interactively started task (``completed``); a no-op inside a run."""
@@ -633,3 +749,19 @@ def _find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
         if vscode and Path(vscode).exists():
             return Path(vscode).absolute()
     return None
+
+
+class ExecutedRemotely(ClearnbError):
+    """Stops an interactive notebook after ``execute_remotely`` sent its task to a queue."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+def _in_ipython() -> bool:
+    """Whether this code runs in an IPython shell or kernel."""
+    import sys
+
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and get() is not None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+TASK_QUEUED = "task_queued"
 TASK_STARTED = "task_started"
 CELL_STARTED = "cell_started"
 CELL_FINISHED = "cell_finished"

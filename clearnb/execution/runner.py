@@ -140,66 +140,20 @@ class NotebookRunner:
     ) -> TaskRecord:
         """Validate a run and record its Task (status ``created``) without executing it.
 
-        ``runtime`` adds facts to the task's runtime record; ``cache_key`` is stored with
-        the task so that a later identical run can reuse it.
+        See :func:`prepare_run`.
         """
-        store = self.backend.store
-        draft: TaskRecord | None = None
-        if task is not None:
-            draft = store.get_task(task if isinstance(task, str) else task.id)
-            if notebook is None:
-                notebook = draft.notebook
-        if notebook is None:
-            raise ClearnbError(
-                "No notebook to run: pass a notebook path, or a task that was created from one "
-                "(Task.create(..., notebook=path))."
-            )
-        path = Path(notebook).expanduser().absolute()
-        nb = load_notebook(path)
-        declared = NotebookParameters.of(nb, draft.parameters if draft else None)
-        defaults = declared.defaults()
-        merged: dict[str, Any] = {}
-        if draft is not None:  # a draft's own values count as overrides where they differ
-            for section, values in draft.parameters.items():
-                base = defaults.get(section, {})
-                merged.update(
-                    {f"{section}/{k}": v for k, v in values.items() if base.get(k, v) != v}
-                )
-        merged.update({_qualified(str(k)): v for k, v in (parameters or {}).items()})
-        overridden = sorted(merged)
-        resolved = declared.resolve(merged, path.name)
-        recorded = {s: dict(v) for s, v in defaults.items()}
-        for section, values in resolved.items():
-            recorded.setdefault(section, {}).update(values)
-        facts = {
-            **(runtime or {}),
-            "overrides": overridden,
-            "injected": declared.injected(resolved),
-            "kernel_name": kernel_name_of(nb),
-            "code_hash": code_fingerprint(nb),
-        }
-        if draft is not None and draft.status == "created" and not draft.runtime.get("template"):
-            # a draft (a clone) runs as itself; a template is copied into a new task
-            return store.update_task(
-                draft.id,
-                notebook=str(path),
-                parameters=recorded,
-                runtime={**draft.runtime, **facts},
-                cache_key=cache_key,
-                **({"name": task_name} if task_name else {}),
-                **({"project": project_name} if project_name else {}),
-            )
-        record = TaskRecord(
-            project=project_name or (draft.project if draft else "default"),
-            name=task_name or (draft.name if draft else path.stem),
-            notebook=str(path),
-            parameters=recorded,
-            tags=list(tags) or (list(draft.tags) if draft else []),
-            parent=parent or (draft.id if draft else None),
-            runtime=facts,
+        return prepare_run(
+            self.backend,
+            notebook,
+            parameters,
+            project_name=project_name,
+            task_name=task_name,
+            task=task,
+            tags=tags,
+            parent=parent,
+            runtime=runtime,
             cache_key=cache_key,
         )
-        return store.create_task(record)
 
     def execute(
         self,
@@ -431,6 +385,84 @@ class NotebookRunner:
         for stream, text in (("stdout", evidence.stdout), ("stderr", evidence.stderr)):
             if text:
                 store.add_report(ReportRecord(task_id, "log", title=stream, payload={"text": text}))
+
+
+def prepare_run(
+    backend: Backend,
+    notebook: str | os.PathLike[str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    project_name: str | None = None,
+    task_name: str | None = None,
+    task: Task | str | None = None,
+    tags: Sequence[str] = (),
+    parent: str | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    cache_key: str | None = None,
+) -> TaskRecord:
+    """Validate a run of ``notebook`` (or of the draft ``task``) and record its Task.
+
+    Nothing runs: the notebook is read, the overrides are checked against its declared
+    parameters and converted to their types, and the Task is recorded with status
+    ``created`` (a draft runs as itself; a template is copied into a new task).
+    ``runtime`` adds facts to the task's runtime record; ``cache_key`` is stored with the
+    task so that a later identical run can reuse it.
+    """
+    store = backend.store
+    draft: TaskRecord | None = None
+    if task is not None:
+        draft = store.get_task(task if isinstance(task, str) else task.id)
+        if notebook is None:
+            notebook = draft.notebook
+    if notebook is None:
+        raise ClearnbError(
+            "No notebook to run: pass a notebook path, or a task that was created from one "
+            "(Task.create(..., notebook=path))."
+        )
+    path = Path(notebook).expanduser().absolute()
+    nb = load_notebook(path)
+    declared = NotebookParameters.of(nb, draft.parameters if draft else None)
+    defaults = declared.defaults()
+    merged: dict[str, Any] = {}
+    if draft is not None:  # a draft's own values count as overrides where they differ
+        for section, values in draft.parameters.items():
+            base = defaults.get(section, {})
+            merged.update({f"{section}/{k}": v for k, v in values.items() if base.get(k, v) != v})
+    merged.update({_qualified(str(k)): v for k, v in (parameters or {}).items()})
+    overridden = sorted(merged)
+    resolved = declared.resolve(merged, path.name)
+    recorded = {s: dict(v) for s, v in defaults.items()}
+    for section, values in resolved.items():
+        recorded.setdefault(section, {}).update(values)
+    facts = {
+        **(runtime or {}),
+        "overrides": overridden,
+        "injected": declared.injected(resolved),
+        "kernel_name": kernel_name_of(nb),
+        "code_hash": code_fingerprint(nb),
+    }
+    if draft is not None and draft.status == "created" and not draft.runtime.get("template"):
+        # a draft (a clone) runs as itself; a template is copied into a new task
+        return store.update_task(
+            draft.id,
+            notebook=str(path),
+            parameters=recorded,
+            runtime={**draft.runtime, **facts},
+            cache_key=cache_key,
+            **({"name": task_name} if task_name else {}),
+            **({"project": project_name} if project_name else {}),
+        )
+    record = TaskRecord(
+        project=project_name or (draft.project if draft else "default"),
+        name=task_name or (draft.name if draft else path.stem),
+        notebook=str(path),
+        parameters=recorded,
+        tags=list(tags) or (list(draft.tags) if draft else []),
+        parent=parent or (draft.id if draft else None),
+        runtime=facts,
+        cache_key=cache_key,
+    )
+    return store.create_task(record)
 
 
 def _as_image(file: Path) -> Any:

@@ -59,6 +59,7 @@ from clearnb.pipeline.graph import (
 )
 from clearnb.pipeline.picture import DAG_ARTIFACT, PictureRenderer
 from clearnb.pipeline.references import Reference
+from clearnb.store.records import FINAL_STATUSES as FINAL_TASK_STATUSES
 from clearnb.store.records import TaskRecord
 from clearnb.task import Task
 
@@ -170,6 +171,10 @@ class PipelineController:
         """True while steps may still be added to the running pipeline (the decorator's)."""
         self._sections: dict[str, str] = {}
         """Section of each pipeline parameter other than ``Args`` (the decorator's args_map)."""
+        self._steps_locally = False
+        """True while ``start_locally(run_pipeline_steps_locally=True)`` ignores step queues."""
+        self._remote = False
+        """True when the last run was sent to a queue (``start(queue=...)``)."""
 
     # -- building ----------------------------------------------------------------------------
 
@@ -409,7 +414,9 @@ class PipelineController:
         return [n for n in self._nodes.values() if n.status in (QUEUED, RUNNING)]
 
     def is_running(self) -> bool:
-        """True while the run's thread works."""
+        """True while the run's thread works (or, sent to a queue, until its Task ends)."""
+        if self._remote:
+            return self._sync_remote() not in FINAL_TASK_STATUSES
         return self._thread is not None and self._thread.is_alive()
 
     def is_successful(self, fail_on_step_fail: bool = True, fail_condition: str = "all") -> bool:
@@ -607,6 +614,10 @@ class PipelineController:
     ) -> bool:
         """Validate, then run the pipeline in a background thread.
 
+        With ``queue``, the pipeline (its controller) is sent to that queue instead and an
+        agent serving it runs it (``clearnb agent --queue services``); :meth:`wait` then
+        follows it through the store. Steps go to their ``execution_queue`` (or the
+        default one) wherever the controller runs; steps without one run with it.
         ``step_task_created_callback(pipeline, node, parameters)`` runs before every step
         (False skips it and everything below it); ``step_task_completed_callback(pipeline,
         node)`` after. ``force`` re-runs cached steps. ``resume`` (True: the newest run of
@@ -617,7 +628,15 @@ class PipelineController:
         """
         if self.is_running():
             raise PipelineError("the pipeline is already running; wait() for it first")
+        if queue is not None:
+            return self._enqueue_run(
+                queue,
+                wait=wait,
+                callbacks=(step_task_created_callback, step_task_completed_callback),
+                force=force,
+            )
         self.validate()
+        self._remote = False
         self._pre_callback = step_task_created_callback
         self._post_callback = step_task_completed_callback
         self._force = force
@@ -666,11 +685,26 @@ class PipelineController:
         return self.start(resume=True, wait=wait)
 
     def start_locally(self, run_pipeline_steps_locally: bool = False) -> None:
-        """Run the pipeline logic here and wait for it (every step runs on this machine)."""
-        self.start(wait=True)
+        """Run the pipeline logic here and wait for it.
+
+        Steps go to their queues, unless ``run_pipeline_steps_locally`` keeps every step on
+        this machine too.
+        """
+        self._steps_locally = run_pipeline_steps_locally
+        try:
+            self.start(wait=True)
+        finally:
+            self._steps_locally = False
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the run to end (``timeout`` in minutes, as ClearML); True if it ended."""
+        if self._remote:
+            from clearnb.executors.queue import follow
+
+            seconds = None if timeout is None else timeout * 60
+            record = follow(self._backend, self.id, timeout=seconds, interval=0.2)
+            self._sync_remote(record)
+            return record.status in FINAL_TASK_STATUSES
         thread = self._thread
         if thread is None:
             return True
@@ -707,6 +741,97 @@ class PipelineController:
                 steps=failed,
             )
 
+    def _enqueue_run(
+        self,
+        queue_name: str,
+        *,
+        wait: bool,
+        callbacks: Sequence[Callable[..., Any] | None],
+        force: bool,
+    ) -> bool:
+        """Send the pipeline to ``queue_name`` as a controller Task an agent runs."""
+        from clearnb.executors.queue import enqueue
+
+        self.validate()
+        local = [
+            n.name
+            for n in self._nodes.values()
+            if n.pre_execute_callback or n.post_execute_callback or n.status_change_callback
+        ]
+        if any(callbacks) or local:
+            raise PipelineError(
+                "callbacks run in the process that defines them and cannot travel to an "
+                f"agent (steps with callbacks: {', '.join(local) or '-'}); drop them, or run "
+                "the pipeline here with start() without a queue"
+            )
+        definition = self.to_dict(portable=True)
+        definition["force"] = force
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in self._parameters.items():
+            section = self._sections.get(key, PIPELINE_SECTION)
+            sections.setdefault(section, {})[key] = _plain(value)
+        record = TaskRecord(
+            project=self.project,
+            name=self.name,
+            task_type="controller",
+            parameters=sections,
+            tags=["pipeline"] if self.add_pipeline_tags else [],
+            runtime={"definition": definition},
+        )
+        self._backend.store.create_task(record)
+        self._task = Task(enqueue(self._backend, record.id, queue_name), self._backend)
+        self._remote = True
+        self._runs += 1
+        self._status = QUEUED
+        for node in self._nodes.values():
+            node.reset()
+        if wait:
+            self.wait()
+        return True
+
+    def _sync_remote(self, record: TaskRecord | None = None) -> str:
+        """Take the state of a run sent to a queue from its Task; returns the Task's status."""
+        record = record or self._backend.store.get_task(self.id)
+        state = record.runtime.get("pipeline") or {}
+        with self._lock:
+            for name, saved in (state.get("nodes") or {}).items():
+                node = self._nodes.get(name)
+                if node is None:
+                    continue
+                node.status = saved.get("status", node.status)
+                node.executed = saved.get("executed")
+                node.error = saved.get("error")
+                node.job_started, node.job_ended = saved.get("started"), saved.get("ended")
+                node.progress = dict(saved.get("progress") or {})
+                if node.executed and node.status in (COMPLETED, CACHED, FAILED, ABORTED):
+                    with contextlib.suppress(TaskNotFoundError):
+                        node.job = StepJob(
+                            Task(self._backend.store.get_task(node.executed), self._backend)
+                        )
+            self._status = {
+                "queued": QUEUED,
+                "created": PENDING,
+                "running": RUNNING,
+            }.get(record.status, state.get("status") or record.status)
+            self._started, self._ended = state.get("started"), state.get("ended")
+        return record.status
+
+    def _queue_of(self, node: Node) -> str | None:
+        """The queue a step is sent to, or ``None`` to run it here."""
+        if self._steps_locally:
+            return None
+        return node.queue or self.default_execution_queue
+
+    def _on_unserved(self, node: Node, queue_name: str, message: str) -> None:
+        import warnings
+
+        from clearnb.executors.queue import QueueWarning
+
+        node.progress = {"waiting": message, "queue": queue_name}
+        self._emit(PipelineEvent(STEP_PROGRESS, node.name, node.status, None, node.progress))
+        self._persist()
+        warnings.warn(f"step {node.name!r}: {message}", QueueWarning, stacklevel=2)
+
     def _abort_all(self, reason: str) -> None:
         self._stop_requested = reason
         for handle in list(self._handles.values()):
@@ -728,8 +853,9 @@ class PipelineController:
         plotter = threading.Thread(target=self._plot_loop, name="pipeline plot", daemon=True)
         plotter.start()
         try:
-            if self._force or any(
-                not n.cache_executed_step for n in self._nodes.values() if n.status == PENDING
+            here = [n for n in self._nodes.values() if self._queue_of(n) is None]
+            if any(n.status == PENDING for n in here) and (
+                self._force or any(not n.cache_executed_step for n in here if n.status == PENDING)
             ):
                 self._runner_for_steps()  # kernels start now, while the first steps resolve
             with ThreadPoolExecutor(self.max_workers, thread_name_prefix="step") as workers:
@@ -852,20 +978,31 @@ class PipelineController:
             self._set_status(node, QUEUED)
             node.job_started, node.job_ended = time.time(), None
             template = None if node.is_function or node.notebook else self._template_of(node)
-            task = self._runner_for_steps().execute(
-                None if template else notebook,
-                overrides,
-                task=template.id if template else None,
-                project_name=self.target_project,
-                task_name=node.name,
-                time_limit=node.timeout,
-                parent=self.id,
-                tags=node.tags,
-                on_event=functools.partial(self._on_run_event, node),
-                handle=handle,
-                runtime={"pipeline_step": node.name},
-                cache_key=key,
-            )
+            step_queue = self._queue_of(node)
+            run: dict[str, Any] = {
+                "task": template.id if template else None,
+                "project_name": self.target_project,
+                "task_name": node.name,
+                "time_limit": node.timeout,
+                "parent": self.id,
+                "tags": node.tags,
+                "on_event": functools.partial(self._on_run_event, node),
+                "handle": handle,
+                "runtime": {"pipeline_step": node.name},
+                "cache_key": key,
+            }
+            source = None if template else notebook
+            if step_queue is None:
+                task = self._runner_for_steps().execute(source, overrides, **run)
+            else:
+                from clearnb.executors.queue import QueueExecutor
+
+                task = QueueExecutor(self._backend, step_queue).execute(
+                    source,
+                    overrides,
+                    on_unserved=functools.partial(self._on_unserved, node, step_queue),
+                    **run,
+                )
             node.executed = task.id
             node.job = StepJob(task)
             node.job_ended = time.time()
@@ -1034,6 +1171,7 @@ class PipelineController:
     def _on_run_event(self, node: Node, event: RunEvent) -> None:
         if event.kind == run_events.TASK_STARTED:
             node.executed = event.task_id
+            node.progress = {}
             self._set_status(node, RUNNING)
         elif event.kind == run_events.CELL_STARTED:
             node.progress = {"cell": event.payload["index"], "cells": event.payload["count"]}
@@ -1292,21 +1430,38 @@ class PipelineController:
 
     # -- files and code ------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        """The pipeline's definition as plain data (what :meth:`save` writes)."""
+    def to_dict(self, portable: bool = False) -> dict[str, Any]:
+        """The pipeline's definition as plain data (what :meth:`save` writes).
+
+        ``portable`` also carries the source of function steps, so that another process
+        (an agent) can run them without importing the module that defined them.
+        """
         steps = []
         for node in self._nodes.values():
             if node.is_function:
                 function = node.function
-                steps.append(
-                    {
-                        "name": node.name,
-                        "function": f"{function.__module__}:{function.__qualname__}",  # type: ignore[union-attr]
-                        "function_kwargs": node.function_kwargs,
-                        "function_return": node.function_return,
-                        "parents": node.parents,
-                    }
-                )
+                assert function is not None
+                entry: dict[str, Any] = {
+                    "name": node.name,
+                    "function": f"{function.__module__}:{function.__qualname__}",
+                    "function_kwargs": node.function_kwargs,
+                    "function_return": node.function_return,
+                    "parents": node.parents,
+                }
+                for key, field in (
+                    ("cache_executed_step", node.cache_executed_step),
+                    ("time_limit", node.timeout),
+                    ("execution_queue", node.queue),
+                ):
+                    if field:
+                        entry[key] = field
+                if isinstance(node.retry_on_failure, int):
+                    entry["retry_on_failure"] = node.retry_on_failure
+                if portable:
+                    entry["function_source"] = functions.portable_source(
+                        function, node.helper_functions
+                    )
+                steps.append(entry)
                 continue
             step: dict[str, Any] = {"name": node.name}
             for key in ("notebook", "base_task_id", "base_task_project", "base_task_name"):
@@ -1335,6 +1490,8 @@ class PipelineController:
             "parameters": dict(self._parameters),
             "descriptions": dict(self._descriptions),
             "abort_on_failure": self.abort_on_failure,
+            "default_execution_queue": self.default_execution_queue,
+            "max_workers": self.max_workers,
             "steps": steps,
         }
 
@@ -1352,7 +1509,6 @@ class PipelineController:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **options: Any) -> PipelineController:
         """A pipeline read from a file written by :meth:`save` (or by the widget's builder)."""
-        import importlib
         import json
 
         source = Path(path)
@@ -1368,11 +1524,23 @@ class PipelineController:
             raise PipelineError(
                 f"{source} is not a clearnb pipeline file (no 'clearnb_pipeline': 1 in it)"
             )
+        return cls.from_definition(data, **options)
+
+    @classmethod
+    def from_definition(
+        cls, data: Mapping[str, Any], task: str | None = None, **options: Any
+    ) -> PipelineController:
+        """A pipeline built from :meth:`to_dict` data; ``task`` adopts an existing
+        controller Task (the one an agent took from a queue) instead of creating one."""
+        import importlib
+
         pipe = cls(
             name=data["name"],
             project=data["project"],
             version=data.get("version"),
             abort_on_failure=bool(data.get("abort_on_failure", False)),
+            default_execution_queue=data.get("default_execution_queue"),
+            max_workers=data.get("max_workers"),
             **options,
         )
         descriptions = data.get("descriptions") or {}
@@ -1382,12 +1550,24 @@ class PipelineController:
             step = dict(step)
             if "function" in step:
                 module, _, qualname = step.pop("function").partition(":")
-                function: Any = importlib.import_module(module)
-                for part in qualname.split("."):
-                    function = getattr(function, part)
+                portable = step.pop("function_source", None)
+                if portable is not None:
+                    function, helpers = functions.load_portable(
+                        portable, pipe.config.home / "functions"
+                    )
+                    step["helper_functions"] = helpers
+                else:
+                    found: Any = importlib.import_module(module)
+                    for part in qualname.split("."):
+                        found = getattr(found, part)
+                    function = found
                 pipe.add_function_step(function=function, **step)
             else:
                 pipe.add_step(**step)
+        if task is not None:
+            pipe._task = Task(pipe._backend.store.get_task(task), pipe._backend)
+            if data.get("force"):
+                pipe._force = True
         return pipe
 
     def to_code(self) -> str:

@@ -145,6 +145,61 @@ def module_imports(function: Callable[..., Any], names: Iterable[str]) -> list[s
     return found
 
 
+def portable_source(
+    function: Callable[..., Any], helpers: Sequence[Callable[..., Any]] = ()
+) -> dict[str, Any]:
+    """A function step's code as text another process can load (:func:`load_portable`).
+
+    The text holds the module-level imports the functions use, the helpers and the
+    function itself, so it runs without the module (or notebook) that defined them.
+    """
+    main = function_source(function)
+    helper_sources = [function_source(h) for h in helpers]
+    used: set[str] = set()
+    for source in [main, *helper_sources]:
+        used |= _used_names(source)
+    parts = ["\n".join(module_imports(function, used)), *helper_sources, main]
+    return {
+        "code": "\n\n".join(part.rstrip() for part in parts if part.strip()) + "\n",
+        "function": function.__name__,
+        "helpers": [h.__name__ for h in helpers],
+    }
+
+
+def load_portable(
+    portable: Mapping[str, Any], folder: Path
+) -> tuple[Callable[..., Any], list[Callable[..., Any]]]:
+    """The function (and helpers) of :func:`portable_source` text, loaded as a module
+    written under ``folder`` (so that its source can be read again to build notebooks)."""
+    import importlib.util
+    import sys
+
+    code = str(portable["code"])
+    digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
+    name = f"clearnb_step_{digest}"
+    module = sys.modules.get(name)
+    if module is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.py"
+        if not path.exists():
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(code, encoding="utf-8")
+            temporary.replace(path)
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise PipelineError(f"the function step code at {path} cannot be loaded")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    function = getattr(module, str(portable["function"]))
+    helpers = [getattr(module, helper) for helper in portable.get("helpers") or []]
+    return function, helpers
+
+
 def build_notebook(
     step: str,
     function: Callable[..., Any],

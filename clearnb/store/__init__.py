@@ -14,6 +14,7 @@ from clearnb.store.records import (
     ReportRecord,
     ScalarRecord,
     TaskRecord,
+    WorkerRecord,
     new_id,
 )
 from clearnb.store.schema import SCHEMA_VERSION
@@ -30,6 +31,7 @@ __all__ = [
     "ScalarRecord",
     "Store",
     "TaskRecord",
+    "WorkerRecord",
     "new_id",
     "open_store",
 ]

@@ -49,6 +49,31 @@ class TaskRecord:
     started: float | None = None
     completed: float | None = None
     last_update: float = field(default_factory=time.time)
+    queue: str | None = None
+    """The queue a task waits in (status ``queued``) or was taken from."""
+    enqueued: float | None = None
+    worker: str | None = None
+    """Id of the agent running the task (``host:pid``), while it runs on one."""
+    lease_expires: float | None = None
+    """The running task's agent must renew its lease before this time, or lose the task."""
+    abort_requested: str | None = None
+    """Why someone asked to stop the task; the agent running it stops its kernel."""
+
+
+@dataclass
+class WorkerRecord:
+    """An agent serving queues, as last seen in the store."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    capacity: int = 1
+    running: list[str] = field(default_factory=list)
+    status: str = "idle"
+    """``idle``, ``busy`` or ``stopped``."""
+    started: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
 
 
 @dataclass

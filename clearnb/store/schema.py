@@ -12,13 +12,14 @@ schema the next migration expects.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from clearnb.errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this clearnb writes and reads."""
 
 JSON_TEXT = sa.Text
@@ -122,15 +123,53 @@ def _v1_tables(metadata: sa.MetaData) -> None:
     )
 
 
+def _v2_task_columns() -> list[sa.Column[Any]]:
+    """Columns version 2 adds to ``tasks``: where a task waits and who runs it."""
+    return [
+        sa.Column("queue", sa.String(128), nullable=True),
+        sa.Column("enqueued", sa.Double, nullable=True),
+        sa.Column("worker", sa.String(128), nullable=True),
+        sa.Column("lease_expires", sa.Double, nullable=True),
+        sa.Column("abort_requested", sa.Text, nullable=True),
+    ]
+
+
+def _v2_tables(metadata: sa.MetaData) -> None:
+    """Define the tables version 2 adds on ``metadata``."""
+    sa.Table(
+        "workers",
+        metadata,
+        sa.Column("id", sa.String(128), primary_key=True),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("queues", JSON_TEXT, nullable=False),
+        sa.Column("capacity", sa.Integer, nullable=False),
+        sa.Column("running", JSON_TEXT, nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("started", sa.Double, nullable=False),
+        sa.Column("last_seen", sa.Double, nullable=False),
+    )
+
+
 METADATA = sa.MetaData()
 """The current schema, used by the queries in :mod:`clearnb.store.sql`."""
 schema_version_table = _version_table(METADATA)
 _v1_tables(METADATA)
+_v2_tables(METADATA)
+for _column in _v2_task_columns():
+    METADATA.tables["tasks"].append_column(_column)
 tasks_table = METADATA.tables["tasks"]
+sa.Index(
+    "ix_tasks_queue_status_enqueued",
+    tasks_table.c.queue,
+    tasks_table.c.status,
+    tasks_table.c.enqueued,
+)
 artifacts_table = METADATA.tables["artifacts"]
 scalars_table = METADATA.tables["scalars"]
 reports_table = METADATA.tables["reports"]
 events_table = METADATA.tables["events"]
+workers_table = METADATA.tables["workers"]
 
 
 def _migrate_0_to_1(conn: Connection) -> None:
@@ -140,9 +179,31 @@ def _migrate_0_to_1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
+def _migrate_1_to_2(conn: Connection) -> None:
+    """Add the queue columns of ``tasks`` and the ``workers`` table (agents)."""
+    existing = {column["name"] for column in sa.inspect(conn).get_columns("tasks")}
+    preparer = conn.dialect.identifier_preparer
+    for column in _v2_task_columns():
+        if column.name in existing:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(
+            sa.text(f"ALTER TABLE tasks ADD COLUMN {preparer.quote(column.name)} {kind}")
+        )
+    conn.execute(
+        sa.text(
+            "CREATE INDEX IF NOT EXISTS ix_tasks_queue_status_enqueued "
+            "ON tasks (queue, status, enqueued)"
+        )
+    )
+    metadata = sa.MetaData()
+    _v2_tables(metadata)
+    metadata.create_all(conn, checkfirst=True)
+
+
 Migration = Callable[[Connection], None]
 
-MIGRATIONS: Sequence[Migration] = (_migrate_0_to_1,)
+MIGRATIONS: Sequence[Migration] = (_migrate_0_to_1, _migrate_1_to_2)
 """``MIGRATIONS[n - 1]`` upgrades a store from schema version ``n - 1`` to ``n``."""
 
 
