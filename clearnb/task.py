@@ -30,7 +30,7 @@ from clearnb.execution.parameters import (
     defaults_of,
     split_key,
 )
-from clearnb.store.records import FINAL_STATUSES, ArtifactRecord, TaskRecord
+from clearnb.store.records import ArtifactRecord, TaskRecord
 
 if TYPE_CHECKING:
     from clearnb.logger import Logger
@@ -642,10 +642,17 @@ class Task:
         if clone:
             target = Task.clone(self, name=self.name)
         else:
+            runtime = {k: v for k, v in self._record.runtime.items() if k != "interactive"}
             self._record = self._backend.store.update_task(
-                self.id, status="created", started=None, completed=None, error=None
+                self.id,
+                status="created",
+                started=None,
+                completed=None,
+                error=None,
+                runtime={**runtime, "sent_from": "execute_remotely"},
             )
             target = self
+            atexit.unregister(self._close_at_exit)  # the agent's run completes it, not this one
             with Task._current_lock:
                 if Task._current is self:
                     Task._current = None
@@ -664,7 +671,8 @@ class Task:
     def close(self) -> None:
         """Finish an interactively started task (``completed``); a no-op inside a run."""
         self.flush()
-        if self._record.runtime.get("interactive") and self.reload().status == "running":
+        record = self.reload()._record
+        if record.runtime.get("interactive") and record.status == "running" and not record.worker:
             self.mark_completed()
         with Task._current_lock:
             if Task._current is self:
@@ -697,7 +705,8 @@ class Task:
     def _close_at_exit(self) -> None:
         try:
             self.flush()
-            if self.reload().status not in FINAL_STATUSES:
+            record = self.reload()._record
+            if record.status == "running" and record.worker is None:  # not sent to an agent
                 self.mark_completed()
         except Exception:
             pass

@@ -161,6 +161,9 @@ class Agent:
         )
         began = time.monotonic()
         try:
+            record = store.update_task(
+                record.id, runtime={**record.runtime, "agent": self.id, "agent_queue": record.queue}
+            )
             if record.task_type == "controller":
                 status = self._run_controller(record)
             else:

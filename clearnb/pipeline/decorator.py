@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+QUEUES = "queues"
+"""Components with an execution queue go to it (agents run them); the rest run here."""
 LOCAL = "local"
 DEBUG = "debug"
 DEFAULT_SECTION = "Args"
@@ -285,7 +287,7 @@ def _is_small(value: Any) -> bool:
 class PipelineDecorator:
     """Decorators that turn functions into a pipeline (ClearML's ``PipelineDecorator``)."""
 
-    _mode: ClassVar[str] = LOCAL
+    _mode: ClassVar[str] = QUEUES
     _default_queue: ClassVar[str | None] = None
     _force: ClassVar[bool] = False
     _resume: ClassVar[bool | str] = False
@@ -465,6 +467,7 @@ class PipelineDecorator:
             if cls._mode == DEBUG:
                 return cls._run_debug(run, function, bound, return_value)
             controller._accepting = True
+            controller._steps_locally = cls._mode == LOCAL
             if cls._resume:
                 run.earlier = controller._earlier_results(cls._resume)
             controller.start(force=cls._force)
@@ -526,7 +529,8 @@ class PipelineDecorator:
 
     @classmethod
     def set_default_execution_queue(cls, default_execution_queue: str | None) -> None:
-        """Queue for components that name none (recorded; they run on this machine)."""
+        """Queue for components that name none; agents serving it run them
+        (``clearnb agent --queue NAME``), unless :meth:`run_locally` keeps them here."""
         cls._default_queue = default_execution_queue
 
     @classmethod

@@ -187,9 +187,7 @@ def _migrate_1_to_2(conn: Connection) -> None:
         if column.name in existing:
             continue
         kind = column.type.compile(dialect=conn.dialect)
-        conn.execute(
-            sa.text(f"ALTER TABLE tasks ADD COLUMN {preparer.quote(column.name)} {kind}")
-        )
+        conn.execute(sa.text(f"ALTER TABLE tasks ADD COLUMN {preparer.quote(column.name)} {kind}"))
     conn.execute(
         sa.text(
             "CREATE INDEX IF NOT EXISTS ix_tasks_queue_status_enqueued "

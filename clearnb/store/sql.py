@@ -70,6 +70,9 @@ _WRITE_OPTION = "clearnb_write"
 _TASK_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
 _TASK_JSON_FIELDS = frozenset({"parameters", "tags", "error", "runtime"})
 _ADVISORY_LOCK_KEY = 0x636C6E62  # "clnb": serialises schema migrations on PostgreSQL
+_EVENTS_LOCK_KEY = 0x636C6E65  # "clne": serialises event inserts on PostgreSQL
+_POSTGRES_RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
+"""Serialization failure, deadlock, lock wait timed out: the transaction is worth a retry."""
 _WORKER_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerRecord))
 _ALL_TAGS = "__$all"
 _ANY_TAGS = "__$any"
@@ -153,16 +156,23 @@ class Store:
         _check_parameters(record.parameters)
         row = _task_to_row(record)
 
+        def exists() -> StoreError:
+            return StoreError(
+                f"A task with id {record.id!r} already exists in the store at "
+                f"{self.url}; create the record with a new id.",
+                task_id=record.id,
+            )
+
         def op(conn: Connection) -> None:
             if _task_exists(conn, record.id):
-                raise StoreError(
-                    f"A task with id {record.id!r} already exists in the store at "
-                    f"{self.url}; create the record with a new id.",
-                    task_id=record.id,
-                )
+                raise exists()
             conn.execute(sa.insert(tasks_table).values(**row))
 
-        self._run(op, write=True)
+        try:
+            self._run(op, write=True)
+        except sa.exc.IntegrityError as exc:
+            # Another writer inserted the same id after the check (possible on PostgreSQL).
+            raise exists() from exc
         return record
 
     def get_task(self, task_id: str) -> TaskRecord:
@@ -441,6 +451,7 @@ class Store:
         payload = _dumps(record.payload, "event payload")
 
         def op(conn: Connection) -> int:
+            _lock_event_numbers(conn)
             result = conn.execute(
                 sa.insert(events_table).values(
                     task_id=record.task_id,
@@ -769,6 +780,8 @@ class Store:
                     f"installed ({exc}). For PostgreSQL: pip install 'clearnb[postgres]'.",
                     url=self.url,
                 ) from exc
+            if engine.dialect.name == "postgresql":
+                _install_postgres_hooks(engine, lock_timeout=self._lock_timeout)
             _install_fork_guard(engine)
             return engine
         database = self._url.database or ""
@@ -879,6 +892,8 @@ def _is_memory_sqlite(url: sa.URL) -> bool:
 
 def _is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is locked by another connection (worth a retry)."""
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) in _POSTGRES_RETRY_STATES:
+        return True
     text = str(getattr(exc, "orig", None) or exc).lower()
     return "database is locked" in text or "is busy" in text or "table is locked" in text
 
@@ -907,6 +922,22 @@ def _install_sqlite_hooks(engine: Engine, *, wal: bool, lock_timeout: float) -> 
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def _install_postgres_hooks(engine: Engine, *, lock_timeout: float) -> None:
+    """A lock wait gives up like SQLite's busy timeout, and the transaction is retried."""
+    lock_ms = max(1, int(min(_BUSY_TIMEOUT, lock_timeout) * 1000))
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET lock_timeout = {lock_ms}")
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
 
 
 def _enable_wal(cursor: Any, lock_timeout: float) -> None:
@@ -1012,6 +1043,18 @@ def _row_to_artifact(row: Row[Any]) -> ArtifactRecord:
         metadata=json.loads(values["metadata"]),
         created=float(values["created"]),
     )
+
+
+def _lock_event_numbers(conn: Connection) -> None:
+    """Before inserting events: on PostgreSQL, hold the events lock until commit.
+
+    A sequence hands out numbers when rows are inserted, not when they are committed, so
+    without the lock a reader following ``get_events(after=last seen)`` could see event 11
+    committed before event 10 and skip 10 for good. One event writer at a time makes the
+    numbers commit in order, as SQLite's single writer does.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_EVENTS_LOCK_KEY)))
 
 
 def _task_exists(conn: Connection, task_id: str) -> bool:

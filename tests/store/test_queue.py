@@ -1,0 +1,158 @@
+"""Queues in the store: enqueue, dequeue exactly once, leases, abort requests, agents."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clearnb.errors import StoreError
+from clearnb.store import SCHEMA_VERSION, Store, TaskRecord, WorkerRecord, open_store, schema
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    with open_store(store_url) as opened:
+        yield opened
+
+
+def draft(store: Store, name: str = "step") -> TaskRecord:
+    return store.create_task(TaskRecord(project="queues", name=name))
+
+
+def test_a_draft_goes_into_a_queue_and_comes_out_running(store: Store) -> None:
+    task = draft(store)
+    queued = store.enqueue_task(task.id, "default")
+    assert (queued.status, queued.queue) == ("queued", "default")
+    assert queued.enqueued is not None
+    assert store.has_queued(["default"]) and not store.has_queued(["gpu"])
+    assert [t.id for t in store.queued_tasks("default")] == [task.id]
+
+    taken = store.dequeue_task(["default"], "agent-1", lease=30)
+    assert taken is not None and taken.id == task.id
+    assert (taken.status, taken.worker) == ("running", "agent-1")
+    assert taken.lease_expires is not None and taken.lease_expires > time.time() + 25
+    assert store.dequeue_task(["default"], "agent-2", lease=30) is None
+    assert store.queued_tasks() == []
+
+
+def test_queues_are_served_in_the_order_given_and_oldest_first(store: Store) -> None:
+    low = [store.enqueue_task(draft(store, f"low{i}").id, "low").id for i in range(2)]
+    high = [store.enqueue_task(draft(store, f"high{i}").id, "high").id for i in range(2)]
+    order = []
+    while (taken := store.dequeue_task(["high", "low"], "agent", lease=30)) is not None:
+        order.append(taken.id)
+    assert order == [*high, *low]
+
+
+def test_a_task_that_ran_is_refused_unless_forced(store: Store) -> None:
+    task = draft(store)
+    store.update_task(task.id, status="completed")
+    with pytest.raises(StoreError, match=r"is completed; clone it .*force=True"):
+        store.enqueue_task(task.id, "default")
+    assert store.get_task(task.id).status == "completed", "a refused enqueue changes nothing"
+    assert store.enqueue_task(task.id, "default", force=True).status == "queued"
+    store.dequeue_task(["default"], "agent", lease=30)
+    with pytest.raises(StoreError, match="is running; abort it first"):
+        store.enqueue_task(task.id, "other", force=True)
+    with pytest.raises(ValueError, match="non-empty string"):
+        store.enqueue_task(task.id, " ")
+
+
+def test_threads_dequeue_each_task_exactly_once(store: Store) -> None:
+    ids = {store.enqueue_task(draft(store, f"t{i}").id, "bulk").id for i in range(120)}
+    taken: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(worker: str) -> None:
+        try:
+            while (record := store.dequeue_task(["bulk"], worker, lease=30)) is not None:
+                with lock:
+                    taken.append((record.id, worker))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    counts = Counter(task_id for task_id, _ in taken)
+    assert set(counts) == ids and set(counts.values()) == {1}
+    stored = {t.id: t.worker for t in store.find_tasks(project="queues")}
+    assert all(stored[task_id] == worker for task_id, worker in taken)
+
+
+def test_a_lease_is_renewed_by_its_worker_and_expires_without_it(store: Store) -> None:
+    task = store.enqueue_task(draft(store).id, "default")
+    store.dequeue_task(["default"], "agent-1", lease=0.3)
+    assert store.renew_leases("agent-1", [task.id], lease=0.3) == {task.id: None}
+    answers = store.renew_leases("agent-2", [task.id], lease=0.3)
+    assert "lease on it had expired" in str(answers[task.id])
+    assert store.expire_leases() == [], "a renewed lease has not expired"
+
+    time.sleep(0.5)
+    (expired,) = store.expire_leases()
+    assert expired.id == task.id and expired.status == "failed"
+    assert expired.error is not None
+    assert "agent agent-1 running it stopped responding" in expired.error["reason"]
+    assert [e.kind for e in store.get_events(task.id)][-1] == "task_finished"
+    answers = store.renew_leases("agent-1", [task.id], lease=30)
+    assert "the task is failed" in str(answers[task.id]), "the late agent learns it lost it"
+    assert store.expire_leases() == []
+
+
+def test_an_abort_request_reaches_the_worker_or_empties_the_queue(store: Store) -> None:
+    waiting = store.enqueue_task(draft(store, "waiting").id, "default")
+    aborted = store.request_abort(waiting.id, "not needed")
+    assert aborted.status == "aborted" and aborted.error == {"reason": "aborted: not needed"}
+    assert not store.has_queued(["default"])
+
+    running = store.enqueue_task(draft(store, "running").id, "default")
+    store.dequeue_task(["default"], "agent-1", lease=30)
+    flagged = store.request_abort(running.id, "stop it")
+    assert flagged.status == "running" and flagged.abort_requested == "stop it"
+    assert store.renew_leases("agent-1", [running.id], lease=30) == {running.id: "stop it"}
+
+    store.update_task(running.id, status="completed")
+    assert store.request_abort(running.id, "too late").status == "completed"
+
+
+def test_agents_are_recorded_with_their_heartbeat(store: Store) -> None:
+    first = WorkerRecord(id="host:1", host="host", pid=1, queues=["default", "gpu"], capacity=2)
+    store.put_worker(first)
+    first.running, first.status, first.last_seen = ["abc"], "busy", time.time() + 1
+    store.put_worker(first)
+    store.put_worker(WorkerRecord(id="host:2", host="host", pid=2, queues=["x"], last_seen=1.0))
+    workers = store.get_workers()
+    assert [w.id for w in workers] == ["host:1", "host:2"]
+    assert workers[0].queues == ["default", "gpu"] and workers[0].running == ["abc"]
+    assert workers[0].status == "busy" and workers[0].capacity == 2
+    assert [w.id for w in store.get_workers(seen_since=time.time() - 60)] == ["host:1"]
+
+
+def test_a_version_1_store_is_upgraded_keeping_its_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    with open_store(url) as store:
+        kept = draft(store, "kept")
+    # Turn the file back into what clearnb wrote at schema version 1.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE workers")
+        conn.execute("DROP INDEX ix_tasks_queue_status_enqueued")
+        for column in ("queue", "enqueued", "worker", "lease_expires", "abort_requested"):
+            conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        conn.execute("UPDATE schema_version SET version = 1")
+    assert SCHEMA_VERSION == 2 and len(schema.MIGRATIONS) == 2
+    with open_store(url) as store:
+        assert store.schema_version() == 2
+        assert store.get_task(kept.id).name == "kept"
+        assert store.enqueue_task(kept.id, "default").queue == "default"
+        assert store.get_workers() == []
