@@ -125,6 +125,7 @@ def ls_command(
     from clearnb.backend import Backend
 
     store = _backend_or_exit(Backend).store
+    store.expire_leases()  # a task whose agent died shows failed, not running
     records = store.find_tasks(project=project, name=name, status=status, limit=limit)
     if as_json:
         click.echo(json.dumps([_task_dict(r) for r in records], indent=2, default=str))
@@ -149,6 +150,7 @@ def show_command(task_id: str, as_json: bool) -> None:
     from clearnb.backend import Backend
 
     store = _backend_or_exit(Backend).store
+    store.expire_leases()
     record = _task_or_exit(store, task_id)
     if as_json:
         data = _task_dict(record)
@@ -383,7 +385,10 @@ def queue_ls_command(as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     if not names:
-        click.echo("No queues yet. Send a task to one with: clearnb task enqueue ID --queue Q")
+        click.echo(
+            "No task waits in a queue and no agent was seen. Send a task to a queue with "
+            "`clearnb task enqueue ID --queue Q`; serve it with `clearnb agent --queue Q`."
+        )
         return
     click.echo(f"{'QUEUE':20}  {'WAITING':>7}  {'OLDEST':>8}  AGENTS")
     for name in names:

@@ -226,3 +226,38 @@ def test_version_and_help() -> None:
     assert result.returncode == 0 and "0.1.0" in result.stdout
     helped = CliRunner().invoke(main, ["task", "run", "--help"])
     assert helped.exit_code == 0 and "NAME VALUE" in helped.output
+
+
+def test_enqueue_list_and_abort_a_queued_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLEARNB_HOME", str(tmp_path))
+    draft = Task.create(project_name="cli", task_name="params", notebook=notebook("params"))
+
+    queued = invoke(tmp_path, "task", "enqueue", draft.id, "--queue", "later")
+    assert queued.returncode == 0
+    assert f"task {draft.id} (params) queued on 'later'" in queued.stdout
+    assert "no agent serves queue 'later'" in queued.stderr
+    assert "clearnb agent --queue later" in queued.stderr
+
+    listed = invoke(tmp_path, "queue", "ls")
+    assert re.search(r"later\s+1\s+\S+\s+none: no agent serves it", listed.stdout)
+    data = json.loads(invoke(tmp_path, "queue", "ls", "--json").stdout)
+    assert data["queues"]["later"] == {"waiting": [draft.id], "agents": []}
+    assert "queue    later" in invoke(tmp_path, "task", "show", draft.id).stdout
+
+    again = invoke(tmp_path, "task", "enqueue", draft.id, "--queue", "later")
+    assert again.returncode == 0, "a queued task may be moved or re-queued"
+    aborted = invoke(tmp_path, "task", "abort", draft.id)
+    assert aborted.returncode == 0 and "aborted (it was queued)" in aborted.stdout
+    assert draft.get_status() == "aborted"
+    refused = invoke(tmp_path, "task", "enqueue", draft.id, "--queue", "later")
+    assert refused.returncode == 1 and "is aborted; clone it" in refused.stderr
+    assert "No task waits in a queue" in invoke(tmp_path, "queue", "ls").stdout
+
+
+def test_an_agent_needs_a_queue_and_sane_numbers(tmp_path: Path) -> None:
+    missing = invoke(tmp_path, "agent")
+    assert missing.returncode == 2 and "--queue" in missing.stderr
+    workers = invoke(tmp_path, "agent", "--queue", "q", "--workers", "0")
+    assert workers.returncode == 1 and "at least one task at a time" in workers.stderr

@@ -725,6 +725,8 @@ class PipelineController:
         if self.is_running():
             self._user_stopped = True
             self._abort_all("the pipeline was stopped")
+            if self._remote:  # the agent running the controller stops its steps
+                self._backend.store.request_abort(self.id, "the pipeline was stopped")
             self.wait(timeout)
         if self._cleanup is not None:
             self._cleanup.join(None if timeout is None else timeout * 60)

@@ -81,10 +81,13 @@ def elapsed(record: Mapping[str, Any], now: float | None = None) -> float | None
 
 
 def cell_text(node: Mapping[str, Any]) -> str:
-    """``"cell 3/7"`` for a running step that reports progress (1-based), else ``""``."""
+    """``"cell 3/7"`` for a running step that reports progress (1-based); for a step
+    waiting on a queue no agent serves, says so; else ``""``."""
+    progress = node.get("progress") or {}
+    if node.get("status") == "queued" and progress.get("waiting"):
+        return f"no agent serves queue {progress.get('queue')!r}"
     if node.get("status") != "running":
         return ""
-    progress = node.get("progress") or {}
     cells, cell = progress.get("cells"), progress.get("cell")
     if not isinstance(cells, int) or not isinstance(cell, int) or cells <= 0:
         return ""

@@ -26,8 +26,11 @@ function elapsed(seconds) {
 }
 
 function statusText(node) {
-  const progress = node.progress && node.progress.cells
+  let progress = node.progress && node.progress.cells
     ? ` · cell ${node.progress.cell + 1}/${node.progress.cells}` : "";
+  if (node.status === "queued" && node.progress && node.progress.waiting) {
+    progress = ` · no agent on ${node.progress.queue}`;
+  }
   const time = node.elapsed !== null && node.elapsed !== undefined ? ` · ${elapsed(node.elapsed)}` : "";
   return `${node.status}${progress}${time}`;
 }

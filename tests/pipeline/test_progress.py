@@ -204,3 +204,9 @@ def test_a_long_step_name_is_cut_to_the_width() -> None:
     styled = progress_lines(current, NOW, width=40, style=lambda text, status: f"<{text}>")
     assert len(styled[1]) == 40 and styled[1].endswith("…")
     assert "<" not in styled[1], "a status cut away is not styled"
+
+
+def test_a_step_waiting_on_an_unserved_queue_says_so() -> None:
+    waiting = {"status": "queued", "progress": {"waiting": "no agent…", "queue": "gpu"}}
+    assert cell_text(waiting) == "no agent serves queue 'gpu'"
+    assert cell_text({"status": "queued", "progress": {}}) == ""
