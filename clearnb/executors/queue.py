@@ -33,6 +33,8 @@ WAIT_INTERVAL = 0.1
 """Seconds between two looks at the store while following a queued task."""
 UNSERVED_REMINDER = 30.0
 """Seconds between two warnings about a queue that no agent serves."""
+SOURCE_ARTIFACT = "source_notebook"
+"""The notebook as it was when the task was queued, for agents that cannot read its path."""
 
 
 class QueueWarning(UserWarning):
@@ -86,10 +88,25 @@ def enqueue(
             record = prepare_run(backend, task=record.id)
     if runtime:
         record = store.update_task(record.id, runtime={**record.runtime, **runtime})
+    ship_notebook(backend, record)
     record = store.enqueue_task(record.id, queue, force=force)
     if warn and not agents_serving(store, queue):
         warnings.warn(unserved_message(queue), QueueWarning, stacklevel=3)
     return record
+
+
+def ship_notebook(backend: Backend, record: TaskRecord) -> None:
+    """Store the task's notebook with it, so an agent on any machine can run it."""
+    if record.task_type == "controller" or not record.notebook:
+        return
+    from pathlib import Path
+
+    source = Path(record.notebook)
+    if source.is_file():
+        stored = backend.artifacts.save(
+            record.id, SOURCE_ARTIFACT, source, codec="file", metadata={"path": str(source)}
+        )
+        backend.store.put_artifact(stored)
 
 
 def follow(
@@ -192,6 +209,7 @@ class QueueExecutor:
                 record.id, status="aborted", error={"reason": f"aborted: {handle.reason}"}
             )
             return Task._from_record(final, self.backend)
+        ship_notebook(self.backend, record)
         self.backend.store.enqueue_task(record.id, self.queue)
         if on_event is not None:
             on_event(RunEvent(run_events.TASK_QUEUED, record.id, {"queue": self.queue}))

@@ -447,3 +447,23 @@ def test_decorator_components_go_to_their_queues(team: Team) -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1]) == "value 42"
     ran = {r.name: r.runtime.get("agent") for r in store.find_tasks(project="queues")}
     assert ran["double"] == "gpu-agent" and ran["describe"] == "default-agent"
+
+
+def test_an_agent_runs_a_notebook_it_cannot_reach_from_the_artifact_storage(team: Team) -> None:
+    side = team.folder / "side.txt"
+    moving = team.folder / "elsewhere" / "moving.ipynb"
+    moving.parent.mkdir()
+    moving.write_bytes(APPEND.read_bytes())
+    template = Task.create(project_name="queues", task_name="moving", notebook=moving)
+    task = Task.clone(template)
+    task.set_parameters({"General/side_file": str(side), "General/label": "shipped"})
+    with pytest.warns(QueueWarning):
+        Task.enqueue(task, queue_name="default")
+    moving.unlink()  # as on an agent's machine, where this path does not exist
+    with team.agents() as agents:
+        agents.start("agent", ["default"])
+        task.wait_for_status()
+        output = agents.output()
+    assert task.runtime["notebook_from"] == task.artifacts["source_notebook"].url, output
+    assert task.notebook == str(moving), "the task still names its notebook"
+    assert [label for label, _, _ in appended(side)] == ["shipped"]
