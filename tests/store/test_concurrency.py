@@ -1,4 +1,4 @@
-"""Many writers on one SQLite store: separate processes, and threads sharing a Store."""
+"""Many writers on one store (SQLite, PostgreSQL): separate processes, threads sharing a Store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import queue
 import threading
 import traceback
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from clearnb.store import (
@@ -105,8 +104,8 @@ def assert_everything_written(store: Store, writers: dict[str, list[int]]) -> No
         assert [e.seq for e in events if e.task_id.startswith(f"{writer}-")] == writer_seqs
 
 
-def test_processes_write_one_fresh_store(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh' / 'clearnb.db'}"
+def test_processes_write_one_fresh_store(store_url: str) -> None:
+    url = store_url
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(PROCESSES)
     results = ctx.Queue()
@@ -138,8 +137,8 @@ def test_processes_write_one_fresh_store(tmp_path: Path) -> None:
         assert_everything_written(store, {w: detail for w, (_, detail) in outcomes.items()})
 
 
-def test_threads_share_one_store(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'threads' / 'clearnb.db'}"
+def test_threads_share_one_store(store_url: str) -> None:
+    url = store_url
     names = [f"thread{n}" for n in range(4)]
     outcomes: dict[str, list[int]] = {}
     errors: list[str] = []
@@ -181,8 +180,8 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
         assert_everything_written(store, outcomes)
 
 
-def test_stores_in_threads_open_a_fresh_store_together(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race' / 'clearnb.db'}"
+def test_stores_in_threads_open_a_fresh_store_together(store_url: str) -> None:
+    url = store_url
     count = 8
     start = threading.Barrier(count)
     errors: list[str] = []
@@ -206,3 +205,52 @@ def test_stores_in_threads_open_a_fresh_store_together(tmp_path: Path) -> None:
     assert len(versions) == count
     with open_store(url) as store:
         assert len(store.find_tasks(project="race")) == count
+
+
+def test_event_followers_miss_nothing(store_url: str) -> None:
+    """A reader following ``get_events(after=last seen)`` sees every event once, in order."""
+    writers = 4
+    events_per_writer = 100
+    with open_store(store_url) as store:
+        task = store.create_task(TaskRecord(project="events", name="follow"))
+    done = threading.Event()
+    errors: list[str] = []
+    followed: list[int] = []
+
+    def write(number: int) -> None:
+        try:
+            with open_store(store_url) as own:
+                for index in range(events_per_writer):
+                    own.add_event(EventRecord(task.id, "progress", {"w": number, "i": index}))
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    def follow() -> None:
+        try:
+            with open_store(store_url) as own:
+                seen = 0
+                while True:
+                    finished = done.is_set()
+                    for event in own.get_events(task.id, after=seen):
+                        followed.append(event.seq)
+                        seen = event.seq
+                    if finished:
+                        return
+                    done.wait(0.002)
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    follower = threading.Thread(target=follow)
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    follower.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    done.set()
+    follower.join(timeout=60)
+    assert not errors, "\n".join(errors)
+    with open_store(store_url) as store:
+        stored = [event.seq for event in store.get_events(task.id)]
+    assert len(stored) == writers * events_per_writer
+    assert followed == stored

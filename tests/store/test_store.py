@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import math
 import pickle
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from clearnb.errors import (
     ArtifactNotFoundError,
+    MissingDependencyError,
     SchemaVersionError,
     StoreError,
     TaskNotFoundError,
@@ -27,6 +31,7 @@ from clearnb.store import (
     open_store,
     schema,
 )
+from clearnb.store import sql as store_sql
 
 TABLES = {"schema_version", "tasks", "artifacts", "scalars", "reports", "events"}
 
@@ -41,9 +46,50 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(store_url: str) -> Iterator[Store]:
+    """A new store on each backend."""
+    with open_store(store_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Store]:
     with open_store(sqlite_url(db_path)) as opened:
         yield opened
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def direct_engine(url: str) -> sa.Engine:
+    """An engine on the database at ``url`` that bypasses the Store."""
+    if is_sqlite(url):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def execute(url: str, *statements: str) -> list[tuple[object, ...]]:
+    """Run SQL on the database at ``url`` directly; returns the last statement's rows."""
+    engine = direct_engine(url)
+    rows: list[tuple[object, ...]] = []
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                result = conn.exec_driver_sql(statement)
+                rows = [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+    return rows
+
+
+def database_tables(url: str) -> set[str]:
+    engine = direct_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def make_task(project: str = "proj", name: str = "step", **fields: object) -> TaskRecord:
@@ -62,12 +108,6 @@ def artifact(task_id: str, name: str, **fields: object) -> ArtifactRecord:
     return ArtifactRecord(task_id=task_id, name=name, **values)  # type: ignore[arg-type]
 
 
-def table_names(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return {name for (name,) in rows}
-
-
 # -- opening, schema, pragmas -------------------------------------------------------------
 
 
@@ -77,28 +117,43 @@ def test_open_creates_parent_folder_and_schema(db_path: Path) -> None:
         assert store.schema_version() == SCHEMA_VERSION
         assert store.url == sqlite_url(db_path)
     assert db_path.is_file()
-    assert table_names(db_path) >= TABLES
+    assert database_tables(sqlite_url(db_path)) >= TABLES
 
 
-def test_wal_mode_is_on(store: Store, db_path: Path) -> None:
-    store.create_task(make_task())
+@pytest.mark.postgres
+def test_plain_postgresql_url_uses_psycopg(postgres_url: str) -> None:
+    assert postgres_url.startswith("postgresql://")
+    with open_store(postgres_url) as store:
+        assert store._engine.dialect.driver == "psycopg"
+        assert store.url == postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        assert repr(store) == f"Store({store.url!r})"
+
+
+def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'clearnb\[postgres\]'"):
+        open_store("postgresql://user@127.0.0.1:1/none")
+
+
+def test_wal_mode_is_on(sqlite_store: Store, db_path: Path) -> None:
+    sqlite_store.create_task(make_task())
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db_path.with_name(db_path.name + "-wal").exists()
 
 
-def test_connection_pragmas(store: Store) -> None:
-    with store._engine.connect() as conn:
+def test_connection_pragmas(sqlite_store: Store) -> None:
+    with sqlite_store._engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
 
 
-def test_reopen_keeps_data(db_path: Path) -> None:
-    with open_store(sqlite_url(db_path)) as store:
+def test_reopen_keeps_data(store_url: str) -> None:
+    with open_store(store_url) as store:
         task = store.create_task(make_task())
-    with open_store(sqlite_url(db_path)) as store:
+    with open_store(store_url) as store:
         assert store.get_task(task.id) == task
         assert store.schema_version() == SCHEMA_VERSION
 
@@ -107,46 +162,46 @@ def test_one_migration_per_version() -> None:
     assert len(schema.MIGRATIONS) == SCHEMA_VERSION
 
 
-def test_migrates_an_empty_database(tmp_path: Path) -> None:
-    path = tmp_path / "empty.db"
-    sqlite3.connect(path).close()
-    assert table_names(path) == set()
-    with open_store(sqlite_url(path)) as store:
+def test_migrates_an_empty_database(store_url: str) -> None:
+    assert database_tables(store_url) == set()
+    with open_store(store_url) as store:
         assert store.schema_version() == SCHEMA_VERSION
         task = store.create_task(make_task())
         assert store.get_task(task.id) == task
-    assert table_names(path) >= TABLES
+    assert database_tables(store_url) >= TABLES
 
 
 @pytest.mark.parametrize("row", [None, 0], ids=["no-row", "version-0"])
-def test_migrates_a_version_0_database(tmp_path: Path, row: int | None) -> None:
-    path = tmp_path / "v0.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER)")
-        if row is not None:
-            conn.execute("INSERT INTO schema_version VALUES (1, ?)", (row,))
-    with open_store(sqlite_url(path)) as store:
+def test_migrates_a_version_0_database(store_url: str, row: int | None) -> None:
+    statements = ["CREATE TABLE schema_version (id INTEGER PRIMARY KEY, version INTEGER)"]
+    if row is not None:
+        statements.append(f"INSERT INTO schema_version VALUES (1, {row})")
+    execute(store_url, *statements)
+    with open_store(store_url) as store:
         assert store.schema_version() == SCHEMA_VERSION
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT id, version FROM schema_version").fetchall() == [
-            (1, SCHEMA_VERSION)
-        ]
-    assert table_names(path) >= TABLES
+    assert execute(store_url, "SELECT id, version FROM schema_version") == [(1, SCHEMA_VERSION)]
+    assert database_tables(store_url) >= TABLES
 
 
-def test_newer_schema_is_refused(db_path: Path) -> None:
-    open_store(sqlite_url(db_path)).close()
+def test_newer_schema_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
     newer = SCHEMA_VERSION + 41
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE schema_version SET version = ?", (newer,))
+    execute(
+        store_url,
+        f"UPDATE schema_version SET version = {newer}",
+        "UPDATE store_info SET value = '99.0.0' WHERE key = 'clearnb_version'",
+    )
     with pytest.raises(SchemaVersionError) as caught:
-        open_store(sqlite_url(db_path))
+        open_store(store_url)
     message = str(caught.value)
-    assert f"schema version {newer}" in message
-    assert f"up to schema version {SCHEMA_VERSION}" in message
-    assert "newer clearnb" in message
-    assert "pip install -U clearnb" in message
-    assert caught.value.fields == {"found": newer, "supported": SCHEMA_VERSION}
+    assert f"written by clearnb 99.0.0 (schema version {newer})" in message
+    assert f"reads up to schema version {SCHEMA_VERSION}" in message
+    assert "pip install 'clearnb>=99.0.0'" in message
+    assert caught.value.fields == {
+        "found": newer,
+        "supported": SCHEMA_VERSION,
+        "written_by": "99.0.0",
+    }
     copy = pickle.loads(pickle.dumps(caught.value))
     assert isinstance(copy, SchemaVersionError) and str(copy) == message
 
@@ -157,11 +212,13 @@ def test_in_memory_store() -> None:
         assert store.find_tasks() == [task]
 
 
-def test_store_is_a_context_manager_and_closes(db_path: Path) -> None:
-    store = open_store(sqlite_url(db_path))
+def test_store_is_a_context_manager_and_closes(store_url: str) -> None:
+    store = open_store(store_url)
     with store as entered:
         assert entered is store
-        assert repr(store) == f"Store({sqlite_url(db_path)!r})"
+        assert repr(store) == f"Store({store.url!r})"
+        if is_sqlite(store_url):
+            assert store.url == store_url
     assert store._engine.pool.checkedout() == 0
 
 
@@ -408,8 +465,8 @@ def test_put_artifact_replaces_same_name_in_place(store: Store) -> None:
     artifacts = store.get_artifacts(task.id)
     assert list(artifacts) == ["first", "second", "third"]
     assert artifacts["second"] == replacement
-    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone() == (3,)
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM artifacts").scalar() == 3
 
 
 def test_same_artifact_name_on_two_tasks(store: Store) -> None:
@@ -472,6 +529,22 @@ def test_scalars_round_trip_in_order(store: Store) -> None:
     assert store.get_scalars(task.id, title="none") == []
     loaded = store.get_scalars(task.id)[0]
     assert type(loaded.iteration) is int and type(loaded.value) is float
+
+
+def test_floats_big_integers_and_text_round_trip_exactly(store: Store) -> None:
+    now = time.time()
+    values = [0.1 + 0.2, 1e-300, 5e-324, 1.7976931348623157e308, -0.0, math.inf, -math.inf, now]
+    task = store.create_task(
+        make_task("prøject ✓", "naïve 𝄞 step", comment="two\nlines\tand a tab", created=now)
+    )
+    assert store.get_task(task.id) == task
+    records = [ScalarRecord(task.id, "x", "s", i, v, timestamp=now) for i, v in enumerate(values)]
+    records.append(ScalarRecord(task.id, "x", "s", 2**62, math.nan, timestamp=now))
+    store.add_scalars(records)
+    loaded = store.get_scalars(task.id)
+    assert [s.value for s in loaded[:-1]] == values
+    assert loaded[-1].iteration == 2**62 and math.isnan(loaded[-1].value)
+    assert all(s.timestamp == now for s in loaded)
 
 
 def test_add_scalars_is_one_transaction(store: Store) -> None:
@@ -544,16 +617,16 @@ def hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None
         conn.close()
 
 
-def test_writer_waits_for_a_held_lock(store: Store, db_path: Path) -> None:
+def test_writer_waits_for_a_held_lock(sqlite_store: Store, db_path: Path) -> None:
     locked = threading.Event()
     holder = threading.Thread(target=hold_write_lock, args=(db_path, 0.5, locked))
     holder.start()
     assert locked.wait(5)
     started = time.monotonic()
-    task = store.create_task(make_task())
+    task = sqlite_store.create_task(make_task())
     assert time.monotonic() - started >= 0.3
     holder.join()
-    assert store.get_task(task.id) == task
+    assert sqlite_store.get_task(task.id) == task
 
 
 def test_lock_held_too_long_is_a_clear_store_error(db_path: Path) -> None:
@@ -570,3 +643,68 @@ def test_lock_held_too_long_is_a_clear_store_error(db_path: Path) -> None:
             assert store.find_tasks() == []
         finally:
             holder.join()
+
+
+def hold_postgres_row_lock(url: str, task_id: str, seconds: float, locked: threading.Event) -> None:
+    engine = direct_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "SELECT id FROM tasks WHERE id = %(id)s FOR UPDATE", {"id": task_id}
+            )
+            locked.set()
+            time.sleep(seconds)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_lock_held_too_long_is_a_clear_store_error(postgres_url: str) -> None:
+    with open_store(postgres_url, lock_timeout=0.3) as store:
+        task = store.create_task(make_task())
+        locked = threading.Event()
+        holder = threading.Thread(
+            target=hold_postgres_row_lock, args=(postgres_url, task.id, 2.0, locked)
+        )
+        holder.start()
+        assert locked.wait(5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="stayed locked"):
+                store.update_task(task.id, status="running")
+            assert 0.25 <= time.monotonic() - started < 1.5
+            # Reads still work while another transaction holds the row.
+            assert store.get_task(task.id) == task
+        finally:
+            holder.join()
+        assert store.update_task(task.id, status="running").status == "running"
+
+
+@pytest.mark.postgres
+def test_postgres_same_id_created_concurrently_is_a_store_error(postgres_url: str) -> None:
+    with open_store(postgres_url) as store:
+        task = make_task()
+        engine = direct_engine(postgres_url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.insert(schema.tasks_table).values(**store_sql._task_to_row(task)))
+                # Not committed yet: the store's check cannot see it, its insert waits.
+                result: list[BaseException] = []
+
+                def create() -> None:
+                    try:
+                        store.create_task(task)
+                    except BaseException as exc:
+                        result.append(exc)
+
+                creator = threading.Thread(target=create)
+                creator.start()
+                time.sleep(0.3)
+                conn.commit()
+                creator.join(timeout=10)
+        finally:
+            engine.dispose()
+        assert len(result) == 1
+        assert isinstance(result[0], StoreError)
+        assert "already exists" in str(result[0])
+        assert isinstance(result[0].__cause__, sa.exc.IntegrityError)
