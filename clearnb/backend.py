@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -20,7 +21,10 @@ class Backend:
 
     @classmethod
     def open(cls, config: Config) -> Backend:
-        """Open (without caching) the store and artifact storage of ``config``."""
+        """Open (without caching) the store and artifact storage of ``config``; creates
+        its home folder (owner-only) if needed and possible."""
+        with contextlib.suppress(OSError):  # a read-only place: only runs will need it
+            config.make_home()
         store = open_store(config.store_url)
         artifacts = ArtifactStorage(config.artifact_url, config.cache_dir)
         return cls(config, store, artifacts)

@@ -532,6 +532,7 @@ def pipeline_ls_command(project: str | None, limit: int) -> None:
     store = _backend_or_exit(Backend).store
     found = []
     for record in store.find_tasks(task_type="controller"):
+        record = _recovered(store, record)
         state = _pipeline_state(record)
         if project is not None and project not in (record.project, state.get("project")):
             continue
@@ -565,7 +566,7 @@ def pipeline_show_command(task_id: str, as_json: bool) -> None:
     from clearnb.pipeline.progress import pipeline_headline, resolved_lines, summary_lines
 
     store = _backend_or_exit(Backend).store
-    record = _task_or_exit(store, task_id)
+    record = _recovered(store, _task_or_exit(store, task_id))
     state = _pipeline_state(record)
     if record.task_type != "controller" and not state:
         raise click.ClickException(
@@ -783,6 +784,16 @@ def _terminal_size() -> tuple[int, int]:
             pass
     size = shutil.get_terminal_size()
     return size.columns, size.lines
+
+
+def _recovered(store: Store, record: TaskRecord) -> TaskRecord:
+    """``record``, settled first if it is a pipeline run whose controller process died."""
+    state = _pipeline_state(record)
+    if state.get("status") in (None, *PIPELINE_FINAL):
+        return record
+    from clearnb.pipeline.recovery import recover
+
+    return store.get_task(record.id) if recover(store, record.id) else record
 
 
 def _pipeline_state(record: TaskRecord) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Nothing here touches the disk at import time; :meth:`Config.from_env` only reads
 environment variables, and folders are created by the store and artifact storage when
-they are first written.
+they are first written. Folders clearnb creates are readable by their owner only
+(:func:`make_private_folder`), and so are the files it writes into them.
 
 ========================  =============================================  ======================
 variable                  meaning                                        default
@@ -29,6 +30,36 @@ ARTIFACT_URL_ENV = "CLEARNB_ARTIFACT_URL"
 CACHE_DIR_ENV = "CLEARNB_CACHE_DIR"
 TASK_ID_ENV = "CLEARNB_TASK_ID"
 """Set in a step kernel's environment so that ``Task.init()`` attaches to its run."""
+PRIVATE_FOLDER_MODE = 0o700
+"""Permissions of the folders clearnb creates (home, store folder, artifacts, cache)."""
+PRIVATE_FILE_MODE = 0o600
+"""Permissions of the files clearnb creates there (the SQLite file, artifacts)."""
+
+
+def make_private_folder(
+    path: str | os.PathLike[str], mode: int = PRIVATE_FOLDER_MODE
+) -> list[Path]:
+    """Create the folder ``path`` and its missing parents with exactly ``mode``, whatever
+    the umask; folders that exist already are left as they are.
+
+    Returns the folders created, outermost first (empty if ``path`` existed).
+    """
+    folder = Path(path).absolute()
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    created: list[Path] = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode)
+        except FileExistsError:  # another process made it at the same moment
+            continue
+        os.chmod(folder, mode)
+        created.append(folder)
+    return created
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,11 @@ class Config:
             store_url=store_url or self.store_url,
             artifact_url=artifact_url or self.artifact_url,
         )
+
+    def make_home(self) -> Path:
+        """Create the home folder (owner-only) if it does not exist yet; returns it."""
+        make_private_folder(self.home)
+        return self.home
 
     def environ(self) -> dict[str, str]:
         """Environment variables that make a child process (a kernel) use this configuration."""

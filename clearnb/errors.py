@@ -79,6 +79,10 @@ class NotANotebookError(NotebookError):
     """The file exists but is not a valid Jupyter notebook."""
 
 
+class KernelNotInstalledError(NotebookError):
+    """The notebook asks for a Jupyter kernel that is not installed on this machine."""
+
+
 class ParameterError(ClearnbError, ValueError):
     """Parameter overrides do not fit what the notebook declares."""
 
@@ -114,8 +118,20 @@ class ArtifactCorruptedError(ArtifactError):
     """An artifact's stored bytes no longer match the hash recorded when it was written."""
 
 
+class ArtifactWriteError(ArtifactError, OSError):
+    """The artifact storage refused to write an artifact (disk full, quota, no access);
+    nothing of the new artifact was kept. ``errno`` is the operating system's error number."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        ClearnbError.__init__(self, message, **fields)
+
+
 class CodecError(ArtifactError):
     """No codec can store (or read back) the given object."""
+
+
+class InvalidLimitError(ClearnbError, ValueError):
+    """A limit of a run (a memory size) is not a value clearnb understands."""
 
 
 class ExecutionError(ClearnbError):

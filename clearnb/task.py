@@ -429,9 +429,10 @@ class Task:
                 declared = DeclaredParameter(str(key), current, repr(current))
                 try:
                     values[key] = coerce(value, declared)
-                except (ValueError, TypeError) as exc:
+                except ParameterError as exc:
                     problems.append(
-                        f"{section}/{key}: {value!r} does not fit the type of {current!r} ({exc})"
+                        f"{section}/{key}: {value!r} does not fit the type of {current!r} "
+                        f"({exc.fields['reason']}); pass a value of that type"
                     )
             elif section != GENERAL:  # General also holds the parameters cell's variables
                 values[key] = value

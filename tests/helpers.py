@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from clearnb.execution.kernels import process_alive
+from clearnb.execution.processes import process_alive
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
@@ -58,8 +58,29 @@ def child_kernel_pids() -> list[int]:
                 return True
         return False
 
-    return sorted(
-        pid
-        for pid, command in commands.items()
-        if ("ipykernel" in command or "clearnb.execution.forkserver" in command) and descends(pid)
-    )
+    return sorted(pid for pid, command in commands.items() if is_kernel(command) and descends(pid))
+
+
+KERNEL_COMMANDS = ("ipykernel", "clearnb.execution.ipkernel", "clearnb.execution.forkserver")
+
+
+def is_kernel(command: str) -> bool:
+    """True for the command line of a kernel or of a kernel fork server."""
+    return any(name in command for name in KERNEL_COMMANDS)
+
+
+def kernel_pids_of(home: Path) -> list[int]:
+    """Live kernel processes anywhere (orphans too) whose ``CLEARNB_HOME`` is ``home``."""
+    wanted = f"CLEARNB_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if is_kernel(command) and wanted in environ and process_exists(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)

@@ -125,6 +125,15 @@ class Codec:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+class _Writer:
+    """A file's ``write`` alone. numpy writes real files with C ``fwrite`` and reports a
+    failed write (a full disk) without its cause; through this it writes with Python's
+    ``write``, whose ``OSError`` keeps the errno (``ENOSPC``, ``EFBIG``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.write = stream.write
+
+
 class NpyCodec(Codec):
     """numpy arrays of plain dtypes (numbers, bools, strings, structured) as ``.npy``."""
 
@@ -142,7 +151,7 @@ class NpyCodec(Codec):
 
         path = folder / f"value{self.suffix}"
         with open(path, "wb") as stream:
-            np.save(stream, np.asarray(obj), allow_pickle=False)
+            np.save(_Writer(stream), np.asarray(obj), allow_pickle=False)
         return path
 
     def decode(self, path: Path) -> Any:

@@ -2,15 +2,22 @@
 
 Writes are atomic: the file is written under a temporary name in its destination folder and
 renamed into place, so a reader never sees half an artifact, and a failed save leaves
-nothing of the new artifact behind. Reads are verified: size, then sha256, against the
+nothing of the new artifact behind; a storage that refuses the write (disk full, quota, no
+access) raises :class:`~clearnb.errors.ArtifactWriteError` naming the artifact and the task.
+Reads are verified: size, then sha256, against the
 :class:`~clearnb.store.records.ArtifactRecord` written at save time, before any codec (above
 all ``pickle``) sees the bytes. Remote artifacts are downloaded once into a local cache keyed
 by their hash.
+
+Local folders and files are created readable by their owner only (0o700 and 0o600), unless
+the artifact root is a group-writable folder (a team's shared disk): then the group keeps
+the access the root gives it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import re
@@ -22,9 +29,11 @@ from typing import Any
 
 from clearnb.artifacts.codecs import Codec, CodecRegistry, default_codecs, qualified_type_name
 from clearnb.artifacts.hashing import sha256_file
+from clearnb.config import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private_folder
 from clearnb.errors import (
     ArtifactCorruptedError,
     ArtifactError,
+    ArtifactWriteError,
     CodecError,
     InvalidArtifactNameError,
     MissingDependencyError,
@@ -35,10 +44,13 @@ MAX_NAME_LENGTH = 200
 """Longest artifact name, in characters."""
 
 _HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Errors of a write that found no room: the storage's fault, not the codec's."""
 _VALID_EXAMPLE = "Use a short name such as 'model', 'train_data' or 'confusion-matrix.png'."
 _STORABLE_HINT = (
-    "Convert it to something storable first, e.g. a numpy array, a pandas DataFrame, a dict "
-    "of plain values, or save it to a file and pass the file path."
+    "Convert it to something storable first, e.g. a list or dict of plain values (list(...) "
+    "of a generator), a numpy array, a pandas DataFrame, or save it to a file and pass the "
+    "file path."
 )
 
 
@@ -119,10 +131,13 @@ def filesystem(url: str) -> tuple[Any, str]:
 
 
 def is_local(fs: Any) -> bool:
-    """Whether ``fs`` is fsspec's local file system."""
+    """Whether ``fs`` is fsspec's local file system (a subclass serving another protocol
+    is not: its own methods must do the writing)."""
     from fsspec.implementations.local import LocalFileSystem
 
-    return isinstance(fs, LocalFileSystem)
+    protocols = type(fs).protocol
+    protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+    return isinstance(fs, LocalFileSystem) and "file" in protocols
 
 
 def fsync_directory(folder: Path) -> None:
@@ -143,13 +158,16 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name[:100]}.{uuid.uuid4().hex}.tmp")
 
 
-def atomic_copy(source: Path, destination: Path) -> None:
+def atomic_copy(source: Path, destination: Path, mode: int | None = None) -> None:
     """Copy ``source`` to ``destination`` so that ``destination`` is either absent (or its
-    old content) or the complete new file: temp name, fsync, ``os.replace``, fsync folder."""
+    old content) or the complete new file: temp name, fsync, ``os.replace``, fsync folder.
+    ``mode`` sets the new file's permissions (whatever the umask)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     scratch = temporary_sibling(destination)
     try:
         shutil.copyfile(source, scratch)
+        if mode is not None:
+            os.chmod(scratch, mode)
         with open(scratch, "r+b") as stream:
             os.fsync(stream.fileno())
         os.replace(scratch, destination)
@@ -157,6 +175,18 @@ def atomic_copy(source: Path, destination: Path) -> None:
         scratch.unlink(missing_ok=True)
         raise
     fsync_directory(destination.parent)
+
+
+def _no_room(exc: BaseException) -> OSError | None:
+    """The error in ``exc`` or its causes saying a write found no room, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_ROOM:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _stored_filename(name: str, codec: Codec, encoded: Path) -> str:
@@ -228,7 +258,12 @@ class ArtifactStorage:
         """
         folder = self.artifact_folder(task_id, name)
         codecs = registry if registry is not None else self.registry
-        workdir = Path(tempfile.mkdtemp(prefix="clearnb-artifact-"))
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix="clearnb-artifact-"))
+        except OSError as exc:
+            raise self._write_error(
+                task_id, name, exc, tempfile.gettempdir(), scratch=True
+            ) from exc
         try:
             chosen, encoded = self._encode(task_id, name, obj, codec, codecs, workdir)
             digest, size = sha256_file(encoded)
@@ -236,7 +271,7 @@ class ArtifactStorage:
             url = _join(folder, filename)
             preview = self._preview(chosen, obj)
             type_name = chosen.type_name(obj)
-            self._put(encoded, url)
+            self._put(encoded, url, task_id, name)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return ArtifactRecord(
@@ -275,6 +310,11 @@ class ArtifactStorage:
             except MissingDependencyError:
                 raise
             except Exception as exc:
+                full = _no_room(exc)
+                if full is not None:
+                    raise self._write_error(
+                        task_id, name, full, str(scratch), scratch=True
+                    ) from exc
                 reason = exc.message if isinstance(exc, CodecError) else f"{exc}"
                 failures.append(f"{candidate.name}: {type(exc).__name__}: {reason}")
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -298,6 +338,28 @@ class ArtifactStorage:
             type=type_name,
         )
 
+    def _write_error(
+        self, task_id: str, name: str, exc: OSError, where: str, *, scratch: bool = False
+    ) -> ArtifactWriteError:
+        """The error of a write refused while encoding into a temporary folder
+        (``scratch``) or while storing the encoded file at ``where``."""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        place = (
+            f"the temporary folder {tempfile.gettempdir()} (or set TMPDIR to a roomier one)"
+            if scratch
+            else f"(or fix access to) the artifact storage {self.url}"
+        )
+        return ArtifactWriteError(
+            f"Could not store artifact {name!r} of task {task_id}: {reason} (writing {where}). "
+            "Nothing of it was kept and the task's earlier artifacts are unchanged; free "
+            f"space in {place}, then run the task again.",
+            task_id=task_id,
+            name=name,
+            url=where,
+            errno=exc.errno,
+            reason=reason,
+        )
+
     @staticmethod
     def _preview(codec: Codec, obj: Any) -> str:
         try:
@@ -305,29 +367,40 @@ class ArtifactStorage:
         except Exception:
             return qualified_type_name(obj)
 
-    def _put(self, source: Path, url: str) -> None:
+    def _put(self, source: Path, url: str, task_id: str, name: str) -> None:
         fs, path = filesystem(url)
         parent = posixpath.dirname(path)
-        if is_local(fs):
-            self._put_local(source, Path(path))
-        else:
-            put_remote(fs, source, path)
+        try:
+            if is_local(fs):
+                self._put_local(source, Path(path))
+            else:
+                put_remote(fs, source, path)
+        except OSError as exc:
+            raise self._write_error(task_id, name, exc, url) from exc
         self._remove_older_versions(fs, parent, keep=path)
 
-    @staticmethod
-    def _put_local(source: Path, destination: Path) -> None:
-        created: list[Path] = []
-        folder = destination.parent
-        while not folder.exists():
-            created.append(folder)
-            folder = folder.parent
+    def _put_local(self, source: Path, destination: Path) -> None:
+        folder_mode, file_mode = self._local_modes()
+        created = make_private_folder(destination.parent, folder_mode)
         try:
-            atomic_copy(source, destination)
+            atomic_copy(source, destination, mode=file_mode)
         except BaseException:
-            for empty in created:
+            for empty in reversed(created):
                 with contextlib.suppress(OSError):
                     empty.rmdir()
             raise
+
+    def _local_modes(self) -> tuple[int, int]:
+        """Permissions of new local folders and files: the owner's only, plus the group's
+        access (and set-group-id) of a group-writable (shared) artifact root."""
+        try:
+            root = os.stat(self._base).st_mode
+        except OSError:
+            root = 0
+        if not root & 0o020:
+            return PRIVATE_FOLDER_MODE, PRIVATE_FILE_MODE
+        group = root & 0o070
+        return PRIVATE_FOLDER_MODE | group | (root & 0o2000), PRIVATE_FILE_MODE | (group & 0o060)
 
     @staticmethod
     def _remove_older_versions(fs: Any, folder: str, keep: str) -> None:
@@ -356,6 +429,7 @@ class ArtifactStorage:
         codecs = registry if registry is not None else self.registry
         codec = codecs.get(record.codec)
         local = self.local_copy(record)
+        make_private_folder(self.cache_dir / "artifacts")
         try:
             return codec.decode_into(local, self._cache_slot(record))
         except (ArtifactError, MissingDependencyError):
@@ -394,7 +468,7 @@ class ArtifactStorage:
                 return target
             except ArtifactCorruptedError:
                 target.unlink(missing_ok=True)
-        slot.mkdir(parents=True, exist_ok=True)
+        make_private_folder(slot)
         scratch = temporary_sibling(target)
         try:
             try:
@@ -402,10 +476,20 @@ class ArtifactStorage:
             except FileNotFoundError as exc:
                 raise self._corrupted(record, "missing") from exc
             self._verify(record, scratch, where=record.url)
+            os.chmod(scratch, PRIVATE_FILE_MODE)
             os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)
         return target
+
+    def verify(self, record: ArtifactRecord) -> None:
+        """Raise :class:`~clearnb.errors.ArtifactCorruptedError` if the local file of
+        ``record`` is missing or no longer has the size and sha256 it was written with
+        (before its URL is handed to code that reads the file itself). Remote artifacts
+        are checked when they are read."""
+        fs, path = filesystem(record.url)
+        if is_local(fs):
+            self._verify(record, Path(path))
 
     def _verify(self, record: ArtifactRecord, path: Path, where: str | None = None) -> None:
         try:

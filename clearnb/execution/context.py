@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 KERNEL_DIED = "DeadKernelError"
 TIME_LIMIT = "TimeLimitExceeded"
+MEMORY_LIMIT = "MemoryLimitExceeded"
 ABORTED = "RunAborted"
 
 Emit = Callable[..., None]
@@ -36,12 +37,21 @@ class RunContext:
     """Working folder of the kernel (the process running clearnb never changes folder)."""
     time_limit: float | None = None
     """Seconds the whole run may take; then the kernel is killed and the run fails."""
+    memory_limit: int | None = None
+    """Bytes the kernel's processes may hold (resident, added up); then it is killed."""
     emit: Emit = _no_emit
     """``emit(kind, **payload)`` for every progress event."""
     kernel: PooledKernel | None = None
     """Set by the engine: the kernel the run got."""
     failure: str | None = None
-    """Set by the engine: ``kernel died``, ``time limit`` or ``aborted`` when the run ended so."""
+    """Set by the engine: ``kernel died``, ``time limit``, ``memory limit`` or ``aborted``."""
+    detail: str | None = None
+    """Set by the engine with a failure: how the kernel ended (``killed by signal SIGKILL``)
+    or the memory it held (``412 MB``)."""
+    cell_count: int | None = None
+    """Set by the engine: how many cells the executed notebook has."""
+    memory_peak: int | None = None
+    """Set by the engine when a memory limit is watched: the most the kernel held, in bytes."""
     abort_reason: str | None = None
     """Set by :meth:`abort`: why the run is to stop."""
     _stop: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None

@@ -3,9 +3,9 @@
 papermill does the notebook work (injected parameters, per-cell metadata, the error
 banner in the output notebook); this engine, registered under papermill's
 ``papermill.engine`` entry point as ``clearnb``, only changes where the kernel comes from
-and adds what papermill lacks: events per cell, a time limit for the whole run, and a dead
-kernel or an expired time limit recorded as an error output of the cell that was running,
-so papermill marks it like any raising cell.
+and adds what papermill lacks: events per cell, a time limit for the whole run, a memory
+limit for the kernel's processes, and a dead kernel or an exceeded limit recorded as an
+error output of the cell that was running, so papermill marks it like any raising cell.
 
 Used directly by papermill (``papermill -e clearnb in.ipynb out.ipynb``) it starts its own
 kernel; :class:`~clearnb.execution.runner.NotebookRunner` passes ``run=RunContext(...)``
@@ -26,20 +26,39 @@ from nbformat import NotebookNode
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager
 
+from clearnb.errors import ExecutionError
 from clearnb.execution import events
 from clearnb.execution.context import (
     ABORTED,
     KERNEL_DIED,
+    MEMORY_LIMIT,
     TIME_LIMIT,
     Emit,
     RunContext,
 )
-from clearnb.execution.kernels import KernelPool, connect_client, wait_for_reply
+from clearnb.execution.kernels import (
+    KernelPool,
+    PooledKernel,
+    connect_client,
+    wait_for_reply,
+)
+from clearnb.execution.limits import format_size
+from clearnb.execution.processes import (
+    can_measure_memory,
+    descendants,
+    kill_tree,
+    process_alive,
+    resident_bytes,
+    snapshot,
+    start_time,
+)
 
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 0.5
 """Seconds between two writes of the output notebook while a run goes on."""
+WATCH_INTERVAL = 0.1
+"""Seconds between two looks at a running kernel (is it alive, how much memory it holds)."""
 
 
 def _cancel_leftovers(client: Any) -> None:
@@ -209,6 +228,7 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
             resources={"metadata": {"path": context.cwd}} if context.cwd else {},
         )
         client.reset_execution_trackers()
+        context.cell_count = len(nb_man.nb.cells)
         kc = kernel.connected
         kernel.connected = None
         try:
@@ -218,48 +238,54 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                 await connect_client(kc, start_timeout, kernel)
             kc.allow_stdin = False
             client.kc = kc
+            if context.memory_limit is not None and (
+                kernel.pid is None or not can_measure_memory()
+            ):
+                raise ExecutionError(
+                    "a memory limit needs the kernel's process id and /proc to measure its "
+                    "memory (Linux); run this step without memory_limit"
+                )
             await cls._prepare_kernel(client, context, start_timeout)
             stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             context._stop = (asyncio.get_running_loop(), stop)
             if context.abort_reason is not None:
                 stop.set_result(None)
             cells = asyncio.ensure_future(cls._execute_cells(client, nb_man))
-            await asyncio.wait(
-                {cells, stop}, timeout=context.time_limit, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not cells.done():
-                aborted = stop.done()
-                context.failure = "aborted" if aborted else "time limit"
+            watch = asyncio.ensure_future(cls._watch(kernel, context))
+            waiting: set[asyncio.Future[Any]] = {cells, stop, watch}
+            try:
+                await asyncio.wait(
+                    waiting,
+                    timeout=context.time_limit,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                watch.cancel()
+            if watch.done() and not watch.cancelled() and watch.exception() is not None:
+                cells.cancel()
+                with contextlib.suppress(BaseException):
+                    await cells
+                watch.result()  # raises: the run could not be watched as asked
+            ending = watch.result() if watch.done() and not watch.cancelled() else None
+            if ending == "memory limit" or not cells.done():
+                if ending is None:
+                    ending = "aborted" if stop.done() else "time limit"
+                context.failure = ending
+                if ending == "kernel died":
+                    context.detail = await pool.exit_status(kernel)
                 await asyncio.wrap_future(pool.release(kernel))
                 released = True
                 cells.cancel()
                 with contextlib.suppress(BaseException):
                     await cells
-                if aborted:
-                    cls._mark_failed_cell(
-                        nb_man,
-                        ABORTED,
-                        f"The run was aborted while this cell was running ({context.abort_reason});"
-                        " the kernel was stopped.",
-                    )
-                else:
-                    cls._mark_failed_cell(
-                        nb_man,
-                        TIME_LIMIT,
-                        f"The run exceeded its time limit of {context.time_limit:g} s while "
-                        "this cell was running; the kernel was stopped.",
-                    )
+                cls._mark_failed_cell(nb_man, *cls._explain(context))
             else:
                 try:
                     cells.result()
                 except DeadKernelError:
                     context.failure = "kernel died"
-                    cls._mark_failed_cell(
-                        nb_man,
-                        KERNEL_DIED,
-                        "The kernel died while this cell was running (the process exited "
-                        "or was killed, e.g. by os._exit, a crash or running out of memory).",
-                    )
+                    context.detail = await pool.exit_status(kernel)
+                    cls._mark_failed_cell(nb_man, *cls._explain(context))
             if context.failure is None:
                 with contextlib.suppress(Exception):
                     info = await wait_for_reply(kc, kc.kernel_info(), 5)
@@ -275,6 +301,82 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                 pool.release(kernel)
         executed: NotebookNode = nb_man.nb
         return executed
+
+    @classmethod
+    async def _watch(cls, kernel: PooledKernel, context: RunContext) -> str:
+        """Watch the kernel while cells run; return how it stopped running them.
+
+        Every ``WATCH_INTERVAL`` seconds, :meth:`_look` at it. Should looking fail, a run
+        without a memory limit goes on (nbclient notices a dead kernel by itself); a run
+        with one fails, since its limit could not be kept.
+        """
+        if kernel.pid is None:  # nothing to watch: nbclient notices a dead kernel by itself
+            await asyncio.Event().wait()
+        while True:
+            try:
+                ending = cls._look(kernel, context)
+            except Exception as exc:
+                if context.memory_limit is not None:
+                    raise ExecutionError(
+                        f"the memory of the kernel could not be measured: {exc}"
+                    ) from exc
+                log.warning("could not watch kernel %s", kernel.pid, exc_info=True)
+                await asyncio.Event().wait()
+            if ending is not None:
+                return ending
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    @staticmethod
+    def _look(kernel: PooledKernel, context: RunContext) -> str | None:
+        """One look at the kernel: ``"kernel died"`` if its process is gone, else None.
+
+        The processes below it are noted in ``kernel.seen`` (so that they can be killed
+        even if the kernel dies first). With a memory limit, the resident memory of the
+        kernel and every process below it is added up; over the limit, they are all killed
+        and this returns ``"memory limit"``.
+        """
+        pid, limit = kernel.pid, context.memory_limit
+        assert pid is not None
+        if not process_alive(pid):
+            return "kernel died"
+        below = descendants(pid)
+        known, members = kernel.seen, set(below)
+        kernel.seen = {p: t for p, t in known.items() if p in members or start_time(p) == t}
+        kernel.seen.update(snapshot(p for p in below if p not in known))
+        if limit is not None:
+            used = sum(resident_bytes(member) for member in (pid, *below))
+            context.memory_peak = max(context.memory_peak or 0, used)
+            if used > limit:
+                kill_tree(pid, kernel.pgid, kernel.seen)
+                context.detail = format_size(used)
+                return "memory limit"
+        return None
+
+    @staticmethod
+    def _explain(context: RunContext) -> tuple[str, str]:
+        """``(ename, evalue)`` recorded in the cell that was running when the run failed."""
+        if context.failure == "aborted":
+            return ABORTED, (
+                f"The run was aborted while this cell was running ({context.abort_reason}); "
+                "the kernel was stopped."
+            )
+        if context.failure == "time limit":
+            return TIME_LIMIT, (
+                f"The run exceeded its time limit of {context.time_limit:g} s while this cell "
+                "was running; the kernel was stopped."
+            )
+        if context.failure == "memory limit":
+            assert context.memory_limit is not None
+            return MEMORY_LIMIT, (
+                f"The kernel used {context.detail}, over the memory limit of "
+                f"{format_size(context.memory_limit)}, while this cell was running; the "
+                "kernel was stopped."
+            )
+        how = f" ({context.detail})" if context.detail else ""
+        return KERNEL_DIED, (
+            f"The kernel died{how} while this cell was running: the process exited or was "
+            "killed (by os._exit, a crash, a signal, or the system running out of memory)."
+        )
 
     @staticmethod
     async def _prepare_kernel(

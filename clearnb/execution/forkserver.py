@@ -5,9 +5,11 @@ ipykernel, zmq and tornado. This small process pays that once; each kernel is th
 ``fork()`` of it that only binds its sockets and builds its shell (about 0.15 s).
 
 Protocol, one JSON object per line: the pool writes ``{"connection_file": ..., "env": {...},
-"cwd": ..., "log": ...}`` on stdin and reads ``{"pid": N}`` (or ``{"error": ...}``) on stdout.
-When stdin closes (the pool closed, or its process died), every kernel still running is
-killed and the server exits, so no kernel outlives the process that asked for it.
+"cwd": ..., "log": ...}`` on stdin and reads ``{"pid": N}`` (or ``{"error": ...}``) on stdout;
+``{"exit_code": N, "wait": seconds}`` asks how kernel N ended and reads ``{"exit_code": code}``
+(negative: killed by that signal; null: still running or unknown). When stdin closes (the
+pool closed, or its process died), every kernel still running is killed and the server
+exits, so no kernel outlives the process that asked for it.
 
 The server must stay single-threaded and hold no zmq context or event loop before it
 forks; it imports only what every kernel imports anyway.
@@ -23,16 +25,74 @@ import random
 import select
 import signal
 import sys
+import time
 import traceback
 from typing import Any
+
+from clearnb.execution.ipkernel import route_pipe_over_ipc
 
 KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
 
 
-def _kill_children(children: set[int]) -> None:
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+EXIT_CODES_KEPT = 1000
+"""How many exit codes of ended kernels the server remembers."""
+
+
+class _Reaper:
+    """Reaps ended kernels as SIGCHLD arrives and remembers how each one ended.
+
+    ``children`` holds the kernels not reaped yet: their pids cannot have been reused, so
+    they are safe to kill.
+    """
+
+    def __init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.children: set[int] = set()
+
+    def fork(self) -> int:
+        """``os.fork()``, the new kernel noted as a child before SIGCHLD can report it."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+            if pid:
+                self.codes.pop(pid, None)  # a code kept from an earlier process of that pid
+                self.children.add(pid)
+            return pid
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+    def reap(self, *_: object) -> None:
+        """Collect every ended child (the SIGCHLD handler)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.codes[pid] = os.waitstatus_to_exitcode(status)
+            while len(self.codes) > EXIT_CODES_KEPT:
+                del self.codes[next(iter(self.codes))]
+
+    def kill_children(self) -> None:
+        """SIGKILL every kernel not reaped yet, with its process group."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def exit_code(self, pid: int, wait: float) -> int | None:
+        """How child ``pid`` ended, waiting up to ``wait`` seconds for it to end."""
+        deadline = time.monotonic() + max(0.0, wait)
+        while pid not in self.codes:
+            self.reap()
+            if pid in self.codes or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        return self.codes.get(pid)
 
 
 def _run_kernel(request: dict[str, Any]) -> None:
@@ -56,6 +116,7 @@ def _run_kernel(request: dict[str, Any]) -> None:
             os.chdir(request["cwd"])
         random.seed()
         sys.argv = [sys.argv[0], "-f", request["connection_file"]]
+        route_pipe_over_ipc(request["connection_file"])
         from ipykernel.kernelapp import IPKernelApp
 
         app = IPKernelApp.instance()
@@ -93,14 +154,14 @@ def serve(preload: list[str]) -> int:
     """
     for module in BASE_MODULES:
         importlib.import_module(module)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
+    reaper = _Reaper()
+    signal.signal(signal.SIGCHLD, reaper.reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = sys.stdin.fileno()
     replies = sys.stdout.buffer
     replies.write(b'{"ready": true}\n')
     replies.flush()
     pending = list(preload)
-    children: set[int] = set()
     buffer = b""
     try:
         while True:
@@ -118,7 +179,12 @@ def serve(preload: list[str]) -> int:
             line, _, buffer = buffer.partition(b"\n")
             try:
                 request = json.loads(line)
-                pid = os.fork()
+                if "exit_code" in request:
+                    code = reaper.exit_code(int(request["exit_code"]), float(request["wait"]))
+                    replies.write(json.dumps({"exit_code": code}).encode() + b"\n")
+                    replies.flush()
+                    continue
+                pid = reaper.fork()
             except Exception as exc:  # a malformed request or no memory to fork
                 replies.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
                 replies.write(b"\n")
@@ -126,23 +192,11 @@ def serve(preload: list[str]) -> int:
                 continue
             if pid == 0:
                 _run_kernel(request)
-            children = {p for p in children if _alive(p)}
-            children.add(pid)
             replies.write(json.dumps({"pid": pid}).encode() + b"\n")
             replies.flush()
     finally:
-        _kill_children(children)
+        reaper.kill_children()
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 if __name__ == "__main__":

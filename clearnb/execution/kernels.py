@@ -33,6 +33,8 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
 from clearnb.errors import ExecutionError
+from clearnb.execution.ipkernel import pipe_path
+from clearnb.execution.processes import exit_description, kill_tree, process_alive, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class PooledKernel:
     """Connection file and socket files to remove once the kernel is gone."""
     connected: AsyncKernelClient | None = None
     """A client with running channels, connected on the pool's loop ahead of the run."""
+    seen: dict[int, int] = field(default_factory=dict)
+    """The kernel and the processes seen below it while it ran (pid: start time); they are
+    killed with it, each only while its start time still names the same process."""
 
     @property
     def forked(self) -> bool:
@@ -212,6 +217,27 @@ class KernelPool:
         """The pool's event loop (started on first use)."""
         return self._require_loop()
 
+    async def exit_status(self, kernel: PooledKernel, wait: float = 1.0) -> str | None:
+        """How a dead kernel ended (``"killed by signal SIGKILL"``); None if not known.
+
+        Waits up to ``wait`` seconds for the process to end; runs on the pool's loop.
+        """
+        if kernel.manager is not None:
+            process = getattr(kernel.manager.provisioner, "process", None)
+            code = None
+            for _ in range(max(1, int(wait / 0.01))):
+                code = process.poll() if process is not None else None
+                if code is not None:
+                    break
+                await asyncio.sleep(0.01)
+            return exit_description(code)
+        if self._forkserver is None or kernel.pid is None:
+            return None
+        with contextlib.suppress(Exception):
+            server = await asyncio.shield(self._forkserver)
+            return exit_description(await server.exit_code(kernel.pid, wait))
+        return None
+
     def release(self, kernel: PooledKernel) -> Future[None]:
         """Kill the kernel in the background; the returned future completes when it is gone."""
         return self._submit(self._shutdown(kernel))
@@ -332,6 +358,9 @@ class KernelPool:
         prefix = self._socket_prefix()
         manager = AsyncKernelManager(kernel_name=name, transport="ipc")
         manager.ip = str(prefix)
+        spec = _ipc_kernel_spec(name)
+        if spec is not None:
+            manager._kernel_spec = spec  # read by the manager's kernel_spec property
         try:
             await manager.start_kernel(
                 env=self.env,
@@ -348,6 +377,8 @@ class KernelPool:
             pid,
             getattr(provisioner, "pgid", None),
             manager=manager,
+            files=[Path(pipe_path(str(prefix)))],
+            seen=snapshot([pid]) if pid else {},
         )
 
     async def _fork_kernel(self, name: str) -> PooledKernel:
@@ -363,7 +394,7 @@ class KernelPool:
             f"{prefix}.json", transport="ipc", ip=str(prefix), kernel_name=name
         )
         info: dict[str, Any] = dict(written)
-        files = [Path(connection_file)]
+        files = [Path(connection_file), Path(pipe_path(str(prefix)))]
         files += [Path(f"{prefix}-{info[key]}") for key in _PORT_KEYS if key in info]
         pid = await server.fork(
             {
@@ -374,7 +405,7 @@ class KernelPool:
             }
         )
         files.append(Path(f"{prefix}.log"))
-        return PooledKernel(name, dict(info), pid, pid, files=files)
+        return PooledKernel(name, dict(info), pid, pid, files=files, seen=snapshot([pid]))
 
     async def _shutdown(self, kernel: PooledKernel) -> None:
         current = asyncio.current_task()
@@ -385,7 +416,7 @@ class KernelPool:
             with contextlib.suppress(Exception):
                 kernel.connected.stop_channels()
             kernel.connected = None
-        _kill_group(kernel)
+        await asyncio.get_running_loop().run_in_executor(None, _kill_group, kernel)
         if kernel.forked and kernel.pid is not None:
             for _ in range(1000):  # the fork server reaps it; wait until it is gone (<= 5 s)
                 if not process_alive(kernel.pid):
@@ -510,16 +541,38 @@ class _ForkServer:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
-    async def fork(self, request: Mapping[str, Any]) -> int:
-        """Fork one kernel; returns its pid."""
+    async def _ask(self, request: Mapping[str, Any]) -> dict[str, Any]:
         async with self.lock:
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(dict(request)).encode() + b"\n")
             await self.process.stdin.drain()
-            reply = await self._read()
+            return await self._read()
+
+    def _exchange(self, request: Mapping[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Send ``request`` and read its reply in a task of its own.
+
+        A cancelled caller cannot cut the exchange short: a reply left unread would answer
+        the next request.
+        """
+        return asyncio.ensure_future(self._ask(request))
+
+    async def fork(self, request: Mapping[str, Any]) -> int:
+        """Fork one kernel; returns its pid (a caller cancelled meanwhile has it killed)."""
+        exchange = self._exchange(request)
+        try:
+            reply = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            exchange.add_done_callback(_kill_unwanted)
+            raise
         if "pid" not in reply:
             raise KernelStartError(f"the kernel fork server could not fork: {reply.get('error')}")
         return int(reply["pid"])
+
+    async def exit_code(self, pid: int, wait: float) -> int | None:
+        """Exit code of kernel ``pid`` (negative: the signal), waiting up to ``wait`` s."""
+        reply = await asyncio.shield(self._exchange({"exit_code": pid, "wait": wait}))
+        code = reply.get("exit_code")
+        return int(code) if isinstance(code, int) else None
 
     async def stop(self) -> None:
         """Close its stdin (it kills its kernels and exits) and wait for it."""
@@ -530,6 +583,16 @@ class _ForkServer:
         except asyncio.TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+def _kill_unwanted(exchange: asyncio.Future[dict[str, Any]]) -> None:
+    """Kill the kernel a cancelled fork request started (the fork server has not reaped it)."""
+    if exchange.cancelled() or exchange.exception() is not None:
+        return
+    pid = exchange.result().get("pid")
+    if isinstance(pid, int):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _spec_runs_this_python(name: str) -> bool:
@@ -551,27 +614,23 @@ def _spec_runs_this_python(name: str) -> bool:
         return False
 
 
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
+def _ipc_kernel_spec(name: str) -> Any:
+    """Kernel ``name``'s spec changed to start :mod:`clearnb.execution.ipkernel`.
+
+    Only for this Python's ``ipykernel_launcher`` (the kernel then opens no TCP port);
+    None for any other kernel, which starts as its spec says.
+    """
+    if not _spec_runs_this_python(name):
+        return None
+    spec = KernelSpecManager().get_kernel_spec(name)
+    if list(spec.argv[1:3]) != ["-m", "ipykernel_launcher"]:
+        return None
+    spec.argv = [sys.executable, "-m", "clearnb.execution.ipkernel", *spec.argv[3:]]
+    return spec
 
 
 def _kill_group(kernel: PooledKernel) -> None:
-    """SIGKILL the kernel's process group: the kernel and every child it spawned."""
-    if sys.platform == "win32" or not kernel.pgid or kernel.pgid == os.getpgid(0):
+    """SIGKILL the kernel with every process it started (its group, session and tree)."""
+    if sys.platform == "win32":
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(kernel.pgid, signal.SIGKILL)
-    if kernel.pid and kernel.forked:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(kernel.pid, signal.SIGKILL)
+    kill_tree(kernel.pid, kernel.pgid, kernel.seen)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clearnb.errors import NotANotebookError, NotebookNotFoundError
+from clearnb.errors import KernelNotInstalledError, NotANotebookError, NotebookNotFoundError
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -36,16 +36,31 @@ def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
         raise NotANotebookError(
             f"{file} is a folder, not a notebook; give the path of an .ipynb file.", path=str(file)
         )
+    _check_looks_like_a_notebook(file)
     try:
         text = file.read_text(encoding="utf-8")
-        node: NotebookNode = nbformat.reads(text, as_version=4)  # type: ignore[no-untyped-call]
-    except (UnicodeDecodeError, json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
+    except UnicodeDecodeError as exc:
         raise NotANotebookError(
-            f"{file} is not a Jupyter notebook (it is not notebook JSON: {exc}). "
+            f"{file} is not a Jupyter notebook: it is not UTF-8 text ({exc}). "
             "Give the path of an .ipynb file saved by Jupyter.",
             path=str(file),
         ) from exc
+    try:
+        node: NotebookNode = nbformat.reads(text, as_version=4)  # type: ignore[no-untyped-call]
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
+        problem = _json_problem(text)
+        hint = (
+            " (Jupyter keeps the last saved copy in .ipynb_checkpoints/)"
+            if problem.startswith("its JSON")
+            else ""
+        )
+        raise NotANotebookError(
+            f"{file} is not a Jupyter notebook: {problem}. Give the path of an .ipynb file "
+            f"saved by Jupyter{hint}.",
+            path=str(file),
+        ) from exc
     except Exception as exc:  # nbformat raises assorted errors for JSON that is not a notebook
+        _check_json_is_a_notebook(file)
         raise NotANotebookError(
             f"{file} is not a valid Jupyter notebook ({type(exc).__name__}: {exc}). "
             "Open and save it in Jupyter, or give another file.",
@@ -56,6 +71,58 @@ def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
             f"{file} is not a Jupyter notebook: it has no list of cells.", path=str(file)
         )
     return node
+
+
+def _json_problem(text: str) -> str:
+    """Why ``text`` is not JSON, for people."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip()[:1] in ("{", "["):
+            return f"its JSON is broken ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except (ValueError, RecursionError):
+        pass
+    return f"it is not JSON (it starts with {text.strip()[:40]!r})"
+
+
+def _check_looks_like_a_notebook(file: Path) -> None:
+    """Refuse, with a plain reason, files that are empty or binary."""
+    advice = "Give the path of an .ipynb file saved by Jupyter."
+    with open(file, "rb") as stream:
+        head = stream.read(4096)
+    if not head.strip():
+        reason = "the file is empty" if not head else "the file holds only blank space"
+        raise NotANotebookError(
+            f"{file} is not a Jupyter notebook: {reason}. {advice}", path=str(file)
+        )
+    if b"\0" in head:
+        raise NotANotebookError(
+            f"{file} is not a Jupyter notebook: it is a binary file, not text. {advice}",
+            path=str(file),
+        )
+
+
+def _check_json_is_a_notebook(file: Path) -> None:
+    """Refuse JSON that is not a notebook at all, saying what it holds instead."""
+    advice = "Give the path of an .ipynb file saved by Jupyter."
+    try:
+        data = json.loads(file.read_bytes())
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(data, dict):
+        raise NotANotebookError(
+            f"{file} is not a Jupyter notebook: it is JSON, but a {type(data).__name__} and "
+            f"not an object with 'cells', 'metadata' and 'nbformat'. {advice}",
+            path=str(file),
+        )
+    missing = [key for key in ("cells", "nbformat") if key not in data]
+    if missing and "worksheets" not in data:
+        keys = ", ".join(repr(key) for key in list(data)[:8]) or "no keys"
+        raise NotANotebookError(
+            f"{file} is not a Jupyter notebook: it is JSON without "
+            f"{' and '.join(repr(key) for key in missing)} (it has {keys}). {advice}",
+            path=str(file),
+        )
 
 
 def find_tagged_cell(nb: NotebookNode, tag: str) -> int:
@@ -84,3 +151,34 @@ def kernel_name_of(nb: NotebookNode, default: str = "python3") -> str:
     spec = nb.get("metadata", {}).get("kernelspec", {})
     name = spec.get("name") if isinstance(spec, dict) else None
     return str(name) if name else default
+
+
+def installed_kernels() -> list[str]:
+    """Names of the Jupyter kernels installed here (``jupyter kernelspec list``)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return sorted(KernelSpecManager().find_kernel_specs())
+
+
+def check_kernel(nb: NotebookNode, label: str) -> str:
+    """The kernel ``nb`` asks for; raise :class:`KernelNotInstalledError` if it is missing.
+
+    ``label`` names the notebook in the message (its file name, or the step).
+    """
+    name = kernel_name_of(nb)
+    installed = installed_kernels()
+    if name in installed:
+        return name
+    spec = nb.get("metadata", {}).get("kernelspec", {})
+    spec = spec if isinstance(spec, dict) else {}
+    language = spec.get("language") or nb.get("metadata", {}).get("language_info", {}).get("name")
+    described = f" ({spec.get('display_name') or language})" if language else ""
+    listed = ", ".join(installed) or "none"
+    raise KernelNotInstalledError(
+        f"{label} needs the Jupyter kernel {name!r}{described}, which is not installed here "
+        f"(installed kernels: {listed}). Install that kernel so that `jupyter kernelspec list` "
+        "shows it, or change the notebook's kernel to an installed one (in Jupyter: Kernel > "
+        "Change Kernel, then save the notebook).",
+        kernel_name=name,
+        installed=installed,
+    )

@@ -111,9 +111,33 @@ def group_by_section(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return grouped
 
 
-def coerce(value: Any, declared: DeclaredParameter) -> Any:
-    """Convert ``value`` to the type of ``declared``'s default; raise ValueError if it cannot."""
-    kind = declared.type_name
+def coerce(value: Any, declared: DeclaredParameter, *, label: str | None = None) -> Any:
+    """Convert ``value`` to the type of ``declared``'s default.
+
+    Raises :class:`ParameterError` naming the parameter (``label``, by default its name)
+    when the value cannot be converted.
+    """
+    try:
+        return _convert(value, declared.type_name)
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        kind = _with_article(declared.type_name)
+        named = label or repr(declared.name)
+        raise ParameterError(
+            f"parameter {named} is {kind} (default {declared.source}); {_shown(value)} "
+            f"cannot be converted ({exc}). Pass {kind}.",
+            parameter=declared.name,
+            expected=declared.type_name,
+            reason=str(exc),
+        ) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _convert(value: Any, kind: str) -> Any:
+    """``value`` as a ``kind`` (a type name); ValueError or TypeError if it cannot be."""
     if kind == "any":
         return parse_text(value) if isinstance(value, str) else value
     if kind == "bool":
@@ -132,7 +156,10 @@ def coerce(value: Any, declared: DeclaredParameter) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            return int(value.strip())
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ValueError("expected a whole number") from None
         raise ValueError("expected a whole number")
     if kind == "float":
         if isinstance(value, bool):
@@ -140,7 +167,10 @@ def coerce(value: Any, declared: DeclaredParameter) -> Any:
         if isinstance(value, int | float):
             return float(value)
         if isinstance(value, str):
-            return float(value.strip())
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise ValueError("expected a number") from None
         raise ValueError("expected a number")
     if kind == "str":
         if isinstance(value, str):
@@ -179,10 +209,10 @@ def parse_text(text: str) -> Any:
     if stripped[:1] in ("[", "{", "("):
         try:
             return json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 return ast.literal_eval(stripped)
-            except (ValueError, SyntaxError):
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
                 pass
     return text
 
@@ -258,22 +288,38 @@ class NotebookParameters:
                     )
                     continue
                 try:
-                    typed.setdefault(section, {})[name] = coerce(value, declared[name])
-                except (ValueError, TypeError) as exc:
-                    param = declared[name]
-                    kind = _with_article(param.type_name)
-                    problems.append(
-                        f"parameter {label} of {notebook_label} is {kind} (default "
-                        f"{param.source}); {value!r} cannot be converted ({exc}). Pass {kind}."
+                    typed.setdefault(section, {})[name] = coerce(
+                        value, declared[name], label=f"{label} of {notebook_label}"
                     )
+                except ParameterError as exc:
+                    problems.append(exc.message)
         if problems:
             raise ParameterError.collect(problems, "parameter problem")
         return typed
 
     def injected(self, resolved: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """The ``General`` values papermill injects: those of ``parameters`` cell variables."""
+        """The ``General`` values papermill injects: those of ``parameters`` cell variables.
+
+        papermill writes None, bools, numbers, strings, lists and dicts with string keys as
+        Python literals; tuples are passed as lists. Any other value would reach the
+        notebook as (unescaped) text, so it raises :class:`ParameterError` instead.
+        """
         cell = self.cell or {}
-        return {k: v for k, v in resolved.get(GENERAL, {}).items() if k in cell}
+        values = {k: v for k, v in resolved.get(GENERAL, {}).items() if k in cell}
+        problems: list[str] = []
+        injected: dict[str, Any] = {}
+        for name, value in values.items():
+            try:
+                injected[name] = injectable(value)
+            except TypeError as exc:
+                problems.append(
+                    f"parameter {name!r} cannot be written into the notebook's parameters "
+                    f"cell: {exc}. Pass None, a bool, a number, a string, or a list or dict "
+                    "(with string keys) of those"
+                )
+        if problems:
+            raise ParameterError.collect(problems, "parameter problem")
+        return injected
 
     @staticmethod
     def _nowhere(values: Mapping[str, Any], notebook_label: str) -> str:
@@ -284,6 +330,28 @@ class NotebookParameters:
             "that assigns the defaults with 'parameters' (Jupyter: View > Cell toolbar > "
             "Tags), or connect a dict of them with task.connect(args)."
         )
+
+
+def injectable(value: Any, _depth: int = 0) -> Any:
+    """``value`` made of what papermill writes as a literal (tuples become lists).
+
+    Raises TypeError naming the first part that papermill cannot write.
+    """
+    if _depth > 100:
+        raise TypeError("it is nested more than 100 levels deep")
+    if value is None or isinstance(value, bool):
+        return None if value is None else bool(value)
+    for plain in (int, float, str):  # subclasses (numpy.float64) would not print as literals
+        if isinstance(value, plain):
+            return plain(value)
+    if isinstance(value, list | tuple):
+        return [injectable(item, _depth + 1) for item in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"the dict key {key!r} is {type(key).__name__}, not a string")
+        return {key: injectable(item, _depth + 1) for key, item in value.items()}
+    raise TypeError(f"{_shown(value)} is {_with_article(type(value).__name__)}")
 
 
 def connected_parameters(nb: NotebookNode) -> dict[str, dict[str, DeclaredParameter]]:

@@ -24,10 +24,16 @@ from clearnb.config import TASK_ID_ENV, Config
 from clearnb.errors import ClearnbError, TaskFailedError
 from clearnb.execution import events
 from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
-from clearnb.execution.context import ABORTED, KERNEL_DIED, TIME_LIMIT, RunContext
+from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_LIMIT, RunContext
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
-from clearnb.execution.notebooks import code_fingerprint, kernel_name_of, load_notebook
+from clearnb.execution.limits import format_size, parse_memory_limit
+from clearnb.execution.notebooks import (
+    check_kernel,
+    code_fingerprint,
+    kernel_name_of,
+    load_notebook,
+)
 from clearnb.execution.parameters import GENERAL, NotebookParameters
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 
@@ -164,6 +170,7 @@ class NotebookRunner:
         task_name: str | None = None,
         task: Task | str | None = None,
         time_limit: float | None = None,
+        memory_limit: float | str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         tags: Sequence[str] = (),
         parent: str | None = None,
@@ -176,10 +183,12 @@ class NotebookRunner:
         """Run ``notebook`` (or the draft ``task``) with ``parameters``; return its Task.
 
         ``parameters`` are ``{"Section/name": value}`` (a bare name means ``General``).
-        ``time_limit`` (seconds) bounds the whole run. A failed run returns a Task with
-        status ``failed`` and its ``error``; with ``raise_on_error`` it raises
-        :class:`TaskFailedError` instead.
+        ``time_limit`` (seconds) bounds the whole run; ``memory_limit`` (bytes, or a size
+        like ``"500MB"``) bounds the memory the kernel and the processes it starts hold
+        together. A failed run returns a Task with status ``failed`` and its ``error``;
+        with ``raise_on_error`` it raises :class:`TaskFailedError` instead.
         """
+        parse_memory_limit(memory_limit)
         record = self.prepare(
             notebook,
             parameters,
@@ -194,6 +203,7 @@ class NotebookRunner:
         return self.run_prepared(
             record,
             time_limit=time_limit,
+            memory_limit=memory_limit,
             cwd=cwd,
             on_event=on_event,
             raise_on_error=raise_on_error,
@@ -205,14 +215,19 @@ class NotebookRunner:
         record: TaskRecord,
         *,
         time_limit: float | None = None,
+        memory_limit: float | str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         on_event: EventCallback | None = None,
         raise_on_error: bool = False,
         handle: RunHandle | None = None,
     ) -> Task:
-        """Execute a Task recorded by :meth:`prepare` (``handle`` can abort it)."""
+        """Execute a Task recorded by :meth:`prepare` (``handle`` can abort it).
+
+        ``time_limit`` and ``memory_limit`` are those of :meth:`execute`.
+        """
         from clearnb.task import Task
 
+        memory_bytes = parse_memory_limit(memory_limit)
         store = self.backend.store
         assert record.notebook is not None
         notebook = Path(record.notebook)
@@ -237,6 +252,7 @@ class NotebookRunner:
             },
             cwd=str(Path(cwd).absolute() if cwd else notebook.parent),
             time_limit=time_limit,
+            memory_limit=memory_bytes,
             emit=emit,
         )
         if handle is not None:
@@ -258,7 +274,7 @@ class NotebookRunner:
                 run=context,
             )
         except PapermillExecutionError as exc:
-            error = _cell_error(exc)
+            error = _cell_error(exc, context)
             status = "aborted" if exc.ename == ABORTED else "failed"
         except ClearnbError as exc:
             status, error = "failed", {"reason": str(exc), "ename": type(exc).__name__}
@@ -285,6 +301,9 @@ class NotebookRunner:
         facts: dict[str, Any] = {"kernel_pid": context.kernel.pid if context.kernel else None}
         if context.kernel is not None:
             facts["kernel_start_seconds"] = round(context.kernel.started, 3)
+        if memory_bytes is not None:
+            facts["memory_limit"] = memory_bytes
+            facts["memory_peak"] = context.memory_peak
         finished = self._keep_evidence(record, output_path, status, error, started, facts)
         emit(events.TASK_FINISHED, status=finished.status, error=finished.error)
         result = Task._from_record(finished, self.backend)
@@ -399,6 +418,7 @@ def prepare_run(
     parent: str | None = None,
     runtime: Mapping[str, Any] | None = None,
     cache_key: str | None = None,
+    check_kernel_installed: bool = True,
 ) -> TaskRecord:
     """Validate a run of ``notebook`` (or of the draft ``task``) and record its Task.
 
@@ -406,7 +426,8 @@ def prepare_run(
     parameters and converted to their types, and the Task is recorded with status
     ``created`` (a draft runs as itself; a template is copied into a new task).
     ``runtime`` adds facts to the task's runtime record; ``cache_key`` is stored with the
-    task so that a later identical run can reuse it.
+    task so that a later identical run can reuse it. ``check_kernel_installed`` refuses a
+    notebook whose kernel is not installed here (off for runs sent to another machine).
     """
     store = backend.store
     draft: TaskRecord | None = None
@@ -421,6 +442,8 @@ def prepare_run(
         )
     path = Path(notebook).expanduser().absolute()
     nb = load_notebook(path)
+    if check_kernel_installed:
+        check_kernel(nb, path.name)
     declared = NotebookParameters.of(nb, draft.parameters if draft else None)
     defaults = declared.defaults()
     merged: dict[str, Any] = {}
@@ -483,15 +506,29 @@ def _qualified(key: str) -> str:
     return key if "/" in key else f"{GENERAL}/{key}"
 
 
-def _cell_error(exc: PapermillExecutionError) -> dict[str, Any]:
+def _cell_error(exc: PapermillExecutionError, context: RunContext) -> dict[str, Any]:
     ename, evalue = str(exc.ename), str(exc.evalue)
     where = f"cell In [{exc.exec_count}]" if exc.exec_count else f"cell {exc.cell_index}"
+    if context.cell_count and exc.cell_index is not None:
+        position = f"cell {exc.cell_index + 1} of {context.cell_count}"
+    else:
+        position = where
+    how = f" ({context.detail})" if context.detail else ""
     if ename == KERNEL_DIED:
-        reason = f"kernel died while running {where}"
+        reason = f"the kernel died{how} while running {position}"
     elif ename == TIME_LIMIT:
-        reason = f"time limit exceeded while running {where}"
+        reason = (
+            f"the run exceeded its time limit of {context.time_limit:g} s while running "
+            f"{position}; the kernel was stopped"
+        )
+    elif ename == MEMORY_LIMIT and context.memory_limit is not None:
+        reason = (
+            f"the kernel used {context.detail}, over the step's memory limit of "
+            f"{format_size(context.memory_limit)}, while running {position}; the kernel "
+            "was stopped"
+        )
     elif ename == ABORTED:
-        reason = f"aborted while running {where}: {evalue}"
+        reason = f"aborted while running {position}: {evalue}"
     else:
         reason = f"{where} raised {ename}: {evalue}"
     return {
@@ -512,6 +549,7 @@ def execute_notebook(
     project_name: str | None = None,
     task_name: str | None = None,
     time_limit: float | None = None,
+    memory_limit: float | str | None = None,
     cwd: str | os.PathLike[str] | None = None,
     tags: Sequence[str] = (),
     raise_on_error: bool = False,
@@ -529,6 +567,7 @@ def execute_notebook(
             project_name=project_name,
             task_name=task_name,
             time_limit=time_limit,
+            memory_limit=memory_limit,
             cwd=cwd,
             tags=tags,
             raise_on_error=raise_on_error,

@@ -212,6 +212,7 @@ class Agent:
         task = self._runner.run_prepared(
             self._with_reachable_notebook(record),
             time_limit=float(limit) if limit else None,
+            memory_limit=record.runtime.get("memory_limit"),
             handle=handle,
         )
         return task.status

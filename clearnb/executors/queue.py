@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from clearnb.backend import Backend
 from clearnb.execution import events as run_events
 from clearnb.execution.events import EventCallback, RunEvent
+from clearnb.execution.limits import parse_memory_limit
 from clearnb.store.records import FINAL_STATUSES, TaskRecord, WorkerRecord
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def enqueue(
         if "injected" not in record.runtime:
             from clearnb.execution.runner import prepare_run
 
-            record = prepare_run(backend, task=record.id)
+            record = prepare_run(backend, task=record.id, check_kernel_installed=False)
     if runtime:
         record = store.update_task(record.id, runtime={**record.runtime, **runtime})
     ship_notebook(backend, record)
@@ -180,6 +181,7 @@ class QueueExecutor:
         task_name: str | None = None,
         task: str | None = None,
         time_limit: float | None = None,
+        memory_limit: float | str | None = None,
         tags: Sequence[str] = (),
         parent: str | None = None,
         on_event: EventCallback | None = None,
@@ -201,8 +203,13 @@ class QueueExecutor:
             task=task,
             tags=tags,
             parent=parent,
-            runtime={**(runtime or {}), "time_limit": time_limit},
+            runtime={
+                **(runtime or {}),
+                "time_limit": time_limit,
+                "memory_limit": parse_memory_limit(memory_limit),
+            },
             cache_key=cache_key,
+            check_kernel_installed=False,
         )
         if handle is not None and handle.reason is not None:
             final = self.backend.store.update_task(

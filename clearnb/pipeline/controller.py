@@ -22,9 +22,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearnb.artifacts.storage import validate_artifact_name
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
 from clearnb.errors import (
+    ArtifactNotFoundError,
     ClearnbError,
     MissingDependencyError,
     PipelineError,
@@ -32,10 +34,11 @@ from clearnb.errors import (
 )
 from clearnb.execution import events as run_events
 from clearnb.execution.events import RunEvent
-from clearnb.execution.notebooks import code_fingerprint, load_notebook
-from clearnb.execution.parameters import NotebookParameters, split_key
+from clearnb.execution.limits import parse_memory_limit
+from clearnb.execution.notebooks import check_kernel, code_fingerprint, load_notebook
+from clearnb.execution.parameters import GENERAL, NotebookParameters, split_key
 from clearnb.execution.runner import NotebookRunner, RunHandle
-from clearnb.pipeline import cache, functions, graph, references
+from clearnb.pipeline import cache, functions, graph, recovery, references
 from clearnb.pipeline.events import (
     PIPELINE_STATUS,
     STEP_PROGRESS,
@@ -175,6 +178,8 @@ class PipelineController:
         """True while ``start_locally(run_pipeline_steps_locally=True)`` ignores step queues."""
         self._remote = False
         """True when the last run was sent to a queue (``start(queue=...)``)."""
+        self._controller: dict[str, Any] | None = None
+        """The process running the current run (host, pid), stored with its state."""
 
     # -- building ----------------------------------------------------------------------------
 
@@ -225,14 +230,16 @@ class PipelineController:
         output_uri: str | bool | None = None,
         continue_behaviour: Mapping[str, bool] | None = None,
         notebook: str | os.PathLike[str] | None = None,
+        memory_limit: float | str | None = None,
     ) -> bool:
         """Add a notebook step: from a template (``base_task_id``, or ``base_task_project``
         + ``base_task_name``) or straight from a file (``notebook=``).
 
         ``parameter_override`` maps ``"Section/name"`` to values, which may reference
         other steps (``${stage_data.artifacts.dataset.url}``); a referenced step becomes a
-        parent. ``time_limit`` is in seconds. Problems are reported by :meth:`start`,
-        all together.
+        parent. ``time_limit`` is in seconds; ``memory_limit`` (bytes, or a size like
+        ``"500MB"``) bounds what the step's kernel and its processes hold together (over it,
+        the attempt fails). Problems are reported by :meth:`start`, all together.
         """
         node = Node(
             name=name,
@@ -244,6 +251,7 @@ class PipelineController:
             parameters=dict(parameter_override or {}),
             queue=execution_queue,
             timeout=time_limit,
+            memory_limit=parse_memory_limit(memory_limit),
             cache_executed_step=cache_executed_step,
             retry_on_failure=retry_on_failure,
             pre_execute_callback=pre_execute_callback,
@@ -300,12 +308,14 @@ class PipelineController:
         draft: bool = False,
         working_dir: str | None = None,
         continue_behaviour: Mapping[str, bool] | None = None,
+        memory_limit: float | str | None = None,
     ) -> bool:
         """Add a Python function as a step; it runs as a generated notebook.
 
         ``function_kwargs`` values may be literals or references
         (``"${step_one.data_frame}"`` passes that step's return value); the return
-        value(s) are stored as artifacts named by ``function_return``.
+        value(s) are stored as artifacts named by ``function_return``. ``time_limit`` and
+        ``memory_limit`` are those of :meth:`add_step`.
         """
         node = Node(
             name=name,
@@ -316,6 +326,7 @@ class PipelineController:
             helper_functions=list(helper_functions or []),
             queue=execution_queue,
             timeout=time_limit,
+            memory_limit=parse_memory_limit(memory_limit),
             cache_executed_step=cache_executed_step,
             retry_on_failure=retry_on_failure,
             pre_execute_callback=pre_execute_callback,
@@ -512,6 +523,14 @@ class PipelineController:
                     "neither imports nor receives: import inside the function, pass it as an "
                     "argument, or list the function in helper_functions"
                 )
+            for returned in node.function_return:
+                try:
+                    validate_artifact_name(returned)
+                except ClearnbError as exc:
+                    problems.append(
+                        f"step {node.name!r}: function_return names the artifact each value is "
+                        f"stored as, and {exc}"
+                    )
             return problems
         if not (node.notebook or node.base_task_id or node.base_task_name):
             problems.append(
@@ -525,6 +544,11 @@ class PipelineController:
         except ClearnbError as exc:
             problems.append(f"step {node.name!r}: {exc}")
             return problems
+        if self._queue_of(node) is None:  # a queued step's kernel is the agent's business
+            try:
+                check_kernel(nb, f"step {node.name!r} ({Path(path).name})")
+            except ClearnbError as exc:
+                problems.append(str(exc))
         template = self._template_of(node)
         declared = NotebookParameters.of(nb, template.parameters if template else None)
         plain = {k: v for k, v in node.parameters.items() if not _has_reference(v)}
@@ -569,9 +593,50 @@ class PipelineController:
             if ref.name not in other.function_return:
                 returns = ", ".join(other.function_return) or "(none)"
                 return [
-                    f"step {node.name!r} references {ref.text}, but {ref.step!r} returns: {returns}"
+                    f"step {node.name!r} references {ref.text}, but {ref.step!r} returns: "
+                    f"{returns}; reference one of those, or add {ref.name!r} to its "
+                    "function_return"
                 ]
+        if ref.kind == "artifact":
+            try:
+                validate_artifact_name(ref.name)
+            except ClearnbError as exc:
+                return [f"step {node.name!r} references {ref.text}, which no step can store: {exc}"]
+        if ref.kind == "step_parameter":
+            return self._step_parameter_problems(node, ref, other)
         return []
+
+    def _step_parameter_problems(self, node: Node, ref: Reference, other: Node) -> list[str]:
+        """A ``${step.parameters.Section/name}`` naming what ``other`` does not declare."""
+        section, name = split_key(ref.name)
+        if other.is_function:
+            assert other.function is not None
+            sections = {functions.KWARGS_SECTION: set(_signature_defaults(other.function))}
+            sections[functions.KWARGS_SECTION] |= set(other.function_kwargs)
+            label = f"{other.function.__name__}()"
+        else:
+            try:
+                path = self._notebook_of(other)
+                template = self._template_of(other)
+                declared = NotebookParameters.of(
+                    load_notebook(path), template.parameters if template else None
+                )
+            except ClearnbError:
+                return []  # the other step's own problems say why
+            sections = {key: set(found) for key, found in declared.sections.items() if found}
+            label = Path(path).name
+        known = sections.get(section)
+        if known is None and section != GENERAL:
+            return []  # a section a notebook may connect at run time
+        if known is not None and name in known:
+            return []
+        listed = ", ".join(
+            f"{key}/{found}" for key in sorted(sections) for found in sorted(sections[key])
+        )
+        return [
+            f"step {node.name!r} references {ref.text}, but step {ref.step!r} ({label}) has no "
+            f"parameter {section}/{name}; its parameters are: {listed or '(none)'}"
+        ]
 
     def _template_of(self, node: Node) -> TaskRecord | None:
         store = self._backend.store
@@ -660,6 +725,7 @@ class PipelineController:
         self._runs += 1
         self._status = RUNNING
         self._started, self._ended = time.time(), None
+        self._controller = recovery.controller_identity()
         self._open_task()
         self._renderer = PictureRenderer(self.id, {**os.environ, **self.config.environ()})
         self._emit(PipelineEvent(PIPELINE_STATUS, None, RUNNING, PENDING))
@@ -986,6 +1052,7 @@ class PipelineController:
                 "project_name": self.target_project,
                 "task_name": node.name,
                 "time_limit": node.timeout,
+                "memory_limit": node.memory_limit,
                 "parent": self.id,
                 "tags": node.tags,
                 "on_event": functools.partial(self._on_run_event, node),
@@ -1089,11 +1156,24 @@ class PipelineController:
                     f"{ref.text}: step {ref.step!r} ran without a parameter {ref.name!r}"
                 )
             return values[name]
-        artifact = store.get_artifact(other.executed, ref.name)
+        try:
+            artifact = store.get_artifact(other.executed, ref.name)
+        except ArtifactNotFoundError as exc:
+            stored = ", ".join(repr(n) for n in exc.fields.get("available", [])) or "none"
+            raise PipelineError(
+                f"{ref.text}: step {ref.step!r} stored no artifact {ref.name!r} (it stored: "
+                f"{stored}). Store it in that step with task.upload_artifact({ref.name!r}, "
+                "value), or reference one of those it stores",
+                step=ref.step,
+                artifact=ref.name,
+            ) from None
         if ref.kind == "return":
             if for_function:
                 return functions.artifact_input(other.executed, ref.name)
+            self._backend.artifacts.verify(artifact)
             return artifact.url
+        if ref.field == "url":  # the step reads the file itself: it must be the one written
+            self._backend.artifacts.verify(artifact)
         return getattr(artifact, ref.field)
 
     def _key_parameters(self, node: Node) -> dict[str, Any]:
@@ -1202,6 +1282,7 @@ class PipelineController:
                 "ended": self._ended,
                 "order": list(self._nodes),
                 "nodes": {name: node.state() for name, node in self._nodes.items()},
+                **({recovery.CONTROLLER_KEY: self._controller} if self._controller else {}),
             }
 
     def _persist(self) -> None:
@@ -1330,6 +1411,8 @@ class PipelineController:
             if not found:
                 return {}
             record = found[0]
+        if recovery.recover(store, record.id):  # its controller died: settle it first
+            record = store.get_task(record.id)
         results: dict[str, TaskRecord] = {}
         for name, state in ((record.runtime.get("pipeline") or {}).get("nodes") or {}).items():
             if state.get("status") in SUCCEEDED and state.get("executed"):
@@ -1357,6 +1440,8 @@ class PipelineController:
                     "to resume; start it without resume"
                 )
             record = found[0]
+        if recovery.recover(store, record.id):  # its controller died: settle it first
+            record = store.get_task(record.id)
         earlier = (record.runtime.get("pipeline") or {}).get("nodes", {})
         for name, state in earlier.items():
             node = self._nodes.get(name)
@@ -1453,6 +1538,7 @@ class PipelineController:
                 for key, field in (
                     ("cache_executed_step", node.cache_executed_step),
                     ("time_limit", node.timeout),
+                    ("memory_limit", node.memory_limit),
                     ("execution_queue", node.queue),
                 ):
                     if field:
@@ -1477,6 +1563,7 @@ class PipelineController:
                 ("cache_executed_step", node.cache_executed_step),
                 ("continue_on_fail", node.continue_on_fail),
                 ("time_limit", node.timeout),
+                ("memory_limit", node.memory_limit),
                 ("execution_queue", node.queue),
             ):
                 if field:
@@ -1522,9 +1609,26 @@ class PipelineController:
             raise PipelineError(
                 f"{source} is not a pipeline file (not JSON: {exc}); write one with pipe.save()"
             ) from exc
-        if not isinstance(data, dict) or data.get("clearnb_pipeline") != 1:
+        if not isinstance(data, dict) or "clearnb_pipeline" not in data:
+            held = f"JSON {type(data).__name__}" if not isinstance(data, dict) else "JSON object"
             raise PipelineError(
-                f"{source} is not a clearnb pipeline file (no 'clearnb_pipeline': 1 in it)"
+                f"{source} is not a clearnb pipeline file (a {held} without "
+                "'clearnb_pipeline': 1 in it); write one with pipe.save()"
+            )
+        if data["clearnb_pipeline"] != 1:
+            raise PipelineError(
+                f"{source} is a clearnb pipeline file of format {data['clearnb_pipeline']!r}, "
+                "which this clearnb does not read (it reads format 1); upgrade clearnb, or "
+                "write the file again with pipe.save()"
+            )
+        problems = _definition_problems(data)
+        if problems:
+            lines = "\n".join(f"  - {problem}" for problem in problems)
+            plural = "s" if len(problems) != 1 else ""
+            raise PipelineError(
+                f"{source} is not a valid pipeline file ({len(problems)} problem{plural}):\n"
+                f"{lines}\nFix the file, or write it again with pipe.save().",
+                problems=problems,
             )
         return cls.from_definition(data, **options)
 
@@ -1559,9 +1663,17 @@ class PipelineController:
                     )
                     step["helper_functions"] = helpers
                 else:
-                    found: Any = importlib.import_module(module)
-                    for part in qualname.split("."):
-                        found = getattr(found, part)
+                    try:
+                        found: Any = importlib.import_module(module)
+                        for part in qualname.split("."):
+                            found = getattr(found, part)
+                    except (ImportError, AttributeError, ValueError) as exc:
+                        raise PipelineError(
+                            f"step {step.get('name')!r}: the function {module}:{qualname} cannot "
+                            f"be loaded ({type(exc).__name__}: {exc}); make its module "
+                            "importable here (run from its folder or install it), or save the "
+                            "pipeline with its code (to_dict(portable=True))"
+                        ) from exc
                     function = found
                 pipe.add_function_step(function=function, **step)
             else:
@@ -1605,6 +1717,7 @@ class PipelineController:
         Notebook steps come back as steps that can run again; function steps only show.
         """
         backend = Backend.for_config(config or Config.from_env())
+        recovery.recover(backend.store, task_id)  # a run whose controller died is settled
         record = backend.store.get_task(task_id)
         state = record.runtime.get("pipeline")
         if not state:
@@ -1750,6 +1863,100 @@ class PipelineController:
 
 
 PipelineController.Node = Node  # type: ignore[attr-defined]  # ClearML's name for a step
+
+
+_FILE_KEYS = frozenset(
+    {
+        "clearnb_pipeline",
+        "name",
+        "project",
+        "version",
+        "parameters",
+        "descriptions",
+        "abort_on_failure",
+        "default_execution_queue",
+        "max_workers",
+        "steps",
+        "force",
+    }
+)
+_CODE_ONLY_ARGUMENTS = frozenset(
+    {
+        "self",
+        "function",
+        "helper_functions",
+        "pre_execute_callback",
+        "post_execute_callback",
+        "status_change_callback",
+        "base_task_factory",
+    }
+)
+
+
+def _step_keys(method: Callable[..., Any], *extra: str) -> set[str]:
+    import inspect
+
+    return (set(inspect.signature(method).parameters) - _CODE_ONLY_ARGUMENTS) | set(extra)
+
+
+def _definition_problems(data: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the contents of a pipeline file (an empty list if nothing)."""
+    problems: list[str] = []
+    unknown = sorted(set(data) - _FILE_KEYS)
+    if unknown:
+        problems.append(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"a pipeline file has: {', '.join(sorted(_FILE_KEYS))}"
+        )
+    for key in ("name", "project"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            problems.append(f"{key!r} is missing or not a non-empty string")
+    for key in ("parameters", "descriptions"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            problems.append(f"{key!r} must be an object ({{\"name\": value}})")
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        problems.append(
+            "'steps' is missing; add \"steps\": [...] with one object per step"
+            if steps is None
+            else f"'steps' must be a list of step objects, not a {type(steps).__name__}"
+        )
+        return problems
+    notebook_keys = _step_keys(PipelineController.add_step)
+    function_keys = _step_keys(
+        PipelineController.add_function_step, "function", "function_source"
+    )
+    for number, step in enumerate(steps, 1):
+        if not isinstance(step, dict):
+            problems.append(f"step #{number} is a {type(step).__name__}, not an object")
+            continue
+        name = step.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"step #{number} has no 'name' (a non-empty string)")
+            label = f"step #{number}"
+        else:
+            label = f"step {name!r}"
+        allowed = function_keys if "function" in step else notebook_keys
+        extra = sorted(set(step) - allowed)
+        if extra:
+            problems.append(
+                f"{label} has unknown key{'s' if len(extra) > 1 else ''} "
+                f"{', '.join(map(repr, extra))}; a step may have: {', '.join(sorted(allowed))}"
+            )
+        shapes: tuple[tuple[str, type, str], ...] = (
+            ("parents", list, "a list of step names"),
+            ("parameter_override", dict, 'an object ({"Section/name": value})'),
+            ("function_kwargs", dict, 'an object ({"argument": value})'),
+            ("function_return", list, "a list of names"),
+            ("function", str, "'module:function'"),
+        )
+        for key, kind, shown in shapes:
+            if key in step and not isinstance(step[key], kind):
+                problems.append(f"{label}: {key!r} must be {shown}")
+        for key in ("parents", "function_return"):
+            if isinstance(step.get(key), list) and not all(isinstance(v, str) for v in step[key]):
+                problems.append(f"{label}: {key!r} must hold only strings")
+    return problems
 
 
 def _has_reference(value: Any) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearnb import pysource
-from clearnb.errors import PipelineError
+from clearnb.errors import CodecError, PipelineError
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -45,20 +45,74 @@ def load_input(value: Any) -> Any:
 
 
 def store_outputs(task: Any, result: Any, names: Sequence[str]) -> None:
-    """Inside the kernel: upload the function's return value(s) as artifacts ``names``."""
+    """Inside the kernel: upload the function's return value(s) as artifacts ``names``.
+
+    Every value is checked before any is stored, so a value that cannot be stored leaves
+    none of them behind; the error names the value, its type and what to return instead.
+    """
     if not names:
         return
     if len(names) == 1:
-        task.upload_artifact(names[0], result)
-        return
-    if not isinstance(result, tuple | list) or len(result) != len(names):
+        values = [(names[0], result)]
+    elif not isinstance(result, tuple | list) or len(result) != len(names):
         got = f"{len(result)} values" if isinstance(result, tuple | list) else "one value"
         raise PipelineError(
             f"the function returned {got}, but the step declares {len(names)} return values "
             f"({', '.join(names)}); return a tuple of {len(names)} or change function_return."
         )
-    for name, value in zip(names, result, strict=True):
-        task.upload_artifact(name, value)
+    else:
+        values = list(zip(names, result, strict=True))
+    if len(values) > 1:
+        for name, value in values:
+            reason = unstorable_reason(value)
+            if reason is not None:
+                raise _unstorable(name, value, reason)
+    for name, value in values:
+        try:
+            task.upload_artifact(name, value)
+        except CodecError as exc:
+            raise _unstorable(name, value, unstorable_reason(value) or exc.message) from None
+
+
+def unstorable_reason(value: Any) -> str | None:
+    """Why no built-in codec can store ``value`` (None if one can, as far as is known early).
+
+    Values that a specific codec takes (arrays, data frames, JSON values, paths) count as
+    storable; anything else must pickle.
+    """
+    import pickle
+
+    from clearnb.artifacts.codecs import default_codecs
+
+    codecs = default_codecs().candidates(value)
+    if codecs and codecs[0].name != "pickle":
+        return None
+    try:
+        pickle.dump(value, _Discard(), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return f"it cannot be pickled ({type(exc).__name__}: {exc})"
+    return None
+
+
+class _Discard:
+    """A file that forgets what is written to it."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _unstorable(name: str, value: Any, reason: str) -> CodecError:
+    from clearnb.artifacts.codecs import qualified_type_name
+
+    type_name = qualified_type_name(value)
+    return CodecError(
+        f"the function's return value {name!r} is a {type_name}, which cannot be stored as an "
+        f"artifact: {reason}. Return a list, dict, numpy array or pandas DataFrame instead "
+        "(e.g. list(...) of a generator), or write it to a file and return the file's path. "
+        "None of the step's return values was stored.",
+        name=name,
+        type=type_name,
+    )
 
 
 def function_source(function: Callable[..., Any]) -> str:

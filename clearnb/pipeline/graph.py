@@ -74,6 +74,8 @@ class Node:
     queue: str | None = None
     timeout: float | None = None
     """Time limit of one attempt, in seconds."""
+    memory_limit: int | None = None
+    """Bytes the step's kernel and the processes it starts may hold; then it is stopped."""
     cache_executed_step: bool = False
     continue_on_fail: bool = False
     continue_on_abort: bool = False
@@ -232,10 +234,37 @@ def layers(parents: Mapping[str, Sequence[str]]) -> list[list[str]]:
     return grouped
 
 
+def step_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a step (it could not be referenced or stored), or None."""
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a str"
+    if not name.strip():
+        return "is empty"
+    if name != name.strip():
+        return "starts or ends with a space"
+    if name == "pipeline":
+        return "is kept for the pipeline's own parameters (${pipeline.<arg>})"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "holds a control character (such as NUL or a line break)"
+    for char in (".", "$", "{", "}", "/", "\\"):
+        if char in name:
+            return f"holds {char!r}, which references (${{<step>.id}}) or file names cannot carry"
+    return None
+
+
 def structure_problems(nodes: Iterable[Node], duplicates: Sequence[str] = ()) -> list[str]:
-    """Problems of the graph itself: duplicate names, unknown parents, cycles."""
-    by_name = {node.name: node for node in nodes}
-    problems = [
+    """Problems of the graph itself: bad or duplicate names, unknown parents, cycles."""
+    listed = list(nodes)
+    by_name = {node.name: node for node in listed}
+    problems: list[str] = []
+    for node in listed:
+        problem = step_name_problem(node.name)
+        if problem is not None:
+            problems.append(
+                f"step name {node.name!r} {problem}; name steps with letters, digits, '_' "
+                "and '-', e.g. 'stage_data'"
+            )
+    problems += [
         f"step {name!r} is added more than once; give each step its own name" for name in duplicates
     ]
     for node in by_name.values():
@@ -243,7 +272,8 @@ def structure_problems(nodes: Iterable[Node], duplicates: Sequence[str] = ()) ->
             if parent not in by_name:
                 known = ", ".join(by_name) or "(none)"
                 problems.append(
-                    f"step {node.name!r} has an unknown parent {parent!r}; the steps are: {known}"
+                    f"step {node.name!r} has an unknown parent {parent!r}; add a step of that "
+                    f"name or fix the parent's name (the steps are: {known})"
                 )
     cycle = find_cycle(by_name)
     if cycle:

@@ -26,6 +26,12 @@ from clearnb.errors import InvalidReferenceError
 
 PATTERN = re.compile(r"\$\{([^}]*)\}")
 ARTIFACT_FIELDS = ("url", "hash", "size", "type", "preview")
+FORMS = (
+    "${pipeline.<arg>}, ${<step>.id}, ${<step>.parameters.<Section>/<name>}, "
+    "${<step>.artifacts.<name>[.url|.hash|.size|.type|.preview]} or ${<step>.<return_name>}"
+)
+"""The forms a reference can take, as error messages list them."""
+_FORBIDDEN = ("$", "{", "}")
 
 
 @dataclass(frozen=True)
@@ -44,48 +50,138 @@ class Reference:
     """For artifacts: ``url``, ``hash``, ``size``, ``type`` or ``preview``."""
 
 
+def _refuse(whole: str, problem: str, hint: str = "") -> InvalidReferenceError:
+    advice = hint or f"Write one of {FORMS}"
+    return InvalidReferenceError(
+        f"{whole} is not a valid reference: {problem}. {advice}",
+        reference=whole,
+        problem=problem,
+    )
+
+
 def parse(text: str) -> Reference:
-    """Parse one ``${...}`` reference (with or without the ``${ }``)."""
-    inner = text[2:-1] if text.startswith("${") and text.endswith("}") else text
-    whole = "${" + inner + "}"
-    parts = inner.strip().split(".")
-    if len(parts) < 2 or not all(parts[:2]):
+    """Parse one ``${...}`` reference (with or without the ``${ }``).
+
+    Raises :class:`~clearnb.errors.InvalidReferenceError` saying what is wrong and how to
+    write it instead.
+    """
+    if not isinstance(text, str):
         raise InvalidReferenceError(
-            f"{whole} is not a reference; write ${{pipeline.<arg>}}, ${{<step>.id}}, "
-            "${<step>.parameters.<Section>/<name>} or ${<step>.artifacts.<name>.url}"
+            f"a reference is text such as '${{step.id}}', not {type(text).__name__} "
+            f"{text!r}. Write one of {FORMS}",
+            reference=repr(text),
         )
+    if text.startswith("${"):
+        if not text.endswith("}") or len(text) < 3:
+            example = text + "}" if len(text) > 2 else "${step.id}"
+            raise _refuse(
+                text, "'${' is opened but never closed with '}'", f"Add the closing '}}': {example}"
+            )
+        inner, whole = text[2:-1], text
+    else:
+        inner, whole = text, "${" + text + "}"
+    if any(char in inner for char in _FORBIDDEN):
+        raise _refuse(
+            whole,
+            "it holds '$', '{' or '}' inside (references cannot be nested)",
+            f"Write one reference per '${{...}}', each one of {FORMS}",
+        )
+    stripped = inner.strip()
+    if not stripped:
+        raise _refuse(whole, "it is empty")
+    parts = [part.strip() for part in stripped.split(".")]
+    if "" in parts:
+        raise _refuse(whole, "one of its dot-separated parts is empty (a '.' too many or too few)")
     step = parts[0]
+    if len(parts) == 1:
+        raise _refuse(
+            whole,
+            f"it names only {step!r}, not what to take from it",
+            f"Write e.g. ${{{step}.id}}, or one of {FORMS}",
+        )
     if step == "pipeline":
         return Reference(whole, step, "parameter", ".".join(parts[1:]))
-    if parts[1] == "id" and len(parts) == 2:
+    if parts[1] == "id":
+        if len(parts) > 2:
+            raise _refuse(whole, "nothing can follow '.id'", f"Write ${{{step}.id}}")
         return Reference(whole, step, "id")
     if parts[1] == "parameters":
-        name = ".".join(parts[2:])
-        if not name:
-            raise InvalidReferenceError(
-                f"{whole} names no parameter; write ${{{step}.parameters.General/x}}"
+        if len(parts) == 2:
+            raise _refuse(
+                whole, "it names no parameter", f"Write ${{{step}.parameters.General/<name>}}"
             )
-        return Reference(whole, step, "step_parameter", name)
+        return Reference(whole, step, "step_parameter", ".".join(parts[2:]))
     if parts[1] == "artifacts":
-        if len(parts) < 3 or not parts[2]:
-            raise InvalidReferenceError(
-                f"{whole} names no artifact; write ${{{step}.artifacts.<name>.url}}"
-            )
+        if len(parts) == 2:
+            raise _refuse(whole, "it names no artifact", f"Write ${{{step}.artifacts.<name>}}")
         field = parts[3] if len(parts) > 3 else "url"
         if len(parts) > 4 or field not in ARTIFACT_FIELDS:
             fields = ", ".join(ARTIFACT_FIELDS)
-            raise InvalidReferenceError(f"{whole}: an artifact reference ends with one of {fields}")
+            raise _refuse(
+                whole,
+                f"after the artifact's name only one of {fields} may follow (and an artifact "
+                "whose name holds a '.' cannot be referenced)",
+                f"Write ${{{parts[0]}.artifacts.{parts[2]}}} or "
+                f"${{{parts[0]}.artifacts.{parts[2]}.hash}}",
+            )
         return Reference(whole, step, "artifact", parts[2], field)
     if len(parts) == 2:
         return Reference(whole, step, "return", parts[1])
-    raise InvalidReferenceError(f"{whole} is not a reference clearnb understands")
+    raise _refuse(
+        whole,
+        f"{'.'.join(parts[1:])!r} is neither 'id', 'parameters.<Section>/<name>', "
+        "'artifacts.<name>[.<field>]' nor the name of a return value",
+    )
+
+
+def format_reference(reference: Reference) -> str:
+    """The canonical text of ``reference`` (:func:`parse` reads it back)."""
+    step, kind, name = reference.step, reference.kind, reference.name
+    if kind == "parameter":
+        return f"${{pipeline.{name}}}"
+    if kind == "id":
+        return f"${{{step}.id}}"
+    if kind == "step_parameter":
+        return f"${{{step}.parameters.{name}}}"
+    if kind == "artifact":
+        return f"${{{step}.artifacts.{name}.{reference.field or 'url'}}}"
+    if kind == "return":
+        return f"${{{step}.{name}}}"
+    raise InvalidReferenceError(
+        f"unknown reference kind {kind!r}; use parameter, id, step_parameter, artifact or return",
+        reference=reference,
+    )
+
+
+def _scan(text: str) -> list[tuple[re.Match[str], Reference]]:
+    """Every reference in ``text`` with its match; an unclosed ``${`` is an error."""
+    found: list[tuple[re.Match[str], Reference]] = []
+    position = 0
+    for match in PATTERN.finditer(text):
+        _check_gap(text, position, match.start())
+        found.append((match, parse(match.group(0))))
+        position = match.end()
+    _check_gap(text, position, len(text))
+    return found
+
+
+def _check_gap(text: str, start: int, end: int) -> None:
+    opened = text.find("${", start, end)
+    if opened >= 0:
+        shown = text[opened : opened + 40]
+        raise InvalidReferenceError(
+            f"{text!r} opens a reference with '${{' that is never closed (at {shown!r}). "
+            "Add the closing '}' (e.g. ${step.id}); a value cannot hold a '${' of its own",
+            reference=text,
+            problem="unclosed",
+        )
 
 
 def find(value: Any) -> list[Reference]:
     """Every reference in ``value`` (strings, and strings inside lists and dicts)."""
     found: list[Reference] = []
     if isinstance(value, str):
-        found.extend(parse(match.group(0)) for match in PATTERN.finditer(value))
+        found.extend(reference for _, reference in _scan(value))
     elif isinstance(value, list | tuple):
         for item in value:
             found.extend(find(item))
@@ -96,12 +192,23 @@ def find(value: Any) -> list[Reference]:
 
 
 def substitute(value: Any, lookup: Callable[[Reference], Any]) -> Any:
-    """``value`` with every reference replaced by ``lookup(reference)``."""
+    """``value`` with every reference replaced by ``lookup(reference)``.
+
+    A string that is exactly one reference becomes the looked-up value itself, of its
+    own type; references inside longer text are replaced by their text.
+    """
     if isinstance(value, str):
-        whole = PATTERN.fullmatch(value)
-        if whole:
-            return lookup(parse(value))
-        return PATTERN.sub(lambda m: str(lookup(parse(m.group(0)))), value)
+        matches = _scan(value)
+        if len(matches) == 1 and matches[0][0].group(0) == value:
+            return lookup(matches[0][1])
+        pieces: list[str] = []
+        position = 0
+        for match, reference in matches:
+            pieces.append(value[position : match.start()])
+            pieces.append(str(lookup(reference)))
+            position = match.end()
+        pieces.append(value[position:])
+        return "".join(pieces)
     if isinstance(value, list):
         return [substitute(item, lookup) for item in value]
     if isinstance(value, tuple):

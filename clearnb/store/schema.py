@@ -3,6 +3,8 @@
 The schema is versioned by a single-row ``schema_version`` table. ``MIGRATIONS[n - 1]``
 takes a database from version ``n - 1`` to ``n``; :func:`migrate` applies the missing ones
 inside the caller's (write) transaction, so a failed migration leaves the store unchanged.
+The ``store_info`` table (from version 2) records which clearnb created or last migrated the
+store, so that an older clearnb can say which release to install to read it.
 
 Each migration builds the tables it needs from its own definitions rather than from the
 current :data:`METADATA`, so that an old store is upgraded step by step to exactly the
@@ -21,6 +23,9 @@ from clearnb.errors import SchemaVersionError
 
 SCHEMA_VERSION = 2
 """The schema version this clearnb writes and reads."""
+
+CLEARNB_VERSION_KEY = "clearnb_version"
+"""Key of ``store_info`` holding the version of the clearnb that created or migrated the store."""
 
 JSON_TEXT = sa.Text
 """JSON values are stored as text (``json.dumps``), which every database can hold."""
@@ -149,6 +154,12 @@ def _v2_tables(metadata: sa.MetaData) -> None:
         sa.Column("started", sa.Double, nullable=False),
         sa.Column("last_seen", sa.Double, nullable=False),
     )
+    sa.Table(
+        "store_info",
+        metadata,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
 
 
 METADATA = sa.MetaData()
@@ -170,6 +181,7 @@ scalars_table = METADATA.tables["scalars"]
 reports_table = METADATA.tables["reports"]
 events_table = METADATA.tables["events"]
 workers_table = METADATA.tables["workers"]
+store_info_table = METADATA.tables["store_info"]
 
 
 def _migrate_0_to_1(conn: Connection) -> None:
@@ -180,7 +192,7 @@ def _migrate_0_to_1(conn: Connection) -> None:
 
 
 def _migrate_1_to_2(conn: Connection) -> None:
-    """Add the queue columns of ``tasks`` and the ``workers`` table (agents)."""
+    """Add the queue columns of ``tasks``, the ``workers`` table (agents) and ``store_info``."""
     existing = {column["name"] for column in sa.inspect(conn).get_columns("tasks")}
     preparer = conn.dialect.identifier_preparer
     for column in _v2_task_columns():
@@ -205,13 +217,50 @@ MIGRATIONS: Sequence[Migration] = (_migrate_0_to_1, _migrate_1_to_2)
 """``MIGRATIONS[n - 1]`` upgrades a store from schema version ``n - 1`` to ``n``."""
 
 
-def too_new_message(found: int, url: str) -> str:
-    """The message of the error raised when a store is newer than this clearnb."""
+def clearnb_version() -> str:
+    """The version of the installed clearnb (its package metadata), e.g. ``0.2.0``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("clearnb")
+    except PackageNotFoundError:
+        from clearnb import __version__
+
+        return __version__
+
+
+def too_new_message(found: int, url: str, written_by: str | None = None) -> str:
+    """The message of the error raised when a store is newer than this clearnb.
+
+    ``written_by`` is the clearnb version recorded in the store (``store_info``), if any.
+    """
+    mine = clearnb_version()
+    if written_by and written_by != mine:
+        return (
+            f"The store at {url} was written by clearnb {written_by} (schema version {found}); "
+            f"this clearnb {mine} reads up to schema version {SCHEMA_VERSION}. "
+            f"Upgrade clearnb to use it: pip install 'clearnb>={written_by}'"
+        )
+    by = f"a newer clearnb (recorded as {written_by})" if written_by else "a newer clearnb"
     return (
-        f"The store at {url} was written by a newer clearnb (schema version {found}; "
-        f"this clearnb knows up to schema version {SCHEMA_VERSION}). "
+        f"The store at {url} was written by {by} (schema version {found}); "
+        f"this clearnb {mine} reads up to schema version {SCHEMA_VERSION}. "
         "Upgrade clearnb to use it: pip install -U clearnb"
     )
+
+
+def read_info(conn: Connection) -> dict[str, str]:
+    """The ``store_info`` entries (empty for a store that has no such table)."""
+    if not sa.inspect(conn).has_table(store_info_table.name):
+        return {}
+    rows = conn.execute(sa.select(store_info_table.c.key, store_info_table.c.value))
+    return {str(key): str(value) for key, value in rows}
+
+
+def write_info(conn: Connection, key: str, value: str) -> None:
+    """Set ``store_info[key]`` to ``value``."""
+    conn.execute(sa.delete(store_info_table).where(store_info_table.c.key == key))
+    conn.execute(sa.insert(store_info_table).values(key=key, value=value))
 
 
 def read_version(conn: Connection) -> int | None:
@@ -222,10 +271,23 @@ def read_version(conn: Connection) -> int | None:
     return int(value) if value is not None else 0
 
 
-def check_version(found: int, url: str) -> None:
-    """Raise :class:`SchemaVersionError` if ``found`` is newer than this code knows."""
-    if found > SCHEMA_VERSION:
-        raise SchemaVersionError(too_new_message(found, url), found=found, supported=SCHEMA_VERSION)
+def check_version(found: int, url: str, conn: Connection | None = None) -> None:
+    """Raise :class:`SchemaVersionError` if ``found`` is newer than this code knows; with
+    ``conn``, the message names the clearnb version recorded in the store."""
+    if found <= SCHEMA_VERSION:
+        return
+    written_by = None
+    if conn is not None:
+        try:
+            written_by = read_info(conn).get(CLEARNB_VERSION_KEY)
+        except sa.exc.SQLAlchemyError:  # a newer layout this clearnb cannot read
+            written_by = None
+    raise SchemaVersionError(
+        too_new_message(found, url, written_by),
+        found=found,
+        supported=SCHEMA_VERSION,
+        written_by=written_by,
+    )
 
 
 def migrate(conn: Connection, url: str) -> int:
@@ -233,16 +295,18 @@ def migrate(conn: Connection, url: str) -> int:
 
     Returns the version the store had before. Safe to call when another process is doing
     the same: the caller holds the write lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL
-    advisory lock) and every step checks what already exists.
+    advisory lock) and every step checks what already exists. A store created or migrated
+    here records this clearnb's version in ``store_info``.
     """
     found = read_version(conn)
     if found is None:
         schema_version_table.create(conn, checkfirst=True)
         found = 0
-    check_version(found, url)
+    check_version(found, url, conn)
     for version in range(found + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[version - 1](conn)
     if found < SCHEMA_VERSION:
         conn.execute(sa.delete(schema_version_table))
         conn.execute(sa.insert(schema_version_table).values(id=1, version=SCHEMA_VERSION))
+        write_info(conn, CLEARNB_VERSION_KEY, clearnb_version())
     return found

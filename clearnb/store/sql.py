@@ -33,6 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
+from clearnb.config import PRIVATE_FILE_MODE, make_private_folder
 from clearnb.errors import (
     ArtifactNotFoundError,
     MissingDependencyError,
@@ -685,6 +686,7 @@ class Store:
                         last_update=moment,
                     )
                 )
+                _lock_event_numbers(conn)
                 conn.execute(
                     sa.insert(events_table).values(
                         task_id=task_id,
@@ -786,7 +788,7 @@ class Store:
             return engine
         database = self._url.database or ""
         if not self._memory and not self._url.query.get("uri"):
-            Path(database).absolute().parent.mkdir(parents=True, exist_ok=True)
+            _create_private_database(Path(database).absolute())
         options: dict[str, Any] = {
             "connect_args": {
                 "check_same_thread": False,
@@ -804,8 +806,12 @@ class Store:
         found = self._run(schema.read_version, write=False)
         if found == schema.SCHEMA_VERSION:
             return
-        if found is not None:
-            schema.check_version(found, self.url)
+        if found is not None and found > schema.SCHEMA_VERSION:
+
+            def refuse(conn: Connection) -> None:
+                schema.check_version(found, self.url, conn)
+
+            self._run(refuse, write=False)
 
         def op(conn: Connection) -> None:
             if conn.dialect.name == "postgresql":
@@ -883,6 +889,17 @@ class Store:
 
 
 # -- engine set-up ---------------------------------------------------------------------
+
+
+def _create_private_database(path: Path) -> None:
+    """Create the SQLite file (an empty file is an empty database) and its folder, readable
+    by the owner only; SQLite gives its -wal and -shm files the same permissions."""
+    make_private_folder(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        return
+    os.chmod(path, PRIVATE_FILE_MODE)
 
 
 def _is_memory_sqlite(url: sa.URL) -> bool:
