@@ -48,6 +48,14 @@ def main() -> None:
     """clearnb: pipelines of Jupyter notebooks without a server."""
 
 
+memory_limit_option = click.option(
+    "--memory-limit",
+    default=None,
+    metavar="SIZE",
+    help="Memory the kernel may use, e.g. 2GB; over it, the run is stopped and fails.",
+)
+
+
 @main.group()
 def task() -> None:
     """Run notebooks as tasks; list and show tasks."""
@@ -59,6 +67,7 @@ def task() -> None:
 @click.option("--project", "project_name", default="default", show_default=True)
 @click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
 @click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
+@memory_limit_option
 @click.option(
     "--cwd",
     type=click.Path(file_okay=False),
@@ -73,6 +82,7 @@ def run_command(
     project_name: str,
     task_name: str | None,
     time_limit: float | None,
+    memory_limit: str | None,
     cwd: str | None,
     quiet: bool,
     as_json: bool,
@@ -99,6 +109,7 @@ def run_command(
                 project_name=project_name,
                 task_name=task_name,
                 time_limit=time_limit,
+                memory_limit=memory_limit,
                 cwd=cwd,
                 on_event=progress,
             )
@@ -438,12 +449,14 @@ PIPELINE_FINAL = frozenset({"completed", "failed", "aborted"})
 @click.option("--project", "project_name", default=None, help="Project of the notebook's task.")
 @click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
 @click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
+@memory_limit_option
 def run_pipeline_command(
     notebook: str,
     parameters: tuple[tuple[str, str], ...],
     project_name: str | None,
     task_name: str | None,
     time_limit: float | None,
+    memory_limit: str | None,
 ) -> None:
     """Run a pipeline NOTEBOOK (one that starts a PipelineController); follow its steps.
 
@@ -452,9 +465,11 @@ def run_pipeline_command(
     """
     from clearnb.execution import events
     from clearnb.execution.events import RunEvent
+    from clearnb.execution.limits import parse_memory_limit
     from clearnb.execution.runner import NotebookRunner, RunHandle
 
     try:
+        parse_memory_limit(memory_limit)
         runner = NotebookRunner(pool_size=0)
         record = runner.prepare(
             notebook, dict(parameters), project_name=project_name, task_name=task_name
@@ -474,7 +489,11 @@ def run_pipeline_command(
     def work() -> None:
         try:
             outcome["task"] = runner.run_prepared(
-                record, time_limit=time_limit, on_event=on_event, handle=handle
+                record,
+                time_limit=time_limit,
+                memory_limit=memory_limit,
+                on_event=on_event,
+                handle=handle,
             )
         except BaseException as exc:
             outcome["error"] = exc

@@ -261,3 +261,12 @@ def test_an_agent_needs_a_queue_and_sane_numbers(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "--queue" in missing.stderr
     workers = invoke(tmp_path, "agent", "--queue", "q", "--workers", "0")
     assert workers.returncode == 1 and "at least one task at a time" in workers.stderr
+
+
+def test_a_memory_limit_stops_the_run_and_says_so(tmp_path: Path) -> None:
+    hog = str(notebook("faults/hog"))
+    over = invoke(tmp_path, "task", "run", hog, "-p", "hold", "0", "--memory-limit", "250MB", "-q")
+    assert over.returncode == 1
+    assert "over the step's memory limit of 250 MB" in over.stdout
+    bad = invoke(tmp_path, "task", "run", hog, "--memory-limit", "lots")
+    assert bad.returncode == 2 and "memory_limit must be bytes or a size" in bad.stderr

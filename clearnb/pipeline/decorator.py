@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from clearnb.errors import PipelineError
+from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.graph import CACHED, COMPLETED, FAILED, FINISHED, RUNNING, Node
 
@@ -190,6 +191,8 @@ class _PipelineRun:
             function_return=list(spec.return_values),
             helper_functions=list(options.pop("helper_functions", None) or []),
             queue=options.pop("execution_queue", None) or self.controller.default_execution_queue,
+            timeout=options.pop("time_limit", None),
+            memory_limit=options.pop("memory_limit", None),
             cache_executed_step=bool(options.pop("cache", False)),
             retry_on_failure=options.pop("retry_on_failure", None),
             pre_execute_callback=options.pop("pre_execute_callback", None),
@@ -326,14 +329,19 @@ class PipelineDecorator:
         draft: bool = False,
         working_dir: str | None = None,
         continue_behaviour: Mapping[str, bool] | None = None,
+        time_limit: float | None = None,
+        memory_limit: float | str | None = None,
     ) -> Any:
         """Mark a function as a pipeline step. Outside a pipeline it is a plain function.
 
         ``docker``, ``repo`` and the other container arguments are recorded with the step;
-        they apply to queued execution.
+        they apply to queued execution. ``time_limit`` (seconds) and ``memory_limit``
+        (bytes, or a size like ``"2GB"``) bound each run of the step, as in ``add_step``.
         """
         returns = [return_values] if isinstance(return_values, str) else list(return_values or [])
         options = {
+            "time_limit": time_limit,
+            "memory_limit": parse_memory_limit(memory_limit),
             "cache": cache,
             "packages": packages,
             "parents": list(parents) if parents else None,

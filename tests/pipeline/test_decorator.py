@@ -10,7 +10,7 @@ import pytest
 
 from clearnb import PipelineDecorator, Task
 from clearnb.backend import Backend
-from clearnb.errors import PipelineError
+from clearnb.errors import ClearnbError, PipelineError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -226,3 +226,26 @@ def test_resume_and_force_work_for_decorated_pipelines(home: Path, tmp_path: Pat
     assert fourth["cached_base"]["status"] == "completed"
     assert fourth["cached_base"]["executed"] != first["cached_base"]["executed"]
     PipelineDecorator.run_locally()
+
+
+@PipelineDecorator.component(return_values=["value"], time_limit=2, memory_limit="1GB")
+def never_done():  # type: ignore[no-untyped-def]
+    import time
+
+    time.sleep(60)
+    return 1
+
+
+@PipelineDecorator.pipeline(name="limited", project="tests")
+def limited() -> Any:
+    return never_done()
+
+
+def test_a_component_runs_within_its_limits(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    with pytest.raises(PipelineError, match=r"step 'never_done' is not available"):
+        limited()
+    node = pipelines()[0].runtime["pipeline"]["nodes"]["never_done"]
+    assert "exceeded its time limit of 2 s" in node["error"]["reason"]
+    with pytest.raises(ClearnbError, match="memory_limit must be bytes or a size"):
+        PipelineDecorator.component(memory_limit="lots")(add)
