@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +65,7 @@ from clearnb.pipeline.picture import DAG_ARTIFACT, PictureRenderer
 from clearnb.pipeline.references import Reference
 from clearnb.store.records import FINAL_STATUSES as FINAL_TASK_STATUSES
 from clearnb.store.records import TaskRecord
+from clearnb.store.sql import CONTROLLER_WORKER_PREFIX
 from clearnb.task import Task
 
 if TYPE_CHECKING:
@@ -79,6 +81,11 @@ FIRST_PICTURE_AFTER = 3.0
 """Runs shorter than this get only their final picture."""
 PROGRESS_INTERVAL = 0.5
 """Seconds between two writes of step progress to the store (status changes: at once)."""
+CONTROLLER_LEASE = 60.0
+"""Seconds a running controller's lease on its Task lasts without renewal: a controller
+killed on any machine is seen as gone once it expires."""
+CONTROLLER_RENEW = 2.0
+"""Seconds between two renewals of the controller's lease (and looks for an abort request)."""
 
 
 class PipelineController:
@@ -178,6 +185,9 @@ class PipelineController:
         """True while ``start_locally(run_pipeline_steps_locally=True)`` ignores step queues."""
         self._remote = False
         """True when the last run was sent to a queue (``start(queue=...)``)."""
+        self._lease_holder: str | None = None
+        """Who holds the lease on the pipeline's Task for this run ("" if not this run)."""
+        self._lease_due = 0.0
         self._controller: dict[str, Any] | None = None
         """The process running the current run (host, pid), stored with its state."""
 
@@ -928,6 +938,7 @@ class PipelineController:
                 self._runner_for_steps()  # kernels start now, while the first steps resolve
             with ThreadPoolExecutor(self.max_workers, thread_name_prefix="step") as workers:
                 while True:
+                    self._keep_lease()
                     for node in self._ready_nodes(futures):
                         futures[node.name] = workers.submit(self._run_step, node, done)
                     if all(future.done() for future in futures.values()):
@@ -1342,6 +1353,44 @@ class PipelineController:
         store.update_task(task.id, **fields)
         task.reload()
 
+    def _keep_lease(self) -> None:
+        """Hold (and renew) a lease on the pipeline's Task while the run goes on here.
+
+        Anyone reading the store then sees a controller killed on any machine as gone once
+        its lease expires; and an abort asked for in the store (``clearnb task abort``)
+        reaches this run. A Task already leased (by the agent running this controller) or
+        attached to a notebook's run is left to its holder.
+        """
+        now = time.monotonic()
+        if self._task is None or self._attached or now < self._lease_due:
+            return
+        self._lease_due = now + CONTROLLER_RENEW
+        store = self._backend.store
+        try:
+            if self._lease_holder is None:
+                if store.get_task(self.id).worker is not None:
+                    self._lease_holder = ""
+                    return
+                self._lease_holder = (
+                    f"{CONTROLLER_WORKER_PREFIX}{socket.gethostname()}:{os.getpid()}"
+                )
+                store.update_task(
+                    self.id,
+                    worker=self._lease_holder,
+                    lease_expires=time.time() + CONTROLLER_LEASE,
+                )
+                return
+            if not self._lease_holder:
+                return
+            answer = store.renew_leases(self._lease_holder, [self.id], CONTROLLER_LEASE)
+            reason = answer.get(self.id)
+            if reason is not None and self._stop_requested is None:
+                log.warning("pipeline %s stops: %s", self.name, reason)
+                self._user_stopped = True
+                self._abort_all(reason)
+        except ClearnbError:
+            log.warning("could not renew the lease of pipeline %s", self.name, exc_info=True)
+
     def _close_task(self) -> None:
         if self._task is None or self._attached:
             return
@@ -1349,9 +1398,15 @@ class PipelineController:
         if self._status != COMPLETED:
             bad = [n.name for n in self._nodes.values() if n.status in (FAILED, ABORTED)]
             error = {"reason": f"steps that did not complete: {', '.join(bad) or '-'}"}
+            if self._user_stopped and self._stop_requested:
+                error = {"reason": f"stopped: {self._stop_requested}"}
         status = {COMPLETED: "completed", ABORTED: "aborted"}.get(self._status, "failed")
+        released: dict[str, Any] = {}
+        if self._lease_holder:
+            released = {"worker": None, "lease_expires": None, "abort_requested": None}
+        self._lease_holder, self._lease_due = None, 0.0
         self._backend.store.update_task(
-            self._task.id, status=status, completed=self._ended, error=error
+            self._task.id, status=status, completed=self._ended, error=error, **released
         )
         self._task.reload()
 

@@ -96,6 +96,7 @@ def recover(store: Store, task_id: str) -> bool:
     """Settle the pipeline run ``task_id`` if it is still shown running although the
     process that controlled it has ended (or its Task has). Returns True if it was settled.
     """
+    store.expire_leases()  # a controller killed on another machine has lost its lease
     try:
         record = store.get_task(task_id)
     except TaskNotFoundError:
@@ -109,6 +110,8 @@ def recover(store: Store, task_id: str) -> bool:
         return False
     if ended or not isinstance(identity, dict):
         reason = f"the pipeline's Task ended {record.status} before its steps did"
+        why = (record.error or {}).get("reason")
+        reason += f": {why}" if why else ""
     else:
         reason = (
             f"the pipeline controller (process {identity['pid']} on {identity['host']}) "

@@ -75,6 +75,8 @@ _EVENTS_LOCK_KEY = 0x636C6E65  # "clne": serialises event inserts on PostgreSQL
 _POSTGRES_RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
 """Serialization failure, deadlock, lock wait timed out: the transaction is worth a retry."""
 _WORKER_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerRecord))
+CONTROLLER_WORKER_PREFIX = "controller "
+"""A lease held by a pipeline controller on its own Task names it ``controller host:pid``."""
 _ALL_TAGS = "__$all"
 _ANY_TAGS = "__$any"
 
@@ -671,10 +673,18 @@ class Store:
                 since = time.strftime(
                     "%H:%M:%S", time.localtime(record.lease_expires or moment)
                 )
-                reason = (
-                    f"the agent {record.worker} running it stopped responding (its lease "
-                    f"expired at {since}): the agent died or lost the store"
-                )
+                worker = record.worker or "?"
+                if worker.startswith(CONTROLLER_WORKER_PREFIX):
+                    reason = (
+                        f"the pipeline controller ({worker.removeprefix(CONTROLLER_WORKER_PREFIX)})"
+                        f" stopped responding (its lease expired at {since}): its process "
+                        "was killed or lost the store"
+                    )
+                else:
+                    reason = (
+                        f"the agent {worker} running it stopped responding (its lease "
+                        f"expired at {since}): the agent died or lost the store"
+                    )
                 conn.execute(
                     sa.update(tasks_table)
                     .where(tasks_table.c.id == task_id)
