@@ -79,7 +79,16 @@ def format_size(size: int) -> str:
 
 
 def _loaded(module: str) -> ModuleType | None:
-    return sys.modules.get(module)
+    """``module`` if it is imported (and done importing), else None.
+
+    Codecs never import a library just to check a value's type: a value of a type from a
+    module nobody imported cannot exist. A module another thread is still importing is
+    treated as absent, since its classes may not be defined yet.
+    """
+    found = sys.modules.get(module)
+    if found is None or getattr(getattr(found, "__spec__", None), "_initializing", False):
+        return None
+    return found
 
 
 class Codec:

@@ -390,3 +390,37 @@ def test_matching_does_not_import_optional_libraries() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+
+def test_a_module_another_thread_is_importing_counts_as_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from clearnb.artifacts import codecs
+
+    gate = tmp_path / "go"
+    (tmp_path / "cnb_slow_module.py").write_text(
+        "import pathlib, time\n"
+        f"while not pathlib.Path({str(gate)!r}).exists():\n"
+        "    time.sleep(0.01)\n"
+        "class Thing:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importer = threading.Thread(target=__import__, args=("cnb_slow_module",))
+    importer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "cnb_slow_module" not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "cnb_slow_module" in sys.modules, "the import started"
+        assert codecs._loaded("cnb_slow_module") is None, "half imported: not usable yet"
+    finally:
+        gate.touch()
+        importer.join(10)
+    loaded = codecs._loaded("cnb_slow_module")
+    assert loaded is not None and hasattr(loaded, "Thing")
+    monkeypatch.delitem(sys.modules, "cnb_slow_module")
