@@ -135,8 +135,11 @@ def follow(
     abort_sent = False
     next_unserved_check = time.monotonic()
     while True:
-        store.expire_leases()
         record = store.get_task(task_id)
+        lease = record.lease_expires
+        if record.status == "running" and lease is not None and lease < time.time():
+            store.expire_leases()  # its agent (or controller) stopped renewing: it failed
+            record = store.get_task(task_id)
         if on_event is not None:
             for event in store.get_events(task_id, after=seen):
                 seen = event.seq
