@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from clearnb.errors import ClearnbError
+from clearnb.status import PIPELINE_FINAL
 
 if TYPE_CHECKING:
     from clearnb.store import Store
@@ -440,7 +441,6 @@ def _worker_dict(worker: Any, now: float) -> dict[str, Any]:
 
 POLL_SECONDS = 0.25
 """How often ``clearnb run`` reads the pipeline's state from the store."""
-PIPELINE_FINAL = frozenset({"completed", "failed", "aborted"})
 
 
 @main.command("run", short_help="Run a pipeline notebook and follow its steps.")

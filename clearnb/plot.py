@@ -21,7 +21,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 from matplotlib.path import Path
 from matplotlib.textpath import TextToPath
 
-from clearnb.pipeline.graph import STEP_STATUSES, layers
+from clearnb.pipeline.graph import layers
 from clearnb.pipeline.progress import (
     cell_text,
     elapsed,
@@ -29,6 +29,7 @@ from clearnb.pipeline.progress import (
     parameter_lines,
     step_counts,
 )
+from clearnb.status import STEP_STATUSES
 
 _MOVE, _LINE, _QUAD, _CUBIC = (int(c) for c in (Path.MOVETO, Path.LINETO, Path.CURVE3, Path.CURVE4))
 

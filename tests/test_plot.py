@@ -12,8 +12,8 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from clearnb.pipeline.graph import STEP_STATUSES
 from clearnb.plot import STATUS_COLOURS, figure_png, plot_pipeline
+from clearnb.status import STEP_STATUSES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

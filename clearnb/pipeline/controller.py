@@ -47,22 +47,21 @@ from clearnb.pipeline.events import (
     Listener,
     PipelineEvent,
 )
-from clearnb.pipeline.graph import (
+from clearnb.pipeline.graph import Node, StepJob
+from clearnb.pipeline.picture import DAG_ARTIFACT, PictureRenderer
+from clearnb.pipeline.references import Reference
+from clearnb.status import (
     ABORTED,
     CACHED,
     COMPLETED,
     FAILED,
-    FINISHED,
     PENDING,
     QUEUED,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
-    Node,
-    StepJob,
 )
-from clearnb.pipeline.picture import DAG_ARTIFACT, PictureRenderer
-from clearnb.pipeline.references import Reference
+from clearnb.status import STEP_FINISHED as FINISHED
 from clearnb.store.records import FINAL_STATUSES as FINAL_TASK_STATUSES
 from clearnb.store.records import TaskRecord
 from clearnb.store.sql import CONTROLLER_WORKER_PREFIX

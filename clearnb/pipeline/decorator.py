@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
-from clearnb.pipeline.graph import CACHED, COMPLETED, FAILED, FINISHED, RUNNING, Node
+from clearnb.pipeline.graph import Node
+from clearnb.status import CACHED, COMPLETED, FAILED, RUNNING
+from clearnb.status import STEP_FINISHED as FINISHED
 
 if TYPE_CHECKING:
     from clearnb.logger import Logger

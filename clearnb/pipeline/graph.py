@@ -16,20 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clearnb.task import Task
 
-PENDING = "pending"
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-ABORTED = "aborted"
-CACHED = "cached"
-SKIPPED = "skipped"
-
-STEP_STATUSES = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, ABORTED, CACHED, SKIPPED)
-FINISHED = frozenset({COMPLETED, FAILED, ABORTED, CACHED, SKIPPED})
-"""Statuses a step does not leave in a run."""
-SUCCEEDED = frozenset({COMPLETED, CACHED})
-"""Statuses whose outputs children may use."""
+from clearnb.status import PENDING
 
 
 class StepJob:

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from clearnb.pipeline.graph import FINISHED, STEP_STATUSES, SUCCEEDED
+from clearnb.status import STEP_FINISHED as FINISHED
+from clearnb.status import STEP_STATUSES, SUCCEEDED
 
 Style = Callable[[str, str], str]
 """``style(text, status)`` returns ``text`` decorated for ``status`` (colour, bold, ...)."""

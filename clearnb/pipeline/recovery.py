@@ -22,14 +22,20 @@ from typing import Any
 
 from clearnb.errors import TaskNotFoundError
 from clearnb.execution.processes import process_alive, start_time
-from clearnb.pipeline.graph import ABORTED, COMPLETED, FINISHED, PENDING, SKIPPED
+from clearnb.status import (
+    ABORTED,
+    COMPLETED,
+    PENDING,
+    PIPELINE_FINAL,
+    SKIPPED,
+    TASK_ACTIVE,
+)
+from clearnb.status import STEP_FINISHED as FINISHED
 from clearnb.store import Store
 from clearnb.store.records import FINAL_STATUSES
 
-ACTIVE_TASK_STATUSES = ("created", "queued", "running")
 CONTROLLER_KEY = "controller"
 """Key of the pipeline state naming the process that runs it."""
-_FINAL_PIPELINE = ("completed", "failed", "aborted")
 
 
 def controller_identity() -> dict[str, Any]:
@@ -64,7 +70,7 @@ def settle(store: Store, task_id: str, reason: str) -> bool:
     """
     record = store.get_task(task_id)
     state: dict[str, Any] | None = record.runtime.get("pipeline")
-    if not state or state.get("status") in (None, *_FINAL_PIPELINE):
+    if not state or state.get("status") in (None, *PIPELINE_FINAL):
         return False
     now = time.time()
     for node in state.get("nodes", {}).values():
@@ -84,7 +90,7 @@ def settle(store: Store, task_id: str, reason: str) -> bool:
     runtime = dict(record.runtime)
     runtime["pipeline"] = state
     store.update_task(task_id, runtime=runtime)
-    for step in store.find_tasks(parent=task_id, status=ACTIVE_TASK_STATUSES):
+    for step in store.find_tasks(parent=task_id, status=TASK_ACTIVE):
         if step.worker is not None and step.status == "running":
             store.request_abort(step.id, reason)  # its agent stops it and records the end
             continue
@@ -102,7 +108,7 @@ def recover(store: Store, task_id: str) -> bool:
     except TaskNotFoundError:
         return False
     state = record.runtime.get("pipeline")
-    if not isinstance(state, dict) or state.get("status") in (None, *_FINAL_PIPELINE):
+    if not isinstance(state, dict) or state.get("status") in (None, *PIPELINE_FINAL):
         return False
     identity = state.get(CONTROLLER_KEY)
     ended = record.status in FINAL_STATUSES

@@ -7,10 +7,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_STATUSES = ("created", "queued", "running", "completed", "failed", "aborted")
-"""Every status a task can have. ``created`` is a draft (a template or a clone not yet run)."""
+from clearnb.status import TASK_FINAL as FINAL_STATUSES
+from clearnb.status import TASK_STATUSES
 
-FINAL_STATUSES = frozenset({"completed", "failed", "aborted"})
+__all__ = ["FINAL_STATUSES", "TASK_STATUSES"]
 
 
 def new_id() -> str:

@@ -19,7 +19,7 @@ from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import ParameterError, PipelineError, TaskFailedError
 from clearnb.executors.queue import QueueWarning, enqueue
-from clearnb.pipeline.graph import COMPLETED, FAILED, QUEUED, SKIPPED
+from clearnb.status import COMPLETED, FAILED, QUEUED, SKIPPED
 from tests.executors.agents import APPEND, Agents, agent_environ
 from tests.helpers import wait_until_gone
 

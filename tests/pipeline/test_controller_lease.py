@@ -15,8 +15,8 @@ import pytest
 from clearnb import PipelineController
 from clearnb.backend import Backend
 from clearnb.errors import PipelineError
-from clearnb.pipeline.graph import ABORTED
 from clearnb.pipeline.recovery import recover
+from clearnb.status import ABORTED
 from clearnb.store import Store, TaskRecord, open_store
 from tests.helpers import NOTEBOOKS
 
