@@ -1,0 +1,28 @@
+"""Opening the configured backend and finding a task in it, failing as a command does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from clearnb.errors import ClearnbError
+
+
+def task_or_exit(store: Any, task_id: str) -> Any:
+    """The task's record, or a clear error and exit 1."""
+    try:
+        return store.get_task(task_id)
+    except ClearnbError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def backend_or_exit(backend_class: Any) -> Any:
+    """``backend_class.for_config()``, or a clear error and exit 1.
+
+    The caller passes the class so that it imports the backend only when it runs.
+    """
+    try:
+        return backend_class.for_config()
+    except ClearnbError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,231 @@
+"""``clearnb task ...``: run a notebook as a task; list, show, enqueue and abort tasks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from clearnb.cli.format import STATUS_COLOURS, duration_text, size_text, when_text
+from clearnb.cli.lookup import backend_or_exit, task_or_exit
+from clearnb.cli.options import memory_limit_option, parameter_option
+from clearnb.errors import ClearnbError
+
+
+@click.group()
+def task() -> None:
+    """Run notebooks as tasks; list and show tasks."""
+
+
+@task.command("run")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@parameter_option
+@click.option("--project", "project_name", default="default", show_default=True)
+@click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
+@click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
+@memory_limit_option
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Working folder of the kernel (default: the notebook's folder).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished task as JSON.")
+def run_command(
+    notebook: str,
+    parameters: tuple[tuple[str, str], ...],
+    project_name: str,
+    task_name: str | None,
+    time_limit: float | None,
+    memory_limit: str | None,
+    cwd: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Run NOTEBOOK as a new task, with parameter overrides."""
+    from clearnb.execution import events
+    from clearnb.execution.events import RunEvent
+    from clearnb.execution.runner import NotebookRunner
+
+    def progress(event: RunEvent) -> None:
+        if quiet:
+            return
+        if event.kind == events.CELL_STARTED and event.payload.get("cell_type") == "code":
+            index, count = event.payload["index"], event.payload["count"]
+            click.echo(f"  cell {index + 1}/{count} ...", err=True)
+        elif event.kind == events.TASK_STARTED:
+            click.echo(f"task {event.task_id} started", err=True)
+
+    try:
+        with NotebookRunner(pool_size=0) as runner:
+            result = runner.execute(
+                notebook,
+                dict(parameters),
+                project_name=project_name,
+                task_name=task_name,
+                time_limit=time_limit,
+                memory_limit=memory_limit,
+                cwd=cwd,
+                on_event=progress,
+            )
+    except ClearnbError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(_task_dict(result.record), indent=2, default=str))
+    else:
+        _print_task(result.record, verbose=False)
+    if result.status != "completed":
+        sys.exit(1)
+
+
+@task.command("ls")
+@click.option("--project", default=None, help="Only this project.")
+@click.option("--name", default=None, help="Only tasks with this name.")
+@click.option("--status", default=None, help="Only tasks with this status.")
+@click.option("--limit", default=20, show_default=True, help="At most this many (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ls_command(
+    project: str | None, name: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """List tasks, newest first."""
+    from clearnb.backend import Backend
+
+    store = backend_or_exit(Backend).store
+    store.expire_leases()  # a task whose agent died shows failed, not running
+    records = store.find_tasks(project=project, name=name, status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps([_task_dict(r) for r in records], indent=2, default=str))
+        return
+    if not records:
+        click.echo("No tasks yet. Run one with: clearnb task run NOTEBOOK")
+        return
+    header = f"{'ID':32}  {'STATUS':9}  {'STARTED':19}  {'DURATION':>8}  PROJECT/NAME"
+    click.echo(header)
+    for r in records:
+        started = when_text(r.started or r.created)
+        duration = duration_text(r.started, r.completed)
+        status_text = click.style(f"{r.status:9}", fg=STATUS_COLOURS.get(r.status))
+        click.echo(f"{r.id:32}  {status_text}  {started:19}  {duration:>8}  {r.project}/{r.name}")
+
+
+@task.command("show")
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_command(task_id: str, as_json: bool) -> None:
+    """Show a task: parameters, artifacts, status, output notebook and error."""
+    from clearnb.backend import Backend
+
+    store = backend_or_exit(Backend).store
+    store.expire_leases()
+    record = task_or_exit(store, task_id)
+    if as_json:
+        data = _task_dict(record)
+        data["artifacts"] = {
+            name: {
+                "url": a.url,
+                "type": a.type,
+                "size": a.size,
+                "hash": a.hash,
+                "preview": a.preview,
+            }
+            for name, a in store.get_artifacts(task_id).items()
+        }
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_task(record, verbose=True)
+    artifacts = store.get_artifacts(task_id)
+    if artifacts:
+        click.echo("artifacts:")
+        for name, a in artifacts.items():
+            click.echo(f"  {name:24} {a.type:24} {size_text(a.size):>9}  {a.preview}")
+            click.echo(f"  {'':24} {a.url}")
+    logs = {r.title: r.payload.get("text", "") for r in store.get_reports(task_id, kind="log")}
+    for stream in ("stdout", "stderr"):
+        text = logs.get(stream, "")
+        if text:
+            tail = "\n".join(text.rstrip().splitlines()[-10:])
+            click.echo(f"{stream} (last lines):")
+            click.echo("  " + tail.replace("\n", "\n  "))
+
+
+def _print_task(record: Any, verbose: bool) -> None:
+    colour = STATUS_COLOURS.get(record.status)
+    click.echo(f"task     {record.id}")
+    click.echo(f"name     {record.project}/{record.name}")
+    click.echo("status   " + click.style(record.status, fg=colour, bold=True))
+    if record.started:
+        took = duration_text(record.started, record.completed)
+        click.echo(f"started  {when_text(record.started)}  ({took})")
+    if record.queue and record.status in ("queued", "running"):
+        where = f" on agent {record.worker}" if record.worker else ""
+        click.echo(f"queue    {record.queue}{where}")
+    if record.notebook:
+        click.echo(f"notebook {record.notebook}")
+    if record.output_notebook:
+        click.echo(f"output   {record.output_notebook}")
+    if verbose and record.parameters:
+        overridden = set(record.runtime.get("overrides", []))
+        click.echo("parameters:")
+        for section, values in record.parameters.items():
+            for key, value in values.items():
+                mark = " *" if f"{section}/{key}" in overridden else ""
+                click.echo(f"  {section}/{key} = {value!r}{mark}")
+        if overridden:
+            click.echo("  (* overridden for this run)")
+    if record.error:
+        click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
+        if verbose and record.error.get("traceback"):
+            lines = "\n".join(record.error["traceback"][-6:]).splitlines()
+            click.echo("\n".join(f"  {line}" for line in lines))
+
+
+def _task_dict(record: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(record)
+
+
+@task.command("enqueue")
+@click.argument("task_id")
+@click.option("--queue", "queue_name", required=True, help="The queue an agent serves.")
+@click.option("--force", is_flag=True, help="Reset a task that already ended and run it again.")
+def enqueue_command(task_id: str, queue_name: str, force: bool) -> None:
+    """Send task TASK_ID (a draft, e.g. a clone) to a queue for an agent to run."""
+    import warnings
+
+    from clearnb.backend import Backend
+    from clearnb.executors.queue import QueueWarning, enqueue
+
+    backend = backend_or_exit(Backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QueueWarning)
+        try:
+            record = enqueue(backend, task_id, queue_name, force=force)
+        except ClearnbError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"task {record.id} ({record.name}) queued on {queue_name!r}")
+    for warning in caught:
+        if issubclass(warning.category, QueueWarning):
+            click.echo(click.style(f"warning: {warning.message}", fg="yellow"), err=True)
+
+
+@task.command("abort")
+@click.argument("task_id")
+@click.option("--reason", default="aborted from the command line", show_default=True)
+def abort_command(task_id: str, reason: str) -> None:
+    """Stop task TASK_ID: out of its queue, or its kernel stopped by the agent running it."""
+    from clearnb.backend import Backend
+
+    store = backend_or_exit(Backend).store
+    before = task_or_exit(store, task_id)
+    record = store.request_abort(task_id, reason)
+    if before.status in ("created", "queued"):
+        click.echo(f"task {task_id} aborted (it was {before.status})")
+    elif before.status == "running":
+        where = f"agent {record.worker}" if record.worker else "the process running it"
+        click.echo(f"task {task_id}: asked {where} to stop it")
+    else:
+        click.echo(f"task {task_id} already ended {before.status}; nothing to stop")
