@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
 from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
-from clearnb.execution.notebooks import code_fingerprint, load_notebook
-from clearnb.execution.parameters import (
+from clearnb.notebook.files import code_fingerprint, load_notebook
+from clearnb.notebook.parameters import (
     GENERAL,
     DeclaredParameter,
     NotebookParameters,

@@ -28,13 +28,13 @@ from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_L
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.limits import format_size, parse_memory_limit
-from clearnb.execution.notebooks import (
+from clearnb.notebook.files import (
     check_kernel,
     code_fingerprint,
     kernel_name_of,
     load_notebook,
 )
-from clearnb.execution.parameters import GENERAL, NotebookParameters
+from clearnb.notebook.parameters import GENERAL, NotebookParameters
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 
 if TYPE_CHECKING:
