@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Task": "clearnb.task",
-    "Artifact": "clearnb.task",
+    "Artifact": "clearnb.artifacts",
     "Logger": "clearnb.logger",
     "StorageManager": "clearnb.storage",
     "NotebookRunner": "clearnb.execution.runner",
@@ -36,13 +36,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from clearnb.artifacts import Artifact
     from clearnb.config import Config
     from clearnb.execution.runner import NotebookRunner, execute_notebook
     from clearnb.logger import Logger
     from clearnb.pipeline.controller import PipelineController
     from clearnb.pipeline.decorator import PipelineDecorator
     from clearnb.storage import StorageManager
-    from clearnb.task import Artifact, Task
+    from clearnb.task import Task
 
 
 def __getattr__(name: str) -> Any:

@@ -7,12 +7,12 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from clearnb.backend import Backend
+from clearnb.config import Config
+from clearnb.current import CURRENT, attached_task_id, watch_cells
 from clearnb.store.records import ReportRecord, ScalarRecord
-
-if TYPE_CHECKING:
-    from clearnb.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -25,27 +25,37 @@ MAX_TABLE_ROWS = 1000
 
 
 class Logger:
-    """Reports to one task, as ClearML's Logger does."""
+    """Reports to one task (``task_id``, in ``backend``'s store), as ClearML's Logger does.
 
-    def __init__(self, task: Task) -> None:
-        self._task = task
+    Get one with ``task.get_logger()`` or :meth:`current_logger`.
+    """
+
+    def __init__(self, task_id: str, backend: Backend) -> None:
+        self.task_id = task_id
+        self._backend = backend
+        self._store = backend.store
         self._lock = threading.Lock()
         self._pending: list[ScalarRecord] = []
         self._last_write = float("-inf")  # the first value is written at once
 
     @classmethod
     def current_logger(cls) -> Logger:
-        """The logger of the current task (``Task.init`` must have run)."""
-        from clearnb.task import Task
-
-        task = Task.current_task()
-        if task is None:
-            raise RuntimeError("No current task: call Task.init(...) first.")
+        """The logger of the current task (``Task.init`` must have run, or clearnb runs
+        this notebook)."""
+        with CURRENT.lock:
+            task = CURRENT.task
+            if task is None:
+                task_id = attached_task_id()
+                if task_id is None:
+                    raise RuntimeError("No current task: call Task.init(...) first.")
+                early = CURRENT.logger
+                if early is None or early.task_id != task_id:
+                    # the run's task is attached by Task.init, which takes this logger over
+                    early = cls(task_id, Backend.for_config(Config.from_env()))
+                    CURRENT.logger = early
+                    watch_cells(early.flush)
+                return early
         return task.get_logger()
-
-    @property
-    def _store(self) -> Any:
-        return self._task._backend.store
 
     def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
         """Record ``value`` of ``title``/``series`` at ``iteration``.
@@ -54,7 +64,7 @@ class Logger:
         ``SCALAR_INTERVAL`` seconds, at the end of every notebook cell, and by :meth:`flush`),
         so a training loop reporting every iteration does not wait on the store.
         """
-        record = ScalarRecord(self._task.id, str(title), str(series), int(iteration), float(value))
+        record = ScalarRecord(self.task_id, str(title), str(series), int(iteration), float(value))
         with self._lock:
             self._pending.append(record)
             due = (
@@ -76,7 +86,7 @@ class Logger:
             print(msg)
         self._store.add_report(
             ReportRecord(
-                self._task.id,
+                self.task_id,
                 "text",
                 title=logging.getLevelName(level),
                 payload={"text": str(msg), "level": level},
@@ -99,7 +109,7 @@ class Logger:
         truncated = len(rows) > MAX_TABLE_ROWS
         self._store.add_report(
             ReportRecord(
-                self._task.id,
+                self.task_id,
                 "table",
                 title=str(title),
                 series=str(series),
@@ -129,14 +139,16 @@ class Logger:
         if callable(getattr(figure, "gcf", None)):
             figure = figure.gcf()
         name = _artifact_name(f"{title}_{series}_{int(iteration or 0)}")
-        self._task.upload_artifact(
+        stored = self._backend.artifacts.save(
+            self.task_id,
             name,
             figure,
             metadata={"title": title, "series": series, "iteration": int(iteration or 0)},
         )
+        self._store.put_artifact(stored)
         self._store.add_report(
             ReportRecord(
-                self._task.id,
+                self.task_id,
                 "figure",
                 title=str(title),
                 series=str(series),

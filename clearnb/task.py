@@ -2,7 +2,9 @@
 
 Inside a notebook run by clearnb, ``Task.init()`` attaches to the run's task (its id is in
 the kernel's environment); run interactively in Jupyter it records a new task and
-registers the notebook as a template under its project and name.
+registers the notebook as a template under its project and name. Which task is this
+process's is :mod:`clearnb.current`'s; preparing, queueing and following a task is
+:mod:`clearnb.dispatch`'s; the logger is :mod:`clearnb.logger`'s.
 """
 
 from __future__ import annotations
@@ -12,28 +14,30 @@ import atexit
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
+from clearnb import current, dispatch
+from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
-from clearnb.config import TASK_ID_ENV, Config
-from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
-from clearnb.execution.notebooks import code_fingerprint, load_notebook
-from clearnb.execution.parameters import (
+from clearnb.config import Config
+from clearnb.current import CURRENT
+from clearnb.dispatch import ExecutedRemotely
+from clearnb.errors import ClearnbError, ParameterError, TaskFailedError, TaskNotFoundError
+from clearnb.logger import Logger
+from clearnb.notebook.files import code_fingerprint, load_notebook
+from clearnb.notebook.parameters import (
     GENERAL,
     DeclaredParameter,
     NotebookParameters,
     coerce,
-    defaults_of,
     split_key,
 )
-from clearnb.store.records import ArtifactRecord, TaskRecord
+from clearnb.store.records import TaskRecord
 
-if TYPE_CHECKING:
-    from clearnb.logger import Logger
+__all__ = ["Artifact", "ExecutedRemotely", "Task", "TaskStatusEnum", "TaskTypes"]
 
 log = logging.getLogger(__name__)
 
@@ -65,43 +69,11 @@ class TaskTypes:
     custom = "custom"
 
 
-class Artifact:
-    """A stored artifact of a task: its facts, and :meth:`get` to load it."""
-
-    def __init__(self, record: ArtifactRecord, backend: Backend) -> None:
-        self._record = record
-        self._backend = backend
-
-    name = property(lambda self: self._record.name, doc="The artifact's name.")
-    url = property(lambda self: self._record.url, doc="Where the stored file lives.")
-    hash = property(lambda self: self._record.hash, doc="sha256 of the stored file.")
-    size = property(lambda self: self._record.size, doc="Size of the stored file in bytes.")
-    type = property(lambda self: self._record.type, doc="Python type of the original object.")
-    preview = property(lambda self: self._record.preview, doc="A short text preview.")
-    metadata = property(lambda self: dict(self._record.metadata), doc="User metadata.")
-    codec = property(lambda self: self._record.codec, doc="Codec that stored it.")
-    task_id = property(lambda self: self._record.task_id, doc="Id of the owning task.")
-
-    def get(self) -> Any:
-        """Load the artifact (its hash is checked first)."""
-        return self._backend.artifacts.load(self._record)
-
-    def get_local_copy(self, extract_archive: bool = True) -> str:
-        """Path of a verified local copy of the stored file."""
-        return str(self._backend.artifacts.local_copy(self._record))
-
-    def __repr__(self) -> str:
-        return f"Artifact(name={self.name!r}, type={self.type!r}, size={self.size})"
-
-
 class Task:
     """One run of a notebook or function, or a draft/template of one."""
 
     TaskStatusEnum = TaskStatusEnum
     TaskTypes = TaskTypes
-
-    _current: ClassVar[Task | None] = None
-    _current_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, record: TaskRecord, backend: Backend) -> None:
         self._record = record
@@ -109,7 +81,11 @@ class Task:
         self._logger: Logger | None = None
 
     @classmethod
-    def _from_record(cls, record: TaskRecord, backend: Backend) -> Task:
+    def from_record(cls, record: TaskRecord, backend: Backend) -> Task:
+        """The Task of a stored ``record`` of ``backend``'s store (nothing is read or written).
+
+        Code that has a task's record at hand (a runner, an executor) wraps it with this.
+        """
         return cls(record, backend)
 
     # -- finding and creating tasks ---------------------------------------------------------
@@ -136,68 +112,46 @@ class Task:
         ``notebook=``) is registered as a template under ``project_name``/``task_name``.
         ``output_uri`` and the ``auto_*`` flags are accepted for compatibility.
         """
-        with cls._current_lock:
+        with CURRENT.lock:
             backend = Backend.for_config(Config.from_env())
-            attached = os.environ.get(TASK_ID_ENV)
+            attached = current.attached_task_id()
             if attached:
-                if cls._current is not None and cls._current.id == attached:
-                    return cls._current
+                existing = CURRENT.task
+                if existing is not None and existing.id == attached:
+                    return existing
                 task = cls(backend.store.get_task(attached), backend)
-                cls._current = task
-                task._watch_cells()
+                early = CURRENT.logger  # Logger.current_logger() came first: keep its buffer
+                if early is not None and early.task_id == attached:
+                    task._logger = early
+                CURRENT.task, CURRENT.logger = task, None
+                current.watch_cells(task.flush)
                 return task
-            current = cls._current
-            if current is not None and current._record.status == "running":
-                if (project_name and project_name != current.project) or (
-                    task_name and task_name != current.name
+            existing = CURRENT.task
+            if existing is not None and existing.status == "running":
+                if (project_name and project_name != existing.project) or (
+                    task_name and task_name != existing.name
                 ):
                     log.warning(
                         "Task.init was already called in this process (task %s, %s/%s); "
                         "returning that task. Call task.close() first to start another.",
-                        current.id,
-                        current.project,
-                        current.name,
+                        existing.id,
+                        existing.project,
+                        existing.name,
                     )
-                return current
-            path = _find_notebook(notebook)
-            parameters: dict[str, dict[str, Any]] = {}
-            runtime: dict[str, Any] = {"interactive": True}
-            if path is not None:
-                try:
-                    nb = load_notebook(path)
-                    parameters = {GENERAL: defaults_of(nb)} if defaults_of(nb) else {}
-                    runtime["code_hash"] = code_fingerprint(nb)
-                except ClearnbError as exc:
-                    log.warning("not registering %s as a template: %s", path, exc)
-                    path = None
-            if path is None:
-                log.warning(
-                    "clearnb could not tell which notebook this is, so the task cannot serve "
-                    "as a template; pass Task.init(..., notebook='path/to/step.ipynb')."
-                )
-            record = TaskRecord(
-                project=project_name or "default",
-                name=task_name or (Path(path).stem if path else "untitled"),
-                status="running",
-                task_type=task_type,
-                notebook=str(path) if path else None,
-                parameters=parameters,
-                tags=list(tags or []),
-                runtime=runtime,
-                started=time.time(),
-            )
+                return existing
+            record = current.interactive_record(project_name, task_name, task_type, tags, notebook)
             task = cls(backend.store.create_task(record), backend)
-            cls._current = task
-            task._watch_cells()
+            CURRENT.task = task
+            current.watch_cells(task.flush)
             atexit.register(task._close_at_exit)
             return task
 
     @classmethod
     def current_task(cls) -> Task | None:
         """The task of this process (``Task.init``'s), or None."""
-        if cls._current is None and os.environ.get(TASK_ID_ENV):
+        if CURRENT.task is None and current.attached_task_id():
             return cls.init()
-        return cls._current
+        return CURRENT.task
 
     @classmethod
     def get_task(
@@ -369,7 +323,7 @@ class Task:
     def artifacts(self) -> dict[str, Artifact]:
         """The task's artifacts by name, read fresh from the store."""
         stored = self._backend.store.get_artifacts(self.id)
-        return {name: Artifact(rec, self._backend) for name, rec in stored.items()}
+        return {name: Artifact(rec, self._backend.artifacts) for name, rec in stored.items()}
 
     def get_project_name(self) -> str:
         """The task's project."""
@@ -510,10 +464,8 @@ class Task:
 
     def get_logger(self) -> Logger:
         """The logger reporting scalars, figures, tables and text to this task."""
-        from clearnb.logger import Logger
-
         if self._logger is None:
-            self._logger = Logger(self)
+            self._logger = Logger(self.id, self._backend)
         return self._logger
 
     def get_reported_scalars(self) -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -566,10 +518,8 @@ class Task:
 
         The task must be a draft (``Task.clone``, ``Task.create``) or, with ``force``, a
         task that ended, which is reset. Bad parameters are refused here, before queueing.
-        Warns (:class:`~clearnb.executors.queue.QueueWarning`) if no agent serves the queue.
+        Warns (:class:`~clearnb.dispatch.QueueWarning`) if no agent serves the queue.
         """
-        from clearnb.executors.queue import enqueue
-
         name = queue_name or queue_id
         if not name:
             raise ClearnbError(
@@ -577,7 +527,7 @@ class Task:
             )
         backend = task._backend if isinstance(task, Task) else Backend.for_config()
         task_id = task.id if isinstance(task, Task) else task
-        record = enqueue(backend, task_id, name, force=force)
+        record = dispatch.enqueue(backend, task_id, name, force=force)
         if isinstance(task, Task):
             task._record = record if record.id == task.id else task.reload()._record
         return {"queued": 1, "task": record.id, "queue": name, "status": record.status}
@@ -594,12 +544,9 @@ class Task:
         Reaching one of ``raise_on_status`` raises :class:`TaskFailedError` with the
         reason. ``timeout`` (seconds) raises :class:`TimeoutError` when it runs out.
         """
-        from clearnb.errors import TaskFailedError
-        from clearnb.executors.queue import follow
-
         wanted = {TaskStatusEnum.__dict__.get(s, s) for s in status}
         raising = {TaskStatusEnum.__dict__.get(s, s) for s in raise_on_status or ()}
-        record = follow(
+        record = dispatch.follow(
             self._backend,
             self.id,
             until=wanted | raising,
@@ -630,7 +577,7 @@ class Task:
         connected so far and is enqueued; with ``clone`` a copy is enqueued instead. With
         ``exit_process`` the rest of the notebook (or script) does not run here.
         """
-        if os.environ.get(TASK_ID_ENV) == self.id:
+        if current.attached_task_id() == self.id:
             return None
         if not queue_name:
             raise ClearnbError("execute_remotely needs a queue: task.execute_remotely('default')")
@@ -654,20 +601,13 @@ class Task:
             )
             target = self
             atexit.unregister(self._close_at_exit)  # the agent's run completes it, not this one
-            with Task._current_lock:
-                if Task._current is self:
-                    Task._current = None
+            with CURRENT.lock:
+                if CURRENT.task is self:
+                    CURRENT.task = None
         Task.enqueue(target, queue_name=queue_name)
         if not exit_process:
             return target
-        message = (
-            f"Task {target.id} ({target.name}) was sent to queue {queue_name!r}; an agent "
-            "runs the notebook from the start. The rest of it does not run here."
-        )
-        if _in_ipython():
-            raise ExecutedRemotely(message, task_id=target.id, queue=queue_name)
-        log.warning(message)
-        raise SystemExit(0)
+        dispatch.stop_here(target.id, target.name, queue_name)
 
     def close(self) -> None:
         """Finish an interactively started task (``completed``); a no-op inside a run."""
@@ -675,27 +615,15 @@ class Task:
         record = self.reload()._record
         if record.runtime.get("interactive") and record.status == "running" and not record.worker:
             self.mark_completed()
-        with Task._current_lock:
-            if Task._current is self:
-                Task._current = None
+        with CURRENT.lock:
+            if CURRENT.task is self:
+                CURRENT.task = None
 
     def flush(self, wait: bool = False) -> bool:
         """Write reports still buffered by this task's logger."""
         if self._logger is not None:
             self._logger.flush()
         return True
-
-    def _watch_cells(self) -> None:
-        """In IPython, write buffered reports at the end of every cell."""
-        try:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-        except ImportError:  # pragma: no cover - IPython comes with ipykernel
-            return
-        if shell is not None:
-            shell.events.register("post_run_cell", lambda *_: self.flush())
-        atexit.register(self.flush)
 
     def _finish(self, status: str, error: dict[str, Any] | None) -> None:
         self.flush()
@@ -739,39 +667,3 @@ def _jsonable(value: Any) -> Any:
         except (TypeError, ValueError):
             pass
     return str(value)
-
-
-def _find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
-    """The notebook this kernel runs: given, or told by Jupyter or VS Code."""
-    if explicit:
-        return Path(explicit).expanduser().absolute()
-    session = os.environ.get("JPY_SESSION_NAME")
-    if session and session.endswith(".ipynb") and Path(session).exists():
-        return Path(session).absolute()
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:  # pragma: no cover - IPython comes with ipykernel
-        shell = None
-    if shell is not None:
-        vscode = shell.user_ns.get("__vsc_ipynb_file__")
-        if vscode and Path(vscode).exists():
-            return Path(vscode).absolute()
-    return None
-
-
-class ExecutedRemotely(ClearnbError):
-    """Stops an interactive notebook after ``execute_remotely`` sent its task to a queue."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [str(self)]
-
-
-def _in_ipython() -> bool:
-    """Whether this code runs in an IPython shell or kernel."""
-    import sys
-
-    shell = sys.modules.get("IPython")
-    get = getattr(shell, "get_ipython", None)
-    return get is not None and get() is not None

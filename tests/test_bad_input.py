@@ -32,8 +32,8 @@ from clearnb.errors import (
     PipelineError,
 )
 from clearnb.execution.kernels import KernelPool
-from clearnb.execution.notebooks import installed_kernels
 from clearnb.execution.runner import NotebookRunner
+from clearnb.notebook.files import installed_kernels
 from clearnb.pipeline import functions
 from tests.helpers import NOTEBOOKS, child_kernel_pids, notebook
 

@@ -228,3 +228,31 @@ def test_a_nan_scalar_is_kept_as_nan(home: Path) -> None:
     series = task.get_reported_scalars()["loss"]["train"]
     assert series["x"] == [0, 1]
     assert math.isnan(series["y"][0]) and series["y"][1] == 0.5
+
+
+def test_the_current_logger_of_a_run_is_the_one_its_task_reports_through(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from clearnb import Logger, Task\n"
+            "early = Logger.current_logger()\n"
+            "assert Logger.current_logger() is early\n"
+            "early.report_scalar('loss', 'train', 0.5, iteration=0)"
+        ),
+        nbformat.v4.new_code_cell(
+            "task = Task.init()\n"
+            "assert task.get_logger() is early, 'Task.init takes the logger over'\n"
+            "assert Logger.current_logger() is early and Task.current_task() is task\n"
+            "early.report_scalar('loss', 'train', 0.25, iteration=1)"
+        ),
+    ]
+    path = tmp_path / "logger_first.ipynb"
+    nbformat.write(nb, path)
+    run = runner.execute(path, project_name="tests")
+    assert run.status == "completed", run.error
+    scalars = Task.get_task(task_id=run.id).get_reported_scalars()
+    assert scalars == {"loss": {"train": {"x": [0, 1], "y": [0.5, 0.25]}}}

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from papermill.translators import translate_parameters
 
 from clearnb.errors import InvalidReferenceError, ParameterError
-from clearnb.execution.parameters import DeclaredParameter, NotebookParameters, coerce
+from clearnb.notebook.parameters import DeclaredParameter, NotebookParameters, coerce
 from clearnb.pipeline import references
 from clearnb.pipeline.references import ARTIFACT_FIELDS, Reference
 

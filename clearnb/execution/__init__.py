@@ -1,1 +1,1 @@
-"""Running ONE notebook: parameters, the kernel pool, the papermill engine, the runner."""
+"""Running ONE notebook: the kernel pool, the papermill engine, the runner, limits."""

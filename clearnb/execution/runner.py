@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
+from clearnb.dispatch import prepare_run
 from clearnb.errors import ClearnbError, TaskFailedError
 from clearnb.execution import events
 from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
@@ -28,19 +29,11 @@ from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_L
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.limits import format_size, parse_memory_limit
-from clearnb.execution.notebooks import (
-    check_kernel,
-    code_fingerprint,
-    kernel_name_of,
-    load_notebook,
-)
-from clearnb.execution.parameters import GENERAL, NotebookParameters
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
+from clearnb.task import Task
 
 if TYPE_CHECKING:
     from papermill.exceptions import PapermillExecutionError
-
-    from clearnb.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +218,6 @@ class NotebookRunner:
 
         ``time_limit`` and ``memory_limit`` are those of :meth:`execute`.
         """
-        from clearnb.task import Task
-
         memory_bytes = parse_memory_limit(memory_limit)
         store = self.backend.store
         assert record.notebook is not None
@@ -306,7 +297,7 @@ class NotebookRunner:
             facts["memory_peak"] = context.memory_peak
         finished = self._keep_evidence(record, output_path, status, error, started, facts)
         emit(events.TASK_FINISHED, status=finished.status, error=finished.error)
-        result = Task._from_record(finished, self.backend)
+        result = Task.from_record(finished, self.backend)
         if raise_on_error and finished.status == "failed":
             reason = (finished.error or {}).get("reason", "failed")
             raise TaskFailedError(
@@ -406,88 +397,6 @@ class NotebookRunner:
                 store.add_report(ReportRecord(task_id, "log", title=stream, payload={"text": text}))
 
 
-def prepare_run(
-    backend: Backend,
-    notebook: str | os.PathLike[str] | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    *,
-    project_name: str | None = None,
-    task_name: str | None = None,
-    task: Task | str | None = None,
-    tags: Sequence[str] = (),
-    parent: str | None = None,
-    runtime: Mapping[str, Any] | None = None,
-    cache_key: str | None = None,
-    check_kernel_installed: bool = True,
-) -> TaskRecord:
-    """Validate a run of ``notebook`` (or of the draft ``task``) and record its Task.
-
-    Nothing runs: the notebook is read, the overrides are checked against its declared
-    parameters and converted to their types, and the Task is recorded with status
-    ``created`` (a draft runs as itself; a template is copied into a new task).
-    ``runtime`` adds facts to the task's runtime record; ``cache_key`` is stored with the
-    task so that a later identical run can reuse it. ``check_kernel_installed`` refuses a
-    notebook whose kernel is not installed here (off for runs sent to another machine).
-    """
-    store = backend.store
-    draft: TaskRecord | None = None
-    if task is not None:
-        draft = store.get_task(task if isinstance(task, str) else task.id)
-        if notebook is None:
-            notebook = draft.notebook
-    if notebook is None:
-        raise ClearnbError(
-            "No notebook to run: pass a notebook path, or a task that was created from one "
-            "(Task.create(..., notebook=path))."
-        )
-    path = Path(notebook).expanduser().absolute()
-    nb = load_notebook(path)
-    if check_kernel_installed:
-        check_kernel(nb, path.name)
-    declared = NotebookParameters.of(nb, draft.parameters if draft else None)
-    defaults = declared.defaults()
-    merged: dict[str, Any] = {}
-    if draft is not None:  # a draft's own values count as overrides where they differ
-        for section, values in draft.parameters.items():
-            base = defaults.get(section, {})
-            merged.update({f"{section}/{k}": v for k, v in values.items() if base.get(k, v) != v})
-    merged.update({_qualified(str(k)): v for k, v in (parameters or {}).items()})
-    overridden = sorted(merged)
-    resolved = declared.resolve(merged, path.name)
-    recorded = {s: dict(v) for s, v in defaults.items()}
-    for section, values in resolved.items():
-        recorded.setdefault(section, {}).update(values)
-    facts = {
-        **(runtime or {}),
-        "overrides": overridden,
-        "injected": declared.injected(resolved),
-        "kernel_name": kernel_name_of(nb),
-        "code_hash": code_fingerprint(nb),
-    }
-    if draft is not None and draft.status == "created" and not draft.runtime.get("template"):
-        # a draft (a clone) runs as itself; a template is copied into a new task
-        return store.update_task(
-            draft.id,
-            notebook=str(path),
-            parameters=recorded,
-            runtime={**draft.runtime, **facts},
-            cache_key=cache_key,
-            **({"name": task_name} if task_name else {}),
-            **({"project": project_name} if project_name else {}),
-        )
-    record = TaskRecord(
-        project=project_name or (draft.project if draft else "default"),
-        name=task_name or (draft.name if draft else path.stem),
-        notebook=str(path),
-        parameters=recorded,
-        tags=list(tags) or (list(draft.tags) if draft else []),
-        parent=parent or (draft.id if draft else None),
-        runtime=facts,
-        cache_key=cache_key,
-    )
-    return store.create_task(record)
-
-
 def _as_image(file: Path) -> Any:
     """A PNG or JPEG as a PIL image (stored by the figure codec, loads as an image)."""
     if file.suffix in (".png", ".jpg"):
@@ -500,10 +409,6 @@ def _as_image(file: Path) -> Any:
         except Exception:
             log.debug("could not read %s as an image", file, exc_info=True)
     return file
-
-
-def _qualified(key: str) -> str:
-    return key if "/" in key else f"{GENERAL}/{key}"
 
 
 def _cell_error(exc: PapermillExecutionError, context: RunContext) -> dict[str, Any]:

@@ -36,9 +36,9 @@ from clearnb.errors import (
 from clearnb.execution import events as run_events
 from clearnb.execution.events import RunEvent
 from clearnb.execution.limits import parse_memory_limit
-from clearnb.execution.notebooks import check_kernel, code_fingerprint, load_notebook
-from clearnb.execution.parameters import GENERAL, NotebookParameters, split_key
 from clearnb.execution.runner import NotebookRunner, RunHandle
+from clearnb.notebook.files import check_kernel, code_fingerprint, load_notebook
+from clearnb.notebook.parameters import GENERAL, NotebookParameters, split_key
 from clearnb.pipeline import cache, functions, graph, recovery, references
 from clearnb.pipeline.events import (
     PIPELINE_STATUS,

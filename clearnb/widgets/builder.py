@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from clearnb.errors import ClearnbError
-from clearnb.execution.notebooks import load_notebook
-from clearnb.execution.parameters import DeclaredParameter, NotebookParameters
+from clearnb.notebook.files import load_notebook
+from clearnb.notebook.parameters import DeclaredParameter, NotebookParameters
 from clearnb.pipeline import references
 
 if TYPE_CHECKING:

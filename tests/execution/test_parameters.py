@@ -9,8 +9,9 @@ import pytest
 
 from clearnb import Task
 from clearnb.errors import ParameterError
-from clearnb.execution.notebooks import load_notebook
-from clearnb.execution.parameters import (
+from clearnb.execution.runner import NotebookRunner
+from clearnb.notebook.files import load_notebook
+from clearnb.notebook.parameters import (
     GENERAL,
     DeclaredParameter,
     NotebookParameters,
@@ -18,7 +19,6 @@ from clearnb.execution.parameters import (
     connected_parameters,
     parse_text,
 )
-from clearnb.execution.runner import NotebookRunner
 from tests.helpers import notebook
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from clearnb import pysource
 from clearnb.errors import ParameterError
-from clearnb.execution.notebooks import PARAMETERS_TAG, find_tagged_cell
+from clearnb.notebook.files import PARAMETERS_TAG, find_tagged_cell
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode

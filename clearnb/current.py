@@ -1,0 +1,148 @@
+"""The task of this process: the one ``Task.init`` attached to or recorded.
+
+Inside a notebook run by clearnb, the kernel's environment names the run's task
+(:data:`TASK_ID_ENV`, as ClearML's ``CLEARML_TASK_ID``) and ``Task.init`` attaches to it.
+Run by hand in Jupyter, ``Task.init`` records a new task from the notebook the kernel runs
+(told by Jupyter or VS Code), so that it can serve as a template.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clearnb.config import TASK_ID_ENV
+from clearnb.errors import ClearnbError
+from clearnb.notebook.files import code_fingerprint, load_notebook
+from clearnb.notebook.parameters import GENERAL, defaults_of
+from clearnb.store.records import TaskRecord
+
+if TYPE_CHECKING:
+    from clearnb.logger import Logger
+    from clearnb.task import Task
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CURRENT",
+    "TASK_ID_ENV",
+    "CurrentTask",
+    "attached_task_id",
+    "find_notebook",
+    "in_ipython",
+    "interactive_record",
+    "watch_cells",
+]
+
+
+class CurrentTask:
+    """This process's task, and the logger of the run's task asked for before ``Task.init``.
+
+    A process has one current task, as in ClearML (``Task.current_task()``), so there is one
+    instance, :data:`CURRENT`; hold ``lock`` to read or change either field.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.task: Task | None = None
+        self.logger: Logger | None = None
+        """Made by ``Logger.current_logger()`` in a run before ``Task.init``; the task that
+        attaches to the run takes it over, so both report through one logger."""
+
+
+CURRENT = CurrentTask()
+"""The current task of this process."""
+
+
+def attached_task_id() -> str | None:
+    """The id of the run's task when clearnb runs this notebook (else None)."""
+    return os.environ.get(TASK_ID_ENV) or None
+
+
+def in_ipython() -> bool:
+    """Whether this code runs in an IPython shell or kernel."""
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and get() is not None
+
+
+def watch_cells(flush: Callable[[], Any]) -> None:
+    """Call ``flush`` at the end of every IPython cell, and when the process exits."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return
+    if shell is not None:
+        shell.events.register("post_run_cell", lambda *_: flush())
+    atexit.register(flush)
+
+
+def find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The notebook this kernel runs: given, or told by Jupyter or VS Code."""
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session and session.endswith(".ipynb") and Path(session).exists():
+        return Path(session).absolute()
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        shell = None
+    if shell is not None:
+        vscode = shell.user_ns.get("__vsc_ipynb_file__")
+        if vscode and Path(vscode).exists():
+            return Path(vscode).absolute()
+    return None
+
+
+def interactive_record(
+    project_name: str | None,
+    task_name: str | None,
+    task_type: str,
+    tags: Sequence[str] | None,
+    notebook: str | os.PathLike[str] | None,
+) -> TaskRecord:
+    """The record of a task started by hand (status ``running``), not yet stored.
+
+    The notebook (``notebook``, or the one this kernel runs) is its template: its
+    parameters cell gives the ``General`` section, its code the fingerprint. Without a
+    readable notebook the task is recorded all the same, with a warning.
+    """
+    path = find_notebook(notebook)
+    parameters: dict[str, dict[str, Any]] = {}
+    runtime: dict[str, Any] = {"interactive": True}
+    if path is not None:
+        try:
+            nb = load_notebook(path)
+            parameters = {GENERAL: defaults_of(nb)} if defaults_of(nb) else {}
+            runtime["code_hash"] = code_fingerprint(nb)
+        except ClearnbError as exc:
+            log.warning("not registering %s as a template: %s", path, exc)
+            path = None
+    if path is None:
+        log.warning(
+            "clearnb could not tell which notebook this is, so the task cannot serve "
+            "as a template; pass Task.init(..., notebook='path/to/step.ipynb')."
+        )
+    return TaskRecord(
+        project=project_name or "default",
+        name=task_name or (Path(path).stem if path else "untitled"),
+        status="running",
+        task_type=task_type,
+        notebook=str(path) if path else None,
+        parameters=parameters,
+        tags=list(tags or []),
+        runtime=runtime,
+        started=time.time(),
+    )
