@@ -9,16 +9,15 @@ from any process or machine that reaches the store.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from clearnb.backend import Backend
 from clearnb.execution import events as run_events
 from clearnb.execution.events import EventCallback, RunEvent
-from clearnb.execution.limits import parse_memory_limit
+from clearnb.executors.base import StepRequest
 from clearnb.store.records import FINAL_STATUSES, TaskRecord, WorkerRecord
 
 if TYPE_CHECKING:
@@ -175,45 +174,29 @@ class QueueExecutor:
         self.backend = backend
         self.queue = queue
 
-    def execute(
-        self,
-        notebook: str | os.PathLike[str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        *,
-        project_name: str | None = None,
-        task_name: str | None = None,
-        task: str | None = None,
-        time_limit: float | None = None,
-        memory_limit: float | str | None = None,
-        tags: Sequence[str] = (),
-        parent: str | None = None,
-        on_event: EventCallback | None = None,
-        handle: RunHandle | None = None,
-        runtime: Mapping[str, Any] | None = None,
-        cache_key: str | None = None,
-        on_unserved: Callable[[str], None] | None = None,
-    ) -> Task:
-        """Like :meth:`NotebookRunner.execute`, but the run happens on an agent of the queue."""
+    def execute(self, request: StepRequest) -> Task:
+        """Run ``request`` on an agent of the queue; return its Task once it has ended."""
         from clearnb.execution.runner import prepare_run
         from clearnb.task import Task
 
         record = prepare_run(
             self.backend,
-            notebook,
-            parameters,
-            project_name=project_name,
-            task_name=task_name,
-            task=task,
-            tags=tags,
-            parent=parent,
+            request.notebook,
+            request.overrides,
+            project_name=request.project_name,
+            task_name=request.task_name,
+            task=request.template,
+            tags=request.tags,
+            parent=request.parent,
             runtime={
-                **(runtime or {}),
-                "time_limit": time_limit,
-                "memory_limit": parse_memory_limit(memory_limit),
+                **request.runtime,
+                "time_limit": request.time_limit,
+                "memory_limit": request.memory_limit,
             },
-            cache_key=cache_key,
+            cache_key=request.cache_key,
             check_kernel_installed=False,
         )
+        handle = request.handle
         if handle is not None and handle.reason is not None:
             final = self.backend.store.update_task(
                 record.id, status="aborted", error={"reason": f"aborted: {handle.reason}"}
@@ -221,9 +204,16 @@ class QueueExecutor:
             return Task._from_record(final, self.backend)
         ship_notebook(self.backend, record)
         self.backend.store.enqueue_task(record.id, self.queue)
-        if on_event is not None:
-            on_event(RunEvent(run_events.TASK_QUEUED, record.id, {"queue": self.queue}))
+        if request.on_event is not None:
+            request.on_event(RunEvent(run_events.TASK_QUEUED, record.id, {"queue": self.queue}))
         final = follow(
-            self.backend, record.id, on_event=on_event, handle=handle, on_unserved=on_unserved
+            self.backend,
+            record.id,
+            on_event=request.on_event,
+            handle=handle,
+            on_unserved=request.on_unserved,
         )
         return Task._from_record(final, self.backend)
+
+    def close(self) -> None:
+        """Nothing to release: the queue lives in the store."""
