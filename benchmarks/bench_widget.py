@@ -88,7 +88,7 @@ import threading
 import time
 
 from clearnb import PipelineController
-from clearnb.pipeline.events import STEP_STATUS, PipelineEvent
+from clearnb.events import STEP_STATUS, PipelineEvent
 import clearnb.widgets.controller
 """
 

@@ -172,7 +172,7 @@ def private_uses(modules: dict[str, Module]) -> list[str]:
     found: list[str] = []
     for module in modules.values():
         for node in ast.walk(module.tree):
-            where = f"{module.path.relative_to(ROOT.parent)}:{getattr(node, 'lineno', 0)}"
+            where = f"{_shown(module.path)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.ImportFrom):
                 for alias in node.names:
                     if _private(alias.name):
@@ -187,6 +187,13 @@ def private_uses(modules: dict[str, Module]) -> list[str]:
                     continue
                 found.append(f"{where}: uses {ast.unparse(node)}")
     return found
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(ROOT.parent)
+    except ValueError:
+        return path
 
 
 def report(root: Path = ROOT) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 
 from clearnb.backend import Backend
 from clearnb.config import Config
-from clearnb.pipeline.graph import Node
+from clearnb.pipeline.node import Node
 from clearnb.store.records import ArtifactRecord, TaskRecord
 from tests.helpers import notebook
 from tests.test_cli import CLEARNB, Result, clearnb, invoke

@@ -48,7 +48,7 @@ def test_eight_pipelines_at_once_lose_nothing(
     took = time.monotonic() - began
     for pipe in pipes:
         pipe.stop()
-        assert pipe._renderer is not None and pipe._renderer.wait(60)
+        assert pipe.wait_for_picture(60)
     assert [pipe.status for pipe in pipes] == ["completed"] * PIPELINES
 
     backend = Backend.for_config()

@@ -127,7 +127,7 @@ class Agent:
             for _, handle in handles:
                 handle.abort(abort)
             for pipe in controllers:
-                pipe._abort_all(abort)
+                pipe.abort(abort)
 
     @property
     def running(self) -> list[str]:
@@ -281,7 +281,7 @@ class Agent:
             handle = self._running.get(task_id)
             pipe = self._controllers.get(task_id)
         if pipe is not None:
-            pipe._abort_all(reason)
+            pipe.abort(reason)
         elif handle is not None and handle.reason is None:
             self._say(f"stopping task {task_id}: {reason}")
             handle.abort(reason)

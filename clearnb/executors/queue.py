@@ -7,9 +7,8 @@ Preparing, enqueueing and following a task need only the store; they are
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from clearnb import dispatch
 from clearnb.backend import Backend
@@ -27,7 +26,7 @@ from clearnb.dispatch import (
 )
 from clearnb.execution import events as run_events
 from clearnb.execution.events import EventCallback, RunEvent
-from clearnb.execution.limits import parse_memory_limit
+from clearnb.executors.base import StepRequest
 from clearnb.store.records import FINAL_STATUSES, EventRecord, TaskRecord
 from clearnb.task import Task
 
@@ -90,42 +89,26 @@ class QueueExecutor:
         self.backend = backend
         self.queue = queue
 
-    def execute(
-        self,
-        notebook: str | os.PathLike[str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        *,
-        project_name: str | None = None,
-        task_name: str | None = None,
-        task: str | None = None,
-        time_limit: float | None = None,
-        memory_limit: float | str | None = None,
-        tags: Sequence[str] = (),
-        parent: str | None = None,
-        on_event: EventCallback | None = None,
-        handle: RunHandle | None = None,
-        runtime: Mapping[str, Any] | None = None,
-        cache_key: str | None = None,
-        on_unserved: Callable[[str], None] | None = None,
-    ) -> Task:
-        """Like :meth:`NotebookRunner.execute`, but the run happens on an agent of the queue."""
+    def execute(self, request: StepRequest) -> Task:
+        """Run ``request`` on an agent of the queue; return its Task once it has ended."""
         record = prepare_run(
             self.backend,
-            notebook,
-            parameters,
-            project_name=project_name,
-            task_name=task_name,
-            task=task,
-            tags=tags,
-            parent=parent,
+            request.notebook,
+            request.overrides,
+            project_name=request.project_name,
+            task_name=request.task_name,
+            task=request.template,
+            tags=request.tags,
+            parent=request.parent,
             runtime={
-                **(runtime or {}),
-                "time_limit": time_limit,
-                "memory_limit": parse_memory_limit(memory_limit),
+                **request.runtime,
+                "time_limit": request.time_limit,
+                "memory_limit": request.memory_limit,
             },
-            cache_key=cache_key,
+            cache_key=request.cache_key,
             check_kernel_installed=False,
         )
+        handle = request.handle
         if handle is not None and handle.reason is not None:
             final = self.backend.store.update_task(
                 record.id, status="aborted", error={"reason": f"aborted: {handle.reason}"}
@@ -133,9 +116,16 @@ class QueueExecutor:
             return Task.from_record(final, self.backend)
         ship_notebook(self.backend, record)
         self.backend.store.enqueue_task(record.id, self.queue)
-        if on_event is not None:
-            on_event(RunEvent(run_events.TASK_QUEUED, record.id, {"queue": self.queue}))
+        if request.on_event is not None:
+            request.on_event(RunEvent(run_events.TASK_QUEUED, record.id, {"queue": self.queue}))
         final = follow(
-            self.backend, record.id, on_event=on_event, handle=handle, on_unserved=on_unserved
+            self.backend,
+            record.id,
+            on_event=request.on_event,
+            handle=handle,
+            on_unserved=request.on_unserved,
         )
         return Task.from_record(final, self.backend)
+
+    def close(self) -> None:
+        """Nothing to release: the queue lives in the store."""

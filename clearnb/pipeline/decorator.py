@@ -13,11 +13,11 @@ step run as a generated notebook (``run_locally()``, the default), or, after
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import operator
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
-from clearnb.pipeline.graph import Node
-from clearnb.status import CACHED, COMPLETED, FAILED, RUNNING
+from clearnb.pipeline.spec import FUNCTION, StepSpec, build_step, component_options
+from clearnb.status import CACHED, COMPLETED
 from clearnb.status import STEP_FINISHED as FINISHED
 
 if TYPE_CHECKING:
@@ -40,7 +40,20 @@ LOCAL = "local"
 DEBUG = "debug"
 DEFAULT_SECTION = "Args"
 
+
+@dataclass(frozen=True)
+class DecoratorSettings:
+    """How decorated pipelines run in this process, set whole by each mode call."""
+
+    mode: str = QUEUES
+    """``queues`` (components with a queue go to it), ``local`` or ``debug``."""
+    force: bool = False
+    resume: bool | str = False
+    default_queue: str | None = None
+
+
 _ACTIVE = threading.local()
+"""The decorated pipeline running in each thread (set for the duration of its function)."""
 
 
 @dataclass
@@ -51,6 +64,23 @@ class ComponentSpec:
     return_values: list[str]
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    """The component's keywords as given (``cache``, ``execution_queue``, ...)."""
+
+    def step(self, name: str, function_kwargs: Mapping[str, Any]) -> StepSpec:
+        """The function step one call of the component makes."""
+        declared = component_options()
+        arguments = {
+            declared[key].name: value
+            for key, value in self.options.items()
+            if key in declared and value is not None
+        }
+        arguments.update(
+            name=name,
+            function=self.function,
+            function_kwargs=dict(function_kwargs),
+            function_return=list(self.return_values),
+        )
+        return build_step(FUNCTION, arguments)
 
 
 class LazyValue:
@@ -180,42 +210,14 @@ class _PipelineRun:
         arguments = dict(bound.arguments)
         if self.mode == DEBUG:
             return self._call_now(spec, name, arguments)
-        function_kwargs: dict[str, Any] = {}
-        for key, value in arguments.items():
-            function_kwargs[key] = value.reference if isinstance(value, LazyValue) else value
-        options = dict(spec.options)
-        continue_behaviour = options.pop("continue_behaviour", None)
-        node = Node(
-            name=name,
-            parents=list(options.pop("parents", None) or []),
-            function=spec.function,
-            function_kwargs=function_kwargs,
-            function_return=list(spec.return_values),
-            helper_functions=list(options.pop("helper_functions", None) or []),
-            queue=options.pop("execution_queue", None) or self.controller.default_execution_queue,
-            timeout=options.pop("time_limit", None),
-            memory_limit=options.pop("memory_limit", None),
-            cache_executed_step=bool(options.pop("cache", False)),
-            retry_on_failure=options.pop("retry_on_failure", None),
-            pre_execute_callback=options.pop("pre_execute_callback", None),
-            post_execute_callback=options.pop("post_execute_callback", None),
-            status_change_callback=options.pop("status_change_callback", None),
-            monitor_metrics=list(options.pop("monitor_metrics", None) or []),
-            monitor_artifacts=list(options.pop("monitor_artifacts", None) or []),
-            monitor_models=list(options.pop("monitor_models", None) or []),
-            task_type=options.pop("task_type", None),
-            tags=_as_list(options.pop("tags", None)),
-            packages=_as_list(options.pop("packages", None)) or None,
-            recorded={key: value for key, value in options.items() if value is not None},
-        )
-        PipelineController._apply_continue(
-            node, bool(options.get("continue_on_fail", False)), continue_behaviour
-        )
-        node.recorded.pop("continue_on_fail", None)
-        earlier = self.earlier.get(name)
-        if earlier is not None:
-            self.controller._adopt_quietly(node, earlier)
-        self.controller._add_live(node)
+        function_kwargs = {
+            key: value.reference if isinstance(value, LazyValue) else value
+            for key, value in arguments.items()
+        }
+        step = spec.step(name, function_kwargs)
+        if step.queue is None:
+            step.queue = self.controller.default_execution_queue
+        self.controller.add_live_step(step, earlier=self.earlier.get(name))
         return self._placeholders(name, spec.return_values)
 
     def _placeholders(self, step: str, names: Sequence[str]) -> Any:
@@ -225,23 +227,21 @@ class _PipelineRun:
         return values[0] if len(values) == 1 else values
 
     def _call_now(self, spec: ComponentSpec, name: str, arguments: dict[str, Any]) -> Any:
-        """Debug mode: run the function here, now, recording it as a completed step."""
-        node = Node(name=name, function=spec.function, function_return=list(spec.return_values))
-        node.function_kwargs = {k: v for k, v in arguments.items() if _is_small(v)}
-        node.status = RUNNING
-        node.job_started = time.time()
-        self.controller._nodes[name] = node
+        """Debug mode: run the function here, now, recording it as a step of the run."""
+        small = {k: v for k, v in arguments.items() if _is_small(v)}
+        step = StepSpec(
+            name=name,
+            function=spec.function,
+            function_kwargs=small,
+            function_return=list(spec.return_values),
+        )
+        values = {k: _plain_value(v) for k, v in arguments.items()}
         try:
-            result = spec.function(**{k: _plain_value(v) for k, v in arguments.items()})
-        except Exception as exc:
-            node.status = FAILED
-            node.job_ended = time.time()
-            node.error = {"reason": f"{type(exc).__name__}: {exc}"}
+            result = self.controller.engine.call_step(step, lambda: spec.function(**values))
+        except Exception:
             if not spec.options.get("continue_on_fail"):
                 raise
             return self._placeholders_of(spec, None)
-        node.status = COMPLETED
-        node.job_ended = time.time()
         return self._placeholders_of(spec, result)
 
     @staticmethod
@@ -292,10 +292,10 @@ def _is_small(value: Any) -> bool:
 class PipelineDecorator:
     """Decorators that turn functions into a pipeline (ClearML's ``PipelineDecorator``)."""
 
-    _mode: ClassVar[str] = QUEUES
-    _default_queue: ClassVar[str | None] = None
-    _force: ClassVar[bool] = False
-    _resume: ClassVar[bool | str] = False
+    settings: ClassVar[DecoratorSettings] = DecoratorSettings()
+    """How decorated pipelines run in this process (ClearML's mode is process-wide too);
+    each of :meth:`run_locally`, :meth:`debug_pipeline` and
+    :meth:`set_default_execution_queue` replaces it whole, so no earlier choice lingers."""
 
     @classmethod
     def component(
@@ -342,34 +342,11 @@ class PipelineDecorator:
         """
         returns = [return_values] if isinstance(return_values, str) else list(return_values or [])
         options = {
-            "time_limit": time_limit,
-            "memory_limit": parse_memory_limit(memory_limit),
-            "cache": cache,
-            "packages": packages,
-            "parents": list(parents) if parents else None,
-            "execution_queue": execution_queue,
-            "continue_on_fail": continue_on_fail,
-            "docker": docker,
-            "docker_args": docker_args,
-            "docker_bash_setup_script": docker_bash_setup_script,
-            "task_type": task_type,
-            "repo": repo,
-            "repo_branch": repo_branch,
-            "repo_commit": repo_commit,
-            "helper_functions": list(helper_functions or []),
-            "monitor_metrics": monitor_metrics,
-            "monitor_artifacts": monitor_artifacts,
-            "monitor_models": monitor_models,
-            "retry_on_failure": retry_on_failure,
-            "pre_execute_callback": pre_execute_callback,
-            "post_execute_callback": post_execute_callback,
-            "status_change_callback": status_change_callback,
-            "tags": tags,
-            "output_uri": output_uri,
-            "draft": draft or None,
-            "working_dir": working_dir,
-            "continue_behaviour": continue_behaviour,
+            key: value
+            for key, value in locals().items()
+            if key in component_options() and key != "return_values"
         }
+        options["memory_limit"] = parse_memory_limit(memory_limit)
 
         def decorate(function: F) -> F:
             spec = ComponentSpec(function, returns, name or function.__name__, options)
@@ -446,15 +423,14 @@ class PipelineDecorator:
                     repo_commit=repo_commit,
                     output_uri=output_uri,
                     working_dir=working_dir,
-                    default_execution_queue=default_queue or cls._default_queue,
+                    default_execution_queue=default_queue or cls.settings.default_queue,
                     max_workers=max_workers,
                 )
                 controller.recorded["pipeline_execution_queue"] = pipeline_execution_queue
                 bound = inspect.signature(function).bind(*args, **kwargs)
                 bound.apply_defaults()
                 for key, value in bound.arguments.items():
-                    controller.add_parameter(key, value)
-                    controller._sections[key] = sections.get(key, DEFAULT_SECTION)
+                    controller.add_parameter(key, value, section=sections.get(key, DEFAULT_SECTION))
                 return cls._run(controller, function, bound, return_value)
 
             return run_pipeline  # type: ignore[return-value]
@@ -469,26 +445,29 @@ class PipelineDecorator:
         bound: inspect.BoundArguments,
         return_value: str | None,
     ) -> Any:
-        run = _PipelineRun(controller, cls._mode)
+        settings = cls.settings
+        run = _PipelineRun(controller, settings.mode)
         previous = getattr(_ACTIVE, "run", None)
         _ACTIVE.run = run
         _ACTIVE.controller = controller
         try:
-            if cls._mode == DEBUG:
-                return cls._run_debug(run, function, bound, return_value)
-            controller._accepting = True
-            controller._steps_locally = cls._mode == LOCAL
-            if cls._resume:
-                run.earlier = controller._earlier_results(cls._resume)
-            controller.start(force=cls._force)
+            if settings.mode == DEBUG:
+                with controller.engine.running_here():
+                    result = function(*bound.args, **bound.kwargs)
+                    if return_value:
+                        controller.upload_artifact(return_value, result)
+                return result
+            if settings.resume:
+                run.earlier = controller.earlier_results(settings.resume)
+            controller.start(
+                force=settings.force, accept_steps=True, steps_locally=settings.mode == LOCAL
+            )
             try:
-                result = function(*bound.args, **bound.kwargs)
-                result = _plain_value(result)
+                result = _plain_value(function(*bound.args, **bound.kwargs))
             finally:
-                controller._accepting = False
-                controller._wake.put("")
+                controller.close_steps()
                 controller.wait()
-            if return_value and controller._task is not None:
+            if return_value:
                 controller.upload_artifact(return_value, result)
             return result
         finally:
@@ -497,51 +476,24 @@ class PipelineDecorator:
                 _ACTIVE.controller = None
 
     @classmethod
-    def _run_debug(
-        cls,
-        run: _PipelineRun,
-        function: Callable[..., Any],
-        bound: inspect.BoundArguments,
-        return_value: str | None,
-    ) -> Any:
-        controller = run.controller
-        controller._status = RUNNING
-        controller._started = time.time()
-        controller._open_task()
-        status = FAILED
-        try:
-            result = function(*bound.args, **bound.kwargs)
-            status = COMPLETED
-            if return_value:
-                controller.upload_artifact(return_value, result)
-            return result
-        finally:
-            controller._status = status if status == FAILED else controller._final_status()
-            controller._ended = time.time()
-            controller._persist()
-            controller._close_task()
-
-    @classmethod
     def run_locally(cls, force: bool = False, resume: bool | str = False) -> None:
         """Run every component as its own Task on this machine (a notebook in a kernel).
 
         ``force`` runs cached components again; ``resume`` (True: the newest run of the
         pipeline, or a pipeline task id) takes the components that completed there.
         """
-        cls._mode = LOCAL
-        cls._force = force
-        cls._resume = resume
+        cls.settings = dataclasses.replace(cls.settings, mode=LOCAL, force=force, resume=resume)
 
     @classmethod
     def debug_pipeline(cls) -> None:
         """Run components as plain function calls in this process (for a debugger)."""
-        cls._mode = DEBUG
+        cls.settings = dataclasses.replace(cls.settings, mode=DEBUG, force=False, resume=False)
 
     @classmethod
     def set_default_execution_queue(cls, default_execution_queue: str | None) -> None:
         """Queue for components that name none; agents serving it run them
         (``clearnb agent --queue NAME``), unless :meth:`run_locally` keeps them here."""
-        cls._default_queue = default_execution_queue
+        cls.settings = dataclasses.replace(cls.settings, default_queue=default_execution_queue)
 
     @classmethod
     def get_current_pipeline(cls) -> PipelineController | None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from clearnb.backend import Backend
 from clearnb.config import Config
@@ -80,6 +80,54 @@ class PictureRenderer:
                 return True
             time.sleep(0.05)
         return False
+
+
+PLOT_INTERVAL = 1.0
+"""Least seconds between two redraws of the stored DAG picture during a run."""
+FIRST_PICTURE_AFTER = 3.0
+"""Runs shorter than this get only their final picture."""
+
+
+class PictureLoop:
+    """While a run goes on, redraws its stored picture after status changes (coalesced);
+    short runs only get the final picture."""
+
+    def __init__(self, renderer: PictureRenderer, elapsed: Callable[[], float]) -> None:
+        self.renderer = renderer
+        self.elapsed = elapsed
+        self._wanted = threading.Event()
+        self._over = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pipeline plot", daemon=True)
+
+    def start(self) -> None:
+        """Start redrawing."""
+        self._thread.start()
+
+    def want(self) -> None:
+        """Something changed: redraw soon."""
+        self._wanted.set()
+
+    def finish(self) -> None:
+        """The run is over: stop the loop and draw the final picture."""
+        self._over.set()
+        self._wanted.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.renderer.request()
+
+    def _loop(self) -> None:
+        while not self._over.is_set():
+            self._wanted.wait(timeout=0.5)
+            if self._over.is_set():
+                return
+            self.renderer.poll()
+            early = FIRST_PICTURE_AFTER - self.elapsed()
+            if early > 0:
+                self._over.wait(early)
+            elif self._wanted.is_set():
+                self._wanted.clear()
+                self.renderer.request()
+                self._over.wait(PLOT_INTERVAL)
 
 
 if __name__ == "__main__":

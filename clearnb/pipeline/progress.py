@@ -1,7 +1,7 @@
 """Words for a pipeline's state: progress lines, step tables, short parameter labels.
 
 Pure functions from the state dicts a controller stores in ``runtime["pipeline"]`` (see
-:meth:`clearnb.pipeline.graph.Node.state`) to text, shared by the CLI, the plot and the
+:meth:`clearnb.pipeline.node.Node.state`) to text, shared by the CLI, the plot and the
 widget so that they describe a run the same way. Colour is left to the caller through a
 ``style(text, status)`` function.
 """

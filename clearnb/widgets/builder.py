@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from clearnb.errors import ClearnbError
+from clearnb.errors import ClearnbError, PipelineError
 from clearnb.notebook.files import load_notebook
 from clearnb.notebook.parameters import DeclaredParameter, NotebookParameters
 from clearnb.pipeline import references
@@ -196,13 +196,23 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
                 "parameter_override": overrides,
             }
             if self.editing:
-                self.pipeline._replace_step(self.editing, step)
+                self.pipeline.replace_step(self.editing, **step)
                 self.editing = ""
-            elif not self.pipeline._add_checked(**step):
-                raise ClearnbError(f"a step named {self.name.value!r} exists already")
+            else:
+                self._add_checked(step)
             self.name.value = ""
 
         self._guard(add)
+
+    def _add_checked(self, step: dict[str, Any]) -> None:
+        """Add a notebook step, refused at once (and not added) if it has problems."""
+        if step["name"] in self.pipeline.get_pipeline_dag():
+            raise ClearnbError(f"a step named {step['name']!r} exists already")
+        self.pipeline.add_step(**step)
+        problems = self.pipeline.check_step(step["name"])
+        if problems:
+            self.pipeline.remove_step(step["name"])
+            raise PipelineError.collect(problems, "problem")
 
     def edit_selected(self) -> None:
         """Fill the form with the selected step; "Add step" then replaces it."""
@@ -235,10 +245,8 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
         """Replace the steps and parameters with those of the file."""
 
         def load() -> None:
-            from clearnb.pipeline.controller import PipelineController
-
-            loaded = PipelineController.from_file(self.path.value)
-            self.pipeline._replace_definition(loaded)
+            loaded = type(self.pipeline).from_file(self.path.value)
+            self.pipeline.replace_definition(loaded)
 
         self._guard(load)
 

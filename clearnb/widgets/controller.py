@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from clearnb.events import PipelineEvent
 from clearnb.pipeline import progress
-from clearnb.pipeline.events import PipelineEvent
+from clearnb.store import pipelines as runs
 from clearnb.widgets.dag import DagCanvas
 
 if TYPE_CHECKING:
@@ -187,11 +188,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         self._act(lambda: self.pipeline.run_from_step(self.canvas.selected))
 
     def _stop(self) -> None:
-        def abort() -> None:
-            self.pipeline._user_stopped = True
-            self.pipeline._abort_all("stopped from the widget")
-
-        self._act(abort)
+        self._act(lambda: self.pipeline.abort("stopped from the widget"))
 
     # -- details --------------------------------------------------------------------------
 
@@ -209,22 +206,14 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
     # -- history --------------------------------------------------------------------------
 
     def _runs(self) -> list[Any]:
-        store = self.pipeline._backend.store
-        return [
-            record
-            for record in store.find_tasks(
-                project=self.pipeline.project,
-                name=self.pipeline.name,
-                task_type="controller",
-                limit=50,
-            )
-            if record.runtime.get("pipeline")
-        ]
+        return runs.find_runs(
+            self.pipeline.store, project=self.pipeline.project, name=self.pipeline.name
+        )
 
     def _refresh_history(self) -> None:
         options: list[tuple[str, str]] = [("this run (live)", "")]
         for record in self._runs():
-            state = record.runtime["pipeline"]
+            state = runs.run_document(record) or {}
             when = progress.format_seconds(progress.elapsed(state))
             options.append((f"{record.id[:8]}  {state.get('status')}  {when}", record.id))
         if [value for _, value in options] != [value for _, value in self.history.options]:
@@ -234,9 +223,8 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
     def _viewed_state(self) -> dict[str, Any]:
         if self.history.value:
-            record = self.pipeline._backend.store.get_task(self.history.value)
-            state: dict[str, Any] = record.runtime.get("pipeline") or self.pipeline.state()
-            return state
+            record = self.pipeline.store.get_task(self.history.value)
+            return runs.run_document(record) or self.pipeline.state()
         return self.pipeline.state()
 
     def _on_history(self, change: dict[str, Any]) -> None:
@@ -261,7 +249,7 @@ def step_details(
     task_id = state.get("executed")
     overridden = {key: value for key, value in (state.get("resolved") or {}).items()}
     written = state.get("parameters") or {}
-    store = pipeline._backend.store
+    store = pipeline.store
     record = None
     if task_id:
         try:

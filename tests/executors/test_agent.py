@@ -113,7 +113,7 @@ def test_a_pipeline_runs_each_step_once_on_an_agent_of_its_queue(any_team: Team)
         finish(pipe)
         output = agents.output()
     assert pipe.is_successful(), output
-    assert pipe._runner is None, "no kernel was started in the controller's process"
+    assert not pipe.kernels_started, "no kernel was started in the controller's process"
     nodes = pipe.get_pipeline_dag()
     expected = {"prepare": "cpu", "train": "gpu", "report": "cpu"}
     for name, queue in expected.items():

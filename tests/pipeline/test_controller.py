@@ -12,7 +12,7 @@ import pytest
 from clearnb import PipelineController, Task
 from clearnb.backend import Backend
 from clearnb.errors import PipelineError
-from clearnb.pipeline.graph import Node
+from clearnb.pipeline.node import Node
 from tests.helpers import NOTEBOOKS, child_kernel_pids
 
 pytestmark = pytest.mark.timeout(240)
@@ -96,7 +96,7 @@ def test_the_pipeline_is_a_task_with_its_dag(home: Path) -> None:
         "stage_train",
     ]
     assert state["nodes"]["stage_process"]["parents"] == ["stage_data"]
-    assert pipe._renderer is not None and pipe._renderer.wait(60)
+    assert pipe.wait_for_picture(60)
     picture = Task.get_task(task_id=pipe.id).artifacts["pipeline_dag"]
     assert Path(picture.get_local_copy()).read_bytes().startswith(b"\x89PNG")
 
@@ -269,7 +269,7 @@ def test_a_cache_hit_starts_no_kernel_and_force_runs_again(home: Path) -> None:
     assert [n.status for n in second.values()] == ["cached"] * 3
     assert {name: node.executed for name, node in second.items()} == ids
     assert started_runs() == runs, "a cached step runs nothing"
-    assert again._runner is None
+    assert not again.kernels_started
     forced = run(chain(), force=True)
     assert [n.status for n in forced.values()] == ["completed"] * 3
     assert all(forced[name].executed != ids[name] for name in ids)

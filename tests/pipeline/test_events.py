@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clearnb.pipeline.events import PIPELINE_STATUS, STEP_PROGRESS, STEP_STATUS, PipelineEvent
 
 from clearnb import PipelineController
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
-from clearnb.pipeline.events import PIPELINE_STATUS, STEP_PROGRESS, STEP_STATUS, PipelineEvent
 from clearnb.status import (
     CACHED,
     COMPLETED,

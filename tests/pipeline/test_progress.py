@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from clearnb.pipeline.graph import Node
+from clearnb.pipeline.node import Node
 from clearnb.pipeline.progress import (
     cell_text,
     change_line,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clearnb import PipelineController
-from clearnb.pipeline.events import STEP_STATUS, PipelineEvent
+from clearnb.events import STEP_STATUS, PipelineEvent
 from clearnb.widgets.dag import layout
 from tests.helpers import NOTEBOOKS
 
@@ -76,7 +76,7 @@ def test_the_widget_follows_a_scripted_sequence_of_events(home: Path) -> None:
     node = pipe.get_pipeline_dag()["data"]
     for previous, status in [("pending", "queued"), ("queued", "running"), ("running", "failed")]:
         node.status = status
-        for listener in list(pipe._listeners):
+        for listener in pipe.listeners:
             listener(PipelineEvent(STEP_STATUS, "data", status, previous))
         eventually(lambda status=status: statuses(widget)["data"] == status)
     node.progress = {"cell": 1, "cells": 4}

@@ -1,0 +1,331 @@
+"""One local run of a pipeline, from opening its Task to closing it.
+
+:class:`RunEngine` owns the run's lifecycle the way papermill's engine owns a notebook's:
+open the run's Task and record it running, take earlier results when resuming, run the
+scheduler on a background thread (kernels started while the first steps resolve), and
+always settle the steps, close the Task, release the kernels and draw the final picture,
+whatever happened. Debug runs (:meth:`RunEngine.running_here`) record plain calls made in
+this process through the same transitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from clearnb.backend import Backend
+from clearnb.config import Config
+from clearnb.errors import PipelineError
+from clearnb.executors.base import Executor
+from clearnb.executors.local import LocalExecutor
+from clearnb.pipeline import validate
+from clearnb.pipeline.node import Node, StepJob
+from clearnb.pipeline.persistence import RunRecorder
+from clearnb.pipeline.picture import PictureLoop, PictureRenderer
+from clearnb.pipeline.resolve import Resolver
+from clearnb.pipeline.scheduler import Scheduler, final_status
+from clearnb.pipeline.sources import Sources, storable
+from clearnb.pipeline.spec import PipelineSpec, StepSpec
+from clearnb.pipeline.step import StepExecution
+from clearnb.pipeline.transitions import RunState
+from clearnb.status import (
+    ABORTED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    STEP_FINISHED,
+    UNSUCCESSFUL,
+)
+from clearnb.store import pipelines as runs
+from clearnb.store.records import TaskRecord
+from clearnb.task import Task
+
+log = logging.getLogger(__name__)
+
+
+class RunEngine:
+    """Runs a pipeline here: the run's Task, its scheduler and executors, its end."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        state: RunState,
+        recorder: RunRecorder,
+        backend: Backend,
+        config: Config,
+        sources: Sources,
+        queue_of: Callable[[StepSpec], str | None],
+    ) -> None:
+        self.spec = spec
+        self.state = state
+        self.recorder = recorder
+        self.backend = backend
+        self.config = config
+        self.sources = sources
+        self.queue_of = queue_of
+        self.thread: threading.Thread | None = None
+        self.scheduler: Scheduler | None = None
+        self.cleanup: threading.Thread | None = None
+        self.renderer: PictureRenderer | None = None
+        self.kernels_started = False
+        self.stopped_by_user = False
+        self.stop_reason: str | None = None
+        self._picture: PictureLoop | None = None
+        self._local: LocalExecutor | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the run's thread works."""
+        return self.thread is not None and self.thread.is_alive()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started (0 before)."""
+        if self.state.started is None:
+            return 0.0
+        return (self.state.ended or time.time()) - self.state.started
+
+    # -- the run -------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Open the run's Task and record it running (before any step changes)."""
+        self.stop_reason = None
+        self.stopped_by_user = False
+        state = self.state
+        state.started, state.ended = time.time(), None
+        state.controller = runs.controller_identity()
+        recorder = self.recorder
+        recorder.open(self.spec.parameter_sections(storable), state.started)
+        state.write_document = recorder.write
+        state.record_event = recorder.record_event
+        task_id = recorder.ensure_task().id
+        self.renderer = PictureRenderer(task_id, {**os.environ, **self.config.environ()})
+        self._picture = PictureLoop(self.renderer, self.elapsed)
+        state.on_change = self._picture.want
+        state.set_pipeline_status(RUNNING)
+
+    def launch(
+        self,
+        *,
+        name: str,
+        target_project: str,
+        force: bool,
+        retry_default: Any,
+        pre: Callable[..., Any] | None,
+        post: Callable[..., Any] | None,
+        accept_steps: bool,
+    ) -> None:
+        """Start the run's thread (after :meth:`begin`)."""
+        scheduler = self._make_scheduler(
+            target_project=target_project,
+            force=force,
+            retry_default=retry_default,
+            pre=pre,
+            post=post,
+        )
+        scheduler.accept_steps(accept_steps)
+        self.thread = threading.Thread(
+            target=self._run, args=(scheduler,), name=f"pipeline {name}", daemon=True
+        )
+        self.thread.start()
+
+    def _make_scheduler(
+        self,
+        *,
+        target_project: str,
+        force: bool,
+        retry_default: Any,
+        pre: Callable[..., Any] | None,
+        post: Callable[..., Any] | None,
+    ) -> Scheduler:
+        local = LocalExecutor(self.config, min(self.spec.max_workers, max(1, len(self.spec.steps))))
+        self._local = local
+        self.kernels_started = False
+        queues: dict[str, Executor] = {}
+
+        def executor_for(step: StepSpec) -> Executor:
+            from clearnb.executors.queue import QueueExecutor
+
+            name = self.queue_of(step)
+            if name is None:
+                self.kernels_started = True
+                return local
+            if name not in queues:
+                queues[name] = QueueExecutor(self.backend, name)
+            return queues[name]
+
+        execution = StepExecution(
+            state=self.state,
+            backend=self.backend,
+            sources=self.sources,
+            resolver=Resolver(
+                self.spec.parameters,
+                lambda name: self.state.nodes[name].run.executed,
+                self.backend,
+            ),
+            executor_for=executor_for,
+            queue_of=self.queue_of,
+            pipeline_task=self.recorder.ensure_task,
+            target_project=target_project,
+            stop_reason=lambda: self.stop_reason,
+            force=force,
+            retry_default=retry_default,
+            pre_callback=pre,
+            post_callback=post,
+        )
+        self.scheduler = Scheduler(
+            self.state,
+            execution,
+            self.spec.max_workers,
+            abort_on_failure=self.spec.abort_on_failure,
+            on_tick=self._keep_lease,
+        )
+        return self.scheduler
+
+    def _needs_kernels(self, force: bool) -> bool:
+        here = [
+            node
+            for node in self.state.nodes.values()
+            if node.run.status == PENDING and self.queue_of(node.spec) is None
+        ]
+        return bool(here) and (force or any(not n.spec.cache_executed_step for n in here))
+
+    def _run(self, scheduler: Scheduler) -> None:
+        assert self._picture is not None and self._local is not None
+        self._picture.start()
+        local = self._local
+        status = FAILED
+        try:
+            if self._needs_kernels(scheduler.execution.force):
+                self.kernels_started = True
+                local.warm()  # kernels start now, while the first steps resolve
+            scheduler.run()
+            status = final_status(self.state.nodes.values(), self.stopped_by_user)
+        except BaseException as exc:  # the controller itself broke: say so, never hang
+            log.exception("pipeline %s crashed", self.spec.name)
+            for node in self.state.nodes.values():
+                if node.run.status not in STEP_FINISHED:
+                    reason = {"reason": f"the pipeline controller failed: {exc}"}
+                    self.state.set_status(node, ABORTED, error=reason)
+        finally:
+            # kernels are released in the background; stop() waits for them
+            self.cleanup = threading.Thread(target=local.close, name="pipeline cleanup")
+            self.cleanup.start()
+            self.end(status)
+
+    def end(self, status: str) -> None:
+        """Record the run's end: its status, the final picture, the closed Task."""
+        state = self.state
+        state.ended = time.time()
+        error = None
+        if status != COMPLETED:
+            bad = [n.spec.name for n in state.nodes.values() if n.run.status in UNSUCCESSFUL]
+            error = {"reason": f"steps that did not complete: {', '.join(bad) or '-'}"}
+            if self.stopped_by_user and self.stop_reason:
+                error = {"reason": f"stopped: {self.stop_reason}"}
+        state.set_pipeline_status(status)
+        self.recorder.close(status, state.ended, error)
+        if self._picture is not None:
+            self._picture.finish()
+
+    def _keep_lease(self) -> None:
+        reason = self.recorder.keep_lease()
+        if reason is not None and self.stop_reason is None:
+            log.warning("pipeline %s stops: %s", self.spec.name, reason)
+            self.abort(reason)
+
+    def abort(self, reason: str) -> None:
+        """Stop the run without waiting; it ends ``aborted``."""
+        self.stopped_by_user = True
+        self.stop_reason = reason
+        if self.scheduler is not None:
+            self.scheduler.abort(reason)
+
+    def add_live_step(self, step: StepSpec, earlier: TaskRecord | None) -> Node:
+        """Add ``step`` to the running pipeline while it accepts steps; ``earlier`` is a
+        completed run of it to take instead of running it."""
+        scheduler = self.scheduler
+        if scheduler is None or not scheduler.accepting:
+            raise PipelineError("steps are added to a running pipeline only while it accepts them")
+        problems = validate.new_step_problems(self.spec, step, self.sources, self.queue_of)
+        if problems:
+            raise PipelineError.collect(problems, "problem")
+        with self.state.lock:
+            self.spec.add(step)
+            self.state.sync()
+            node = self.state.nodes[step.name]
+        if earlier is not None:
+            self.take_earlier(node, earlier)
+        else:
+            self.state.write_document(self.state.document())
+        scheduler.offer(step.name)
+        return node
+
+    # -- resuming ------------------------------------------------------------------------
+
+    def resume_from(self, resume: bool | str, only: set[str] | None = None) -> None:
+        """Take completed steps from an earlier run; with ``only``, run just those steps
+        (forced) and skip the others that have no earlier result."""
+        record = self.recorder.earlier_run(resume, required=True)
+        assert record is not None
+        done = self.recorder.completed_steps(record)
+        for name, node in self.state.nodes.items():
+            if only is not None and name in only:
+                node.run.force = True
+            elif name in done:
+                self.take_earlier(node, done[name])
+        if only is not None:
+            for name, node in self.state.nodes.items():
+                if name not in only and node.run.status == PENDING:
+                    reason = {"reason": "not selected for this run, and no earlier result"}
+                    self.state.set_status(node, SKIPPED, error=reason)
+
+    def take_earlier(self, node: Node, record: TaskRecord) -> None:
+        """Take ``record`` (a completed run of the step) as the step's result."""
+        self.state.set_status(
+            node,
+            COMPLETED,
+            executed=record.id,
+            job=StepJob(Task.from_record(record, self.backend)),
+            job_started=record.started,
+            job_ended=record.completed,
+            resolved={},
+            progress={"resumed": True},
+        )
+
+    # -- debug runs: components called in this process -----------------------------------
+
+    @contextlib.contextmanager
+    def running_here(self) -> Iterator[None]:
+        """A run whose steps are plain calls made here (:meth:`call_step`); it ends with
+        the block, ``failed`` if the block raised."""
+        self.recorder.start_run()
+        self.state.reset()
+        self.begin()
+        status = FAILED
+        try:
+            yield
+            status = final_status(self.state.nodes.values(), False)
+        finally:
+            self.end(status)
+
+    def call_step(self, step: StepSpec, call: Callable[[], Any]) -> Any:
+        """Record ``step`` and run it as ``call()`` here, now (inside :meth:`running_here`)."""
+        with self.state.lock:
+            self.spec.add(step)
+            self.state.sync()
+            node = self.state.nodes[step.name]
+        self.state.set_status(node, RUNNING, job_started=time.time())
+        try:
+            result = call()
+        except Exception as exc:
+            self.state.set_status(node, FAILED, error={"reason": f"{type(exc).__name__}: {exc}"})
+            raise
+        self.state.set_status(node, COMPLETED)
+        return result

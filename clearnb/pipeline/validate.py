@@ -1,0 +1,206 @@
+"""Every problem of a pipeline found before anything runs, collected into one error.
+
+The graph (names, parents, cycles), each step's references (to a pipeline parameter, to a
+step, to what that step returns, stores or declares), a function step's unbound names,
+a notebook step's notebook, kernel and parameters. :func:`validate` raises one
+:class:`~clearnb.errors.PipelineError` listing them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from clearnb.artifacts.storage import validate_artifact_name
+from clearnb.errors import ClearnbError, PipelineError
+from clearnb.notebook.files import check_kernel
+from clearnb.notebook.parameters import GENERAL, split_key
+from clearnb.pipeline import functions, graph, references
+from clearnb.pipeline.references import Reference
+from clearnb.pipeline.sources import Sources, missing_template, signature_defaults
+from clearnb.pipeline.spec import PipelineSpec, StepSpec, has_reference
+
+QueueOf = Callable[[StepSpec], "str | None"]
+"""The queue a step is sent to (None: it runs here, so its kernel must be installed here)."""
+
+
+def validate(spec: PipelineSpec, sources: Sources, queue_of: QueueOf) -> None:
+    """Raise one :class:`PipelineError` listing every problem of ``spec``."""
+    found = problems(spec, sources, queue_of)
+    if found:
+        raise PipelineError.collect(found, "problem")
+
+
+def problems(spec: PipelineSpec, sources: Sources, queue_of: QueueOf) -> list[str]:
+    """Every problem of ``spec``, one sentence each (empty if none)."""
+    found = graph.structure_problems(spec.edges(), spec.duplicates)
+    for step in spec.steps.values():
+        found.extend(step_problems(spec, step, sources, queue_of))
+    return found
+
+
+def new_step_problems(
+    spec: PipelineSpec, step: StepSpec, sources: Sources, queue_of: QueueOf
+) -> list[str]:
+    """The problems of ``step``, about to join ``spec`` (its parents must exist already)."""
+    found = step_problems(spec, step, sources, queue_of)
+    found += [
+        f"step {step.name!r} has an unknown parent {parent!r}"
+        for parent in step.parents
+        if parent not in spec.steps
+    ]
+    return found
+
+
+def check_step(spec: PipelineSpec, name: str, sources: Sources, queue_of: QueueOf) -> list[str]:
+    """The problems of step ``name`` of ``spec`` against the other steps."""
+    if name not in spec.steps:
+        raise PipelineError(f"no step named {name!r}")
+    others = PipelineSpec(spec.name, spec.project, parameters=spec.parameters)
+    others.steps = {key: value for key, value in spec.steps.items() if key != name}
+    return new_step_problems(others, spec.steps[name], sources, queue_of)
+
+
+def step_problems(
+    spec: PipelineSpec, step: StepSpec, sources: Sources, queue_of: QueueOf
+) -> list[str]:
+    """The problems of one step of ``spec``."""
+    found: list[str] = []
+    refs: list[Reference] = []
+    for key, value in step.inputs().items():
+        try:
+            refs.extend(references.find(value))
+        except ClearnbError as exc:
+            found.append(f"step {step.name!r}, {key}: {exc}")
+    for ref in refs:
+        found.extend(_reference_problems(spec, step, ref, sources))
+    if step.is_function:
+        return found + _function_problems(step)
+    if missing_template(step):
+        found.append(
+            f"step {step.name!r} names no notebook: pass notebook='path.ipynb', "
+            "base_task_id=..., or base_task_project=... and base_task_name=..."
+        )
+        return found
+    try:
+        path, declared, nb = sources.declared(step)
+    except ClearnbError as exc:
+        found.append(f"step {step.name!r}: {exc}")
+        return found
+    label = f"step {step.name!r} ({Path(path).name})"
+    if queue_of(step) is None:  # a queued step's kernel is the agent's business
+        try:
+            check_kernel(nb, label)
+        except ClearnbError as exc:
+            found.append(str(exc))
+    plain = {k: v for k, v in step.parameters.items() if not has_reference(v)}
+    try:
+        declared.resolve(plain, label)
+    except ClearnbError as exc:
+        found.extend(exc.fields.get("problems", [str(exc)]))
+    for key, value in step.parameters.items():
+        if not has_reference(value):
+            continue
+        section, name = split_key(key)
+        known = declared.sections.get(section)
+        if known is not None and name not in known:
+            listed = ", ".join(sorted(known)) or "(none)"
+            found.append(f"{label} does not declare a parameter {key!r}; it declares: {listed}")
+    return found
+
+
+def _function_problems(step: StepSpec) -> list[str]:
+    assert step.function is not None
+    try:
+        unbound = functions.unbound_names(step.function, step.helper_functions)
+    except ClearnbError as exc:
+        return [f"step {step.name!r}: {exc}"]
+    found: list[str] = []
+    if unbound:
+        names = ", ".join(repr(n) for n in unbound)
+        found.append(
+            f"step {step.name!r} ({step.function.__name__}) uses {names}, which it "
+            "neither imports nor receives: import inside the function, pass it as an "
+            "argument, or list the function in helper_functions"
+        )
+    for returned in step.function_return:
+        try:
+            validate_artifact_name(returned)
+        except ClearnbError as exc:
+            found.append(
+                f"step {step.name!r}: function_return names the artifact each value is "
+                f"stored as, and {exc}"
+            )
+    return found
+
+
+def _reference_problems(
+    spec: PipelineSpec, step: StepSpec, ref: Reference, sources: Sources
+) -> list[str]:
+    if ref.step == "pipeline":
+        if ref.name not in spec.parameters:
+            known = ", ".join(spec.parameters) or "(none)"
+            return [
+                f"step {step.name!r} references {ref.text}, but the pipeline has no "
+                f"parameter {ref.name!r} (add_parameter); it has: {known}"
+            ]
+        return []
+    if ref.step not in spec.steps:
+        known = ", ".join(spec.steps) or "(none)"
+        return [
+            f"step {step.name!r} references {ref.text}, but there is no step "
+            f"{ref.step!r}; the steps are: {known}"
+        ]
+    other = spec.steps[ref.step]
+    if ref.kind == "return":
+        if not other.is_function:
+            return [
+                f"step {step.name!r} references {ref.text}: {ref.step!r} is a notebook "
+                "step; use ${" + ref.step + ".artifacts.<name>.url} or ${" + ref.step + ".id}"
+            ]
+        if ref.name not in other.function_return:
+            returns = ", ".join(other.function_return) or "(none)"
+            return [
+                f"step {step.name!r} references {ref.text}, but {ref.step!r} returns: "
+                f"{returns}; reference one of those, or add {ref.name!r} to its "
+                "function_return"
+            ]
+    if ref.kind == "artifact":
+        try:
+            validate_artifact_name(ref.name)
+        except ClearnbError as exc:
+            return [f"step {step.name!r} references {ref.text}, which no step can store: {exc}"]
+    if ref.kind == "step_parameter":
+        return _step_parameter_problems(step, ref, other, sources)
+    return []
+
+
+def _step_parameter_problems(
+    step: StepSpec, ref: Reference, other: StepSpec, sources: Sources
+) -> list[str]:
+    """A ``${step.parameters.Section/name}`` naming what ``other`` does not declare."""
+    section, name = split_key(ref.name)
+    if other.is_function:
+        assert other.function is not None
+        kwargs = set(signature_defaults(other.function)) | set(other.function_kwargs)
+        sections = {functions.KWARGS_SECTION: kwargs}
+        label = f"{other.function.__name__}()"
+    else:
+        try:
+            path, declared, _ = sources.declared(other)
+        except ClearnbError:
+            return []  # the other step's own problems say why
+        sections = {key: set(found) for key, found in declared.sections.items() if found}
+        label = Path(path).name
+    known = sections.get(section)
+    if known is None and section != GENERAL:
+        return []  # a section a notebook may connect at run time
+    if known is not None and name in known:
+        return []
+    listed = ", ".join(
+        f"{key}/{found}" for key in sorted(sections) for found in sorted(sections[key])
+    )
+    return [
+        f"step {step.name!r} references {ref.text}, but step {ref.step!r} ({label}) has no "
+        f"parameter {section}/{name}; its parameters are: {listed or '(none)'}"
+    ]
