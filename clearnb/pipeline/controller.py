@@ -62,9 +62,9 @@ from clearnb.status import (
     SUCCEEDED,
 )
 from clearnb.status import STEP_FINISHED as FINISHED
+from clearnb.store.queues import CONTROLLER_WORKER_PREFIX
 from clearnb.store.records import FINAL_STATUSES as FINAL_TASK_STATUSES
 from clearnb.store.records import TaskRecord
-from clearnb.store.sql import CONTROLLER_WORKER_PREFIX
 from clearnb.task import Task
 
 if TYPE_CHECKING:
