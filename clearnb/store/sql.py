@@ -7,11 +7,12 @@ the queue tables from :mod:`clearnb.store.queues`, all through one :class:`Datab
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -153,6 +154,52 @@ class Store(QueueOperations):
 
         return self.database.run(op, write=True)
 
+    def update_runtime(self, task_id: str, key: str, change: Callable[[Any], Any]) -> TaskRecord:
+        """Set ``runtime[key]`` to what ``change`` makes of it, in one transaction.
+
+        ``change`` gets a copy of the stored value (``None`` if the key is absent) and
+        returns the new value; ``None`` removes the key. The task's row stays locked
+        meanwhile (``FOR UPDATE`` on PostgreSQL; on SQLite the write transaction excludes
+        other writers), so neither this change nor a concurrent writer's is lost. Nothing
+        is written if the value is unchanged. ``change`` runs inside the transaction: it
+        must not use the store, and an exception it raises leaves the task as it was.
+        Returns the task.
+        """
+
+        def op(conn: Connection) -> TaskRecord:
+            record = self.database.select_task(conn, task_id, lock=True)
+            runtime = dict(record.runtime)
+            value = change(copy.deepcopy(runtime.get(key)))
+            if value is None:
+                runtime.pop(key, None)
+            else:
+                runtime[key] = value
+            if runtime == record.runtime:
+                return record
+            self._write_runtime(conn, task_id, runtime, {"last_update": time.time()})
+            return self.database.select_task(conn, task_id)
+
+        return self.database.run(op, write=True)
+
+    def merge_runtime(self, task_id: str, values: Mapping[str, Any], **fields: Any) -> TaskRecord:
+        """Set the runtime keys in ``values`` (the others kept) and the given task fields,
+        in one transaction with the task's row locked; returns the task.
+
+        Unlike ``update_task(runtime=...)``, a runtime key another writer sets meanwhile
+        is kept.
+        """
+        if "runtime" in fields:
+            raise ValueError("Give the runtime keys to set as `values`, not as `runtime=`.")
+        columns = encode_task_fields(fields)
+        columns.setdefault("last_update", time.time())
+
+        def op(conn: Connection) -> TaskRecord:
+            record = self.database.select_task(conn, task_id, lock=True)
+            self._write_runtime(conn, task_id, {**record.runtime, **values}, columns)
+            return self.database.select_task(conn, task_id)
+
+        return self.database.run(op, write=True)
+
     def set_parameters(self, task_id: str, parameters: Mapping[str, Mapping[str, Any]]) -> None:
         """Merge ``parameters`` into the task's, section by section.
 
@@ -243,6 +290,15 @@ class Store(QueueOperations):
             conn.execute(sa.delete(tasks_table).where(tasks_table.c.id == task_id))
 
         self.database.run(op, write=True)
+
+    def _write_runtime(
+        self, conn: Connection, task_id: str, runtime: Mapping[str, Any], columns: Mapping[str, Any]
+    ) -> None:
+        conn.execute(
+            sa.update(tasks_table)
+            .where(tasks_table.c.id == task_id)
+            .values(runtime=dumps(runtime, "task runtime"), **columns)
+        )
 
     # -- artifacts -------------------------------------------------------------------
 
