@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from clearnb.errors import TaskNotFoundError
-from clearnb.execution.processes import process_alive, start_time
+from clearnb.processes import process_alive, start_time
 from clearnb.status import (
     ABORTED,
     COMPLETED,
