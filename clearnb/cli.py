@@ -810,14 +810,15 @@ def _recovered(store: Store, record: TaskRecord) -> TaskRecord:
     state = _pipeline_state(record)
     if state.get("status") in (None, *PIPELINE_FINAL):
         return record
-    from clearnb.pipeline.recovery import recover
+    from clearnb.store.pipelines import recover
 
     return store.get_task(record.id) if recover(store, record.id) else record
 
 
 def _pipeline_state(record: TaskRecord) -> dict[str, Any]:
-    state = record.runtime.get("pipeline")
-    return dict(state) if isinstance(state, Mapping) else {}
+    from clearnb.store.pipelines import run_document
+
+    return dict(run_document(record) or {})
 
 
 def _effective_status(record: TaskRecord, state: Mapping[str, Any]) -> str:

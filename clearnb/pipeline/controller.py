@@ -39,7 +39,7 @@ from clearnb.execution.limits import parse_memory_limit
 from clearnb.execution.notebooks import check_kernel, code_fingerprint, load_notebook
 from clearnb.execution.parameters import GENERAL, NotebookParameters, split_key
 from clearnb.execution.runner import NotebookRunner, RunHandle
-from clearnb.pipeline import cache, functions, graph, recovery, references
+from clearnb.pipeline import cache, functions, graph, references
 from clearnb.pipeline.events import (
     PIPELINE_STATUS,
     STEP_PROGRESS,
@@ -62,6 +62,7 @@ from clearnb.status import (
     SUCCEEDED,
 )
 from clearnb.status import STEP_FINISHED as FINISHED
+from clearnb.store import pipelines
 from clearnb.store.queues import CONTROLLER_WORKER_PREFIX
 from clearnb.store.records import FINAL_STATUSES as FINAL_TASK_STATUSES
 from clearnb.store.records import TaskRecord
@@ -734,7 +735,7 @@ class PipelineController:
         self._runs += 1
         self._status = RUNNING
         self._started, self._ended = time.time(), None
-        self._controller = recovery.controller_identity()
+        self._controller = pipelines.controller_identity()
         self._open_task()
         self._renderer = PictureRenderer(self.id, {**os.environ, **self.config.environ()})
         self._emit(PipelineEvent(PIPELINE_STATUS, None, RUNNING, PENDING))
@@ -869,7 +870,7 @@ class PipelineController:
     def _sync_remote(self, record: TaskRecord | None = None) -> str:
         """Take the state of a run sent to a queue from its Task; returns the Task's status."""
         record = record or self._backend.store.get_task(self.id)
-        state = record.runtime.get("pipeline") or {}
+        state = pipelines.run_document(record) or {}
         with self._lock:
             for name, saved in (state.get("nodes") or {}).items():
                 node = self._nodes.get(name)
@@ -1292,7 +1293,7 @@ class PipelineController:
                 "ended": self._ended,
                 "order": list(self._nodes),
                 "nodes": {name: node.state() for name, node in self._nodes.items()},
-                **({recovery.CONTROLLER_KEY: self._controller} if self._controller else {}),
+                **({pipelines.CONTROLLER_KEY: self._controller} if self._controller else {}),
             }
 
     def _persist(self) -> None:
@@ -1301,10 +1302,7 @@ class PipelineController:
         try:
             store = self._backend.store
             with self._lock:
-                state = self.state()
-                runtime = store.get_task(self._task.id).runtime
-                runtime["pipeline"] = state
-                store.update_task(self._task.id, runtime=runtime)
+                pipelines.write_run(store, self._task.id, self.state())
         except Exception:
             log.warning("could not store the state of pipeline %s", self.name, exc_info=True)
 
@@ -1456,19 +1454,19 @@ class PipelineController:
         if isinstance(resume, str):
             record = store.get_task(resume)
         else:
-            found = [
-                r
-                for r in store.find_tasks(project=self.project, task_type="controller", limit=50)
-                if (r.runtime.get("pipeline") or {}).get("name") == self.name
-                and (self._task is None or r.id != self._task.id)
-            ]
+            found = pipelines.find_runs(
+                store,
+                project=self.project,
+                name=self.name,
+                exclude=self._task.id if self._task is not None else None,
+            )
             if not found:
                 return {}
             record = found[0]
-        if recovery.recover(store, record.id):  # its controller died: settle it first
+        if pipelines.recover(store, record.id):  # its controller died: settle it first
             record = store.get_task(record.id)
         results: dict[str, TaskRecord] = {}
-        for name, state in ((record.runtime.get("pipeline") or {}).get("nodes") or {}).items():
+        for name, state in ((pipelines.run_document(record) or {}).get("nodes") or {}).items():
             if state.get("status") in SUCCEEDED and state.get("executed"):
                 with contextlib.suppress(TaskNotFoundError):
                     done = store.get_task(state["executed"])
@@ -1483,20 +1481,16 @@ class PipelineController:
         if isinstance(resume, str):
             record = store.get_task(resume)
         else:
-            found = [
-                r
-                for r in store.find_tasks(project=self.project, task_type="controller", limit=50)
-                if (r.runtime.get("pipeline") or {}).get("name") == self.name
-            ]
+            found = pipelines.find_runs(store, project=self.project, name=self.name)
             if not found:
                 raise PipelineError(
                     f"no earlier run of pipeline {self.name!r} in project {self.project!r} "
                     "to resume; start it without resume"
                 )
             record = found[0]
-        if recovery.recover(store, record.id):  # its controller died: settle it first
+        if pipelines.recover(store, record.id):  # its controller died: settle it first
             record = store.get_task(record.id)
-        earlier = (record.runtime.get("pipeline") or {}).get("nodes", {})
+        earlier = (pipelines.run_document(record) or {}).get("nodes", {})
         for name, state in earlier.items():
             node = self._nodes.get(name)
             if keep_only_outside is not None and name in keep_only_outside:
@@ -1771,9 +1765,9 @@ class PipelineController:
         Notebook steps come back as steps that can run again; function steps only show.
         """
         backend = Backend.for_config(config or Config.from_env())
-        recovery.recover(backend.store, task_id)  # a run whose controller died is settled
+        pipelines.recover(backend.store, task_id)  # a run whose controller died is settled
         record = backend.store.get_task(task_id)
-        state = record.runtime.get("pipeline")
+        state = pipelines.run_document(record)
         if not state:
             raise PipelineError(
                 f"task {task_id} is not a pipeline run (it has no pipeline state); list the "

@@ -20,10 +20,12 @@ import ipywidgets as widgets
 
 from clearnb.pipeline import progress
 from clearnb.pipeline.events import PipelineEvent
+from clearnb.store import pipelines
 from clearnb.widgets.dag import DagCanvas
 
 if TYPE_CHECKING:
     from clearnb.pipeline.controller import PipelineController
+    from clearnb.store.records import TaskRecord
 
 TABLE_STYLE = "border-collapse:collapse;text-align:left;font-size:12px;margin:4px 0 8px 0"
 REFRESH_INTERVAL = 0.1
@@ -208,23 +210,16 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
     # -- history --------------------------------------------------------------------------
 
-    def _runs(self) -> list[Any]:
+    def _runs(self) -> list[TaskRecord]:
         store = self.pipeline._backend.store
-        return [
-            record
-            for record in store.find_tasks(
-                project=self.pipeline.project,
-                name=self.pipeline.name,
-                task_type="controller",
-                limit=50,
-            )
-            if record.runtime.get("pipeline")
-        ]
+        return pipelines.find_runs(
+            store, project=self.pipeline.project, name=self.pipeline.name, limit=50
+        )
 
     def _refresh_history(self) -> None:
         options: list[tuple[str, str]] = [("this run (live)", "")]
         for record in self._runs():
-            state = record.runtime["pipeline"]
+            state = pipelines.run_document(record) or {}
             when = progress.format_seconds(progress.elapsed(state))
             options.append((f"{record.id[:8]}  {state.get('status')}  {when}", record.id))
         if [value for _, value in options] != [value for _, value in self.history.options]:
@@ -235,7 +230,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
     def _viewed_state(self) -> dict[str, Any]:
         if self.history.value:
             record = self.pipeline._backend.store.get_task(self.history.value)
-            state: dict[str, Any] = record.runtime.get("pipeline") or self.pipeline.state()
+            state: dict[str, Any] = pipelines.run_document(record) or self.pipeline.state()
             return state
         return self.pipeline.state()
 
