@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from clearnb.execution.processes import process_alive
+from clearnb.processes import process_alive
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 

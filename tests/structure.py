@@ -19,9 +19,12 @@ from pathlib import Path
 PACKAGE = "clearnb"
 MAX_LINES = 700
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
-PUBLIC_UNDERSCORED = frozenset({"_exit", "_mapping", "_asdict", "_replace", "_fields", "_make"})
+PUBLIC_UNDERSCORED = frozenset(
+    {"_exit", "_mapping", "_asdict", "_replace", "_fields", "_make", "_repr_mimebundle_"}
+)
 """Names that start with an underscore and are documented public API all the same:
-``os._exit``, SQLAlchemy's ``Row._mapping``, the methods of a named tuple."""
+``os._exit``, SQLAlchemy's ``Row._mapping``, the methods of a named tuple, IPython's
+display protocol."""
 
 
 @dataclass

@@ -17,15 +17,16 @@ def recovered(store: Store, record: TaskRecord) -> TaskRecord:
     state = pipeline_state(record)
     if state.get("status") in (None, *PIPELINE_FINAL):
         return record
-    from clearnb.pipeline.recovery import recover
+    from clearnb.store.pipelines import recover
 
     return store.get_task(record.id) if recover(store, record.id) else record
 
 
 def pipeline_state(record: TaskRecord) -> dict[str, Any]:
     """The pipeline state stored in ``record``; empty if it holds none."""
-    state = record.runtime.get("pipeline")
-    return dict(state) if isinstance(state, Mapping) else {}
+    from clearnb.store.pipelines import run_document
+
+    return dict(run_document(record) or {})
 
 
 def effective_status(record: TaskRecord, state: Mapping[str, Any]) -> str:

@@ -43,7 +43,7 @@ from clearnb.execution.kernels import (
     wait_for_reply,
 )
 from clearnb.execution.limits import format_size
-from clearnb.execution.processes import (
+from clearnb.processes import (
     can_measure_memory,
     descendants,
     kill_tree,

@@ -34,7 +34,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from clearnb.errors import ExecutionError
 from clearnb.execution.ipkernel import pipe_path
-from clearnb.execution.processes import exit_description, kill_tree, process_alive, snapshot
+from clearnb.processes import exit_description, kill_tree, process_alive, snapshot
 
 log = logging.getLogger(__name__)
 

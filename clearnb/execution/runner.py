@@ -29,6 +29,7 @@ from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_L
 from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.limits import format_size, parse_memory_limit
+from clearnb.store import pipelines
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 from clearnb.task import Task
 
@@ -284,9 +285,7 @@ class NotebookRunner:
                 completed=time.time(),
                 error={"reason": "aborted: the run was interrupted"},
             )
-            from clearnb.pipeline.recovery import settle
-
-            settle(store, record.id, "the controller notebook's run was interrupted")
+            pipelines.settle(store, record.id, "the controller notebook's run was interrupted")
             emit(events.TASK_FINISHED, status="aborted")
             raise
         facts: dict[str, Any] = {"kernel_pid": context.kernel.pid if context.kernel else None}
@@ -337,7 +336,7 @@ class NotebookRunner:
         """Store the executed notebook, figures, streams and timings; set the final status."""
         backend = self.backend
         store, artifacts = backend.store, backend.artifacts
-        runtime = {**store.get_task(record.id).runtime, **facts}
+        runtime = dict(facts)  # the keys this run adds; the Task's other keys are kept
         output_url: str | None = str(output_path) if output_path.exists() else None
         try:
             if output_path.exists():
@@ -364,17 +363,14 @@ class NotebookRunner:
                 }
         completed = time.time()
         runtime["duration"] = completed - started
-        if status != "completed" and runtime.get("pipeline"):
-            from clearnb.pipeline.recovery import settle
-
-            settle(store, record.id, f"the controller notebook's run ended {status}")
-            runtime["pipeline"] = store.get_task(record.id).runtime.get("pipeline")
-        return store.update_task(
+        if status != "completed":  # a pipeline the notebook ran cannot finish any more
+            pipelines.settle(store, record.id, f"the controller notebook's run ended {status}")
+        return store.merge_runtime(
             record.id,
+            runtime,
             status=status,
             error=error,
             completed=completed,
-            runtime=runtime,
             output_notebook=output_url,
         )
 

@@ -28,7 +28,7 @@ from clearnb.status import ABORTED, COMPLETED, FAILED, SUCCEEDED
 from clearnb.store import Store
 from clearnb.store import pipelines as runs
 from clearnb.store.records import EventRecord, TaskRecord
-from clearnb.store.sql import CONTROLLER_WORKER_PREFIX
+from clearnb.store.queues import CONTROLLER_WORKER_PREFIX
 from clearnb.task import Task
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 matplotlib takes about half a second to import and a tenth to draw; done in the process
 that runs the pipeline it would hold the interpreter while steps wait. So the controller
 asks a short-lived process (``python -m clearnb.pipeline.picture TASK_ID``) to read the
-pipeline's state from the store and save the picture as the artifact ``pipeline_dag``;
+pipeline's run document from the store and save the picture as the artifact ``pipeline_dag``;
 it runs on another core, one at a time, and never delays a step.
 """
 
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from clearnb.backend import Backend
 from clearnb.config import Config
+from clearnb.store.pipelines import run_document
 
 DAG_ARTIFACT = "pipeline_dag"
 
@@ -26,8 +27,7 @@ def render(task_id: str, config: Config | None = None) -> None:
     from clearnb.plot import plot_pipeline
 
     backend = Backend.for_config(config or Config.from_env())
-    record = backend.store.get_task(task_id)
-    state = record.runtime.get("pipeline") or {}
+    state = run_document(backend.store.get_task(task_id)) or {}
     nodes = state.get("nodes") or {}
     version = f" v{state['version']}" if state.get("version") else ""
     title = f"{state.get('project', '')} / {state.get('name', '')}{version} — {state.get('status')}"

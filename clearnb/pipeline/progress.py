@@ -1,7 +1,8 @@
 """Words for a pipeline's state: progress lines, step tables, short parameter labels.
 
-Pure functions from the state dicts a controller stores in ``runtime["pipeline"]`` (see
-:meth:`clearnb.pipeline.node.Node.state`) to text, shared by the CLI, the plot and the
+Pure functions from a pipeline run's document (:func:`clearnb.store.pipelines.run_document`,
+its keys declared in :data:`~clearnb.store.pipelines.RUN_KEYS` and
+:data:`~clearnb.store.pipelines.STEP_KEYS`) to text, shared by the CLI, the plot and the
 widget so that they describe a run the same way. Colour is left to the caller through a
 ``style(text, status)`` function.
 """

@@ -1,4 +1,5 @@
-"""The metadata store: tasks, artifacts, scalars, reports and events behind one interface.
+"""The metadata store: tasks, artifacts, scalars, reports, events and queues behind one
+interface.
 
 ``open_store(url)`` opens SQLite (the default, a file under ``CLEARNB_HOME``) or
 PostgreSQL through SQLAlchemy Core, creating or migrating the schema on first use.
@@ -6,6 +7,7 @@ PostgreSQL through SQLAlchemy Core, creating or migrating the schema on first us
 
 from __future__ import annotations
 
+from clearnb.store.engine import DEFAULT_LOCK_TIMEOUT
 from clearnb.store.records import (
     FINAL_STATUSES,
     TASK_STATUSES,
@@ -18,7 +20,7 @@ from clearnb.store.records import (
     new_id,
 )
 from clearnb.store.schema import SCHEMA_VERSION
-from clearnb.store.sql import DEFAULT_LOCK_TIMEOUT, Store, open_store
+from clearnb.store.sql import Store, open_store
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",

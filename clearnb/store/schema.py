@@ -163,7 +163,8 @@ def _v2_tables(metadata: sa.MetaData) -> None:
 
 
 METADATA = sa.MetaData()
-"""The current schema, used by the queries in :mod:`clearnb.store.sql`."""
+"""The current schema, used by the queries of :mod:`clearnb.store.sql` and
+:mod:`clearnb.store.queues`."""
 schema_version_table = _version_table(METADATA)
 _v1_tables(METADATA)
 _v2_tables(METADATA)

@@ -25,6 +25,7 @@ from clearnb.widgets.dag import DagCanvas
 
 if TYPE_CHECKING:
     from clearnb.pipeline.controller import PipelineController
+    from clearnb.store.records import TaskRecord
 
 TABLE_STYLE = "border-collapse:collapse;text-align:left;font-size:12px;margin:4px 0 8px 0"
 REFRESH_INTERVAL = 0.1
@@ -205,7 +206,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
     # -- history --------------------------------------------------------------------------
 
-    def _runs(self) -> list[Any]:
+    def _runs(self) -> list[TaskRecord]:
         return runs.find_runs(
             self.pipeline.store, project=self.pipeline.project, name=self.pipeline.name
         )
@@ -224,7 +225,8 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
     def _viewed_state(self) -> dict[str, Any]:
         if self.history.value:
             record = self.pipeline.store.get_task(self.history.value)
-            return runs.run_document(record) or self.pipeline.state()
+            state: dict[str, Any] = runs.run_document(record) or self.pipeline.state()
+            return state
         return self.pipeline.state()
 
     def _on_history(self, change: dict[str, Any]) -> None:

@@ -15,9 +15,9 @@ import pytest
 from clearnb import PipelineController
 from clearnb.backend import Backend
 from clearnb.errors import PipelineError
-from clearnb.pipeline.recovery import recover
 from clearnb.status import ABORTED
 from clearnb.store import Store, TaskRecord, open_store
+from clearnb.store.pipelines import recover
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.timeout(120)

@@ -29,9 +29,9 @@ from clearnb.store import (
     Store,
     TaskRecord,
     open_store,
+    rows,
     schema,
 )
-from clearnb.store import sql as store_sql
 from tests.store.direct import direct_engine, execute, is_sqlite
 
 TABLES = {"schema_version", "tasks", "artifacts", "scalars", "reports", "events"}
@@ -100,7 +100,7 @@ def test_open_creates_parent_folder_and_schema(db_path: Path) -> None:
 def test_plain_postgresql_url_uses_psycopg(postgres_url: str) -> None:
     assert postgres_url.startswith("postgresql://")
     with open_store(postgres_url) as store:
-        assert store._engine.dialect.driver == "psycopg"
+        assert store.database.engine.dialect.driver == "psycopg"
         assert store.url == postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
         assert repr(store) == f"Store({store.url!r})"
 
@@ -119,7 +119,7 @@ def test_wal_mode_is_on(sqlite_store: Store, db_path: Path) -> None:
 
 
 def test_connection_pragmas(sqlite_store: Store) -> None:
-    with sqlite_store._engine.connect() as conn:
+    with sqlite_store.database.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
@@ -195,7 +195,7 @@ def test_store_is_a_context_manager_and_closes(store_url: str) -> None:
         assert repr(store) == f"Store({store.url!r})"
         if is_sqlite(store_url):
             assert store.url == store_url
-    assert store._engine.pool.checkedout() == 0
+    assert store.database.engine.pool.checkedout() == 0
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ def test_put_artifact_replaces_same_name_in_place(store: Store) -> None:
     artifacts = store.get_artifacts(task.id)
     assert list(artifacts) == ["first", "second", "third"]
     assert artifacts["second"] == replacement
-    with store._engine.connect() as conn:
+    with store.database.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM artifacts").scalar() == 3
 
 
@@ -663,7 +663,7 @@ def test_postgres_same_id_created_concurrently_is_a_store_error(postgres_url: st
         engine = direct_engine(postgres_url)
         try:
             with engine.connect() as conn:
-                conn.execute(sa.insert(schema.tasks_table).values(**store_sql._task_to_row(task)))
+                conn.execute(sa.insert(schema.tasks_table).values(**rows.task_to_row(task)))
                 # Not committed yet: the store's check cannot see it, its insert waits.
                 result: list[BaseException] = []
 

@@ -1,9 +1,11 @@
-"""A kernel's processes as Linux shows them in ``/proc``: its tree, its memory, its end.
+"""Processes as Linux shows them in ``/proc``: whether one still runs, a kernel's tree,
+its memory, its end.
 
-A kernel may start processes of its own (``subprocess``, ``multiprocessing``, a shell
-command). They count towards its memory, and they end with it: a kernel is killed with its
-process group, every process of its session, and every descendant seen while it ran.
-Elsewhere (no ``/proc``) the tree is the kernel alone and memory cannot be measured.
+A process is named by its pid and start time (a pid alone may be reused). A kernel may
+start processes of its own (``subprocess``, ``multiprocessing``, a shell command). They
+count towards its memory, and they end with it: a kernel is killed with its process
+group, every process of its session, and every descendant seen while it ran. Elsewhere
+(no ``/proc``) the tree is the kernel alone and memory cannot be measured.
 """
 
 from __future__ import annotations

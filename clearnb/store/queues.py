@@ -1,0 +1,308 @@
+"""The queue tables: tasks waiting in queues, the agents' leases on them, the agents.
+
+A queued task is taken by exactly one agent, which holds a lease on it and renews it while
+the task runs; a task whose lease runs out is failed, so a dead agent (or a killed pipeline
+controller holding a lease on its own Task) is seen from any machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from clearnb.errors import StoreError
+from clearnb.store.engine import Database, lock_event_numbers
+from clearnb.store.records import FINAL_STATUSES, TaskRecord, WorkerRecord
+from clearnb.store.rows import dumps, row_to_task, row_to_worker, worker_to_row
+from clearnb.store.schema import events_table, tasks_table, workers_table
+
+CONTROLLER_WORKER_PREFIX = "controller "
+"""A lease held by a pipeline controller on its own Task names it ``controller host:pid``."""
+
+
+class QueueOperations:
+    """Enqueueing, dequeueing, leases, abort requests and agents' heartbeats.
+
+    Part of :class:`clearnb.store.Store`, working through its :attr:`database`.
+    """
+
+    database: Database
+    """The store's database (set by the store this is part of)."""
+
+    def enqueue_task(self, task_id: str, queue: str, *, force: bool = False) -> TaskRecord:
+        """Put a draft task in ``queue`` (status ``queued``) for an agent to run.
+
+        A task that already ran is refused unless ``force``, which resets it to run again;
+        a running task is always refused.
+        """
+        if not isinstance(queue, str) or not queue.strip():
+            raise ValueError(f"A queue name is a non-empty string, not {queue!r}.")
+        database = self.database
+
+        def op(conn: Connection) -> TaskRecord:
+            record = database.select_task(conn, task_id, lock=True)
+            if record.status == "running":
+                raise StoreError(
+                    f"Task {task_id} ({record.name}) is running; abort it first "
+                    f"(clearnb task abort {task_id}) or clone it to run a copy.",
+                    task_id=task_id,
+                )
+            if record.status in FINAL_STATUSES and not force:
+                raise StoreError(
+                    f"Task {task_id} ({record.name}) is {record.status}; clone it "
+                    "(Task.clone) to run it again, or enqueue it with force=True to reset it.",
+                    task_id=task_id,
+                )
+            now = time.time()
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(
+                    status="queued",
+                    queue=queue,
+                    enqueued=now,
+                    worker=None,
+                    lease_expires=None,
+                    abort_requested=None,
+                    error=None,
+                    started=None,
+                    completed=None,
+                    last_update=now,
+                )
+            )
+            return database.select_task(conn, task_id)
+
+        return database.run(op, write=True)
+
+    def has_queued(self, queues: Sequence[str]) -> bool:
+        """Whether any task waits in one of ``queues`` (a cheap read before dequeuing)."""
+        query = (
+            sa.select(tasks_table.c.id)
+            .where(tasks_table.c.status == "queued", tasks_table.c.queue.in_(list(queues)))
+            .limit(1)
+        )
+        return self.database.run(lambda conn: conn.execute(query).first() is not None, write=False)
+
+    def dequeue_task(self, queues: Sequence[str], worker: str, lease: float) -> TaskRecord | None:
+        """Take the next task of ``queues`` for ``worker``, or ``None`` if they are empty.
+
+        Queues are served in the order given, each oldest first. The task becomes
+        ``running`` on ``worker`` with a lease of ``lease`` seconds; exactly one caller
+        gets each task (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the write lock on
+        SQLite).
+        """
+        names = list(queues)
+        if not names:
+            return None
+        rank = sa.case({name: index for index, name in enumerate(names)}, value=tasks_table.c.queue)
+        query = (
+            sa.select(tasks_table.c.id)
+            .where(tasks_table.c.status == "queued", tasks_table.c.queue.in_(names))
+            .order_by(rank, tasks_table.c.enqueued, tasks_table.c.created)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        database = self.database
+
+        def op(conn: Connection) -> TaskRecord | None:
+            task_id = conn.execute(query).scalar()
+            if task_id is None:
+                return None
+            now = time.time()
+            taken = conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id, tasks_table.c.status == "queued")
+                .values(status="running", worker=worker, lease_expires=now + lease, last_update=now)
+            )
+            if taken.rowcount != 1:
+                return None
+            return database.select_task(conn, task_id)
+
+        return database.run(op, write=True)
+
+    def renew_leases(
+        self, worker: str, task_ids: Iterable[str], lease: float
+    ) -> dict[str, str | None]:
+        """Extend ``worker``'s lease on its running tasks.
+
+        Returns, for each task id given, ``None`` to go on, the reason someone asked to
+        abort it, or a message saying the task is no longer this worker's to run.
+        """
+        wanted = list(task_ids)
+        if not wanted:
+            return {}
+
+        def op(conn: Connection) -> dict[str, str | None]:
+            now = time.time()
+            rows = conn.execute(
+                sa.select(
+                    tasks_table.c.id,
+                    tasks_table.c.status,
+                    tasks_table.c.worker,
+                    tasks_table.c.abort_requested,
+                ).where(tasks_table.c.id.in_(wanted))
+            ).all()
+            found = {row.id: row for row in rows}
+            answers: dict[str, str | None] = {}
+            mine: list[str] = []
+            for task_id in wanted:
+                row = found.get(task_id)
+                if row is None:
+                    answers[task_id] = "the task was deleted from the store"
+                elif row.worker != worker or row.status != "running":
+                    answers[task_id] = (
+                        f"the task is {row.status}"
+                        + (f" on {row.worker}" if row.worker and row.worker != worker else "")
+                        + " (this agent's lease on it had expired)"
+                    )
+                else:
+                    answers[task_id] = row.abort_requested
+                    mine.append(task_id)
+            if mine:
+                conn.execute(
+                    sa.update(tasks_table)
+                    .where(tasks_table.c.id.in_(mine))
+                    .values(lease_expires=now + lease)
+                )
+            return answers
+
+        return self.database.run(op, write=True)
+
+    def release_task(self, task_id: str, worker: str) -> None:
+        """``worker`` is done with ``task_id``: drop its lease (the status is the run's)."""
+        self.database.run(
+            lambda conn: conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id, tasks_table.c.worker == worker)
+                .values(worker=None, lease_expires=None)
+            ),
+            write=True,
+        )
+
+    def expire_leases(self, now: float | None = None) -> list[TaskRecord]:
+        """Fail every running task whose agent stopped renewing its lease; returns them."""
+        moment = time.time() if now is None else now
+        query = (
+            sa.select(tasks_table.c.id)
+            .where(
+                tasks_table.c.status == "running",
+                tasks_table.c.lease_expires.is_not(None),
+                tasks_table.c.lease_expires < moment,
+            )
+            .with_for_update(skip_locked=True)
+        )
+        probe = sa.select(tasks_table.c.id).where(
+            tasks_table.c.status == "running",
+            tasks_table.c.lease_expires.is_not(None),
+            tasks_table.c.lease_expires < moment,
+        )
+        database = self.database
+        if database.run(lambda conn: conn.execute(probe.limit(1)).first() is None, write=False):
+            return []
+
+        def op(conn: Connection) -> list[TaskRecord]:
+            expired: list[TaskRecord] = []
+            for task_id in conn.execute(query).scalars().all():
+                record = database.select_task(conn, task_id)
+                since = time.strftime("%H:%M:%S", time.localtime(record.lease_expires or moment))
+                reason = _lease_lost_reason(record.worker or "?", since)
+                conn.execute(
+                    sa.update(tasks_table)
+                    .where(tasks_table.c.id == task_id)
+                    .values(
+                        status="failed",
+                        error=dumps({"reason": reason, "ename": "LeaseExpired"}, "task error"),
+                        completed=moment,
+                        lease_expires=None,
+                        last_update=moment,
+                    )
+                )
+                lock_event_numbers(conn)
+                conn.execute(
+                    sa.insert(events_table).values(
+                        task_id=task_id,
+                        kind="task_finished",
+                        payload=dumps({"status": "failed", "error": {"reason": reason}}, "event"),
+                        timestamp=moment,
+                    )
+                )
+                expired.append(database.select_task(conn, task_id))
+            return expired
+
+        return database.run(op, write=True)
+
+    def request_abort(self, task_id: str, reason: str) -> TaskRecord:
+        """Stop a task: a queued one leaves its queue ``aborted`` at once; a running one is
+        flagged, and the agent (or controller) running it stops its kernel."""
+        database = self.database
+
+        def op(conn: Connection) -> TaskRecord:
+            record = database.select_task(conn, task_id, lock=True)
+            now = time.time()
+            if record.status in ("created", "queued"):
+                values: dict[str, Any] = {
+                    "status": "aborted",
+                    "completed": now,
+                    "error": dumps({"reason": f"aborted: {reason}"}, "task error"),
+                }
+            elif record.status == "running":
+                values = {"abort_requested": reason}
+            else:
+                return record
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(last_update=now, **values)
+            )
+            return database.select_task(conn, task_id)
+
+        return database.run(op, write=True)
+
+    def queued_tasks(self, queue: str | None = None) -> list[TaskRecord]:
+        """Tasks waiting in ``queue`` (or in any queue), next to run first."""
+        query = sa.select(tasks_table).where(tasks_table.c.status == "queued")
+        query = query.where(
+            tasks_table.c.queue.is_not(None) if queue is None else tasks_table.c.queue == queue
+        ).order_by(tasks_table.c.enqueued, tasks_table.c.created)
+        return self.database.run(
+            lambda conn: [row_to_task(row) for row in conn.execute(query)], write=False
+        )
+
+    def put_worker(self, record: WorkerRecord) -> None:
+        """Record an agent's heartbeat: who it is, what it serves, what it runs now."""
+        values = worker_to_row(record)
+        del values["id"]
+
+        def op(conn: Connection) -> None:
+            where = workers_table.c.id == record.id
+            if not conn.execute(sa.update(workers_table).where(where).values(values)).rowcount:
+                conn.execute(sa.insert(workers_table).values(id=record.id, **values))
+
+        self.database.run(op, write=True)
+
+    def get_workers(self, seen_since: float | None = None) -> list[WorkerRecord]:
+        """Agents in the store (those seen since ``seen_since``), most recently seen first."""
+        query = sa.select(workers_table).order_by(workers_table.c.last_seen.desc())
+        if seen_since is not None:
+            query = query.where(workers_table.c.last_seen >= seen_since)
+        return self.database.run(
+            lambda conn: [row_to_worker(row) for row in conn.execute(query)], write=False
+        )
+
+
+def _lease_lost_reason(worker: str, since: str) -> str:
+    """Why a task whose lease (held by ``worker``) expired at ``since`` was failed."""
+    if worker.startswith(CONTROLLER_WORKER_PREFIX):
+        return (
+            f"the pipeline controller ({worker.removeprefix(CONTROLLER_WORKER_PREFIX)})"
+            f" stopped responding (its lease expired at {since}): its process "
+            "was killed or lost the store"
+        )
+    return (
+        f"the agent {worker} running it stopped responding (its lease "
+        f"expired at {since}): the agent died or lost the store"
+    )
