@@ -301,7 +301,7 @@ class PipelineController:
         """The problems of step ``name`` (an empty list if it can run)."""
         return validate.check_step(self.spec, name, self._sources, self._queue_of)
 
-    def replace_step(self, name: str, **step: Any) -> None:
+    def replace_step(self, name: str, /, **step: Any) -> None:
         """Replace step ``name`` by a notebook step made of ``step`` (``add_step``'s
         keywords), keeping its place; refused, and nothing changed, if it has problems."""
         if self.is_running():
@@ -627,10 +627,11 @@ class PipelineController:
         """A pipeline built from :meth:`to_dict` data; ``task`` adopts an existing
         controller Task (the one an agent took from a queue) instead of creating one."""
         pipe = cls(name=data["name"], project=data["project"], **options)
-        spec = serialize.from_dict(data, pipe.config.home / "functions")
-        spec.sections = dict(pipe.spec.sections)
-        pipe.spec = spec
-        pipe._state.spec = spec
+        loaded = serialize.from_dict(data, pipe.config.home / "functions")
+        pipe.spec.take(loaded)
+        pipe.spec.abort_on_failure = loaded.abort_on_failure
+        pipe.spec.default_execution_queue = loaded.default_execution_queue
+        pipe.spec.max_workers = loaded.max_workers
         pipe._state.sync()
         if task is not None:
             pipe._recorder.adopt(task)

@@ -27,8 +27,8 @@ from clearnb.pipeline.spec import NOTEBOOK, PipelineSpec, StepSpec
 from clearnb.status import ABORTED, COMPLETED, FAILED, SUCCEEDED
 from clearnb.store import Store
 from clearnb.store import pipelines as runs
-from clearnb.store.records import EventRecord, TaskRecord
 from clearnb.store.queues import CONTROLLER_WORKER_PREFIX
+from clearnb.store.records import EventRecord, TaskRecord
 from clearnb.task import Task
 
 log = logging.getLogger(__name__)

@@ -10,22 +10,25 @@ statuses as for a run in this process.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from clearnb.backend import Backend
-from clearnb.errors import PipelineError
-from clearnb.events import from_payload
+from clearnb.errors import PipelineError, TaskNotFoundError
+from clearnb.events import STEP_STATUS, PipelineEvent, from_payload
 from clearnb.pipeline import serialize
+from clearnb.pipeline.node import StepJob
 from clearnb.pipeline.persistence import RunRecorder
 from clearnb.pipeline.sources import storable
 from clearnb.pipeline.spec import PipelineSpec, steps_with_callbacks
 from clearnb.pipeline.transitions import RunState
-from clearnb.status import PENDING, QUEUED, RUNNING, TASK_FINAL
+from clearnb.status import PENDING, QUEUED, RUNNING, STEP_FINISHED, TASK_FINAL
 from clearnb.store import pipelines as runs
 from clearnb.store.records import TaskRecord
+from clearnb.task import Task
 
 FOLLOW_INTERVAL = 0.2
 """Seconds between two looks at a run followed through the store."""
@@ -111,6 +114,7 @@ class RemoteRun:
                 self._seen = stored.seq
                 event = from_payload(stored.kind, dict(stored.payload), stored.timestamp)
                 if event is not None:
+                    self._attach_job(event)
                     self.state.apply(event)
             if record.status in TASK_FINAL:
                 runs.recover(store, self.task_id)
@@ -118,6 +122,18 @@ class RemoteRun:
                 document = runs.run_document(record) or {}
                 self.state.catch_up({**document, "status": pipeline_status(record)})
         return record
+
+    def _attach_job(self, event: PipelineEvent) -> None:
+        """Give a step that ended its job (its Task), as a local run does, before the
+        listeners hear of the end."""
+        node = self.state.nodes.get(event.step or "")
+        executed = event.payload.get("executed")
+        if node is None or event.kind != STEP_STATUS or event.status not in STEP_FINISHED:
+            return
+        if isinstance(executed, str) and (node.run.job is None or node.run.executed != executed):
+            with contextlib.suppress(TaskNotFoundError):
+                record = self.backend.store.get_task(executed)
+                node.run.job = StepJob(Task.from_record(record, self.backend))
 
     def follow(self, timeout: float | None = None) -> TaskRecord:
         """Wait until the run ends (or ``timeout`` seconds pass); returns the last record."""

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clearnb.pipeline.events import PIPELINE_STATUS, STEP_PROGRESS, STEP_STATUS, PipelineEvent
 
 from clearnb import PipelineController
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
+from clearnb.events import PIPELINE_STATUS, STEP_PROGRESS, STEP_STATUS, PipelineEvent
 from clearnb.status import (
     CACHED,
     COMPLETED,
@@ -232,16 +232,6 @@ def test_a_step_on_an_agent_announces_every_transition(home: Home) -> None:
     assert_events(pipe, events, dict.fromkeys("abcd", RAN))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the listener of a pipeline sent to a queue receives no event at all: "
-    "controller.py _enqueue_run sets the pipeline queued (line 862) and resets the steps "
-    "(864) without an event; wait() follows the controller's Task with follow() and no "
-    "on_event (780), then _sync_remote copies each step's status (878) and the pipeline's "
-    "(888) from the stored state without an event; and the controller on the agent stores "
-    "state snapshots only, never its events, so queued and running cannot be replayed",
-)
 def test_a_controller_on_an_agent_announces_every_transition(home: Home) -> None:
     pipe = diamond("controller queued")
     recorder = Recorder()
@@ -255,14 +245,6 @@ def test_a_controller_on_an_agent_announces_every_transition(home: Home) -> None
     assert_events(pipe, events, dict.fromkeys("abcd", RAN), (PENDING, QUEUED, RUNNING, COMPLETED))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="step 'a', taken from the earlier run, sends no event (pending -> completed is "
-    "missing): controller.py _resume_from (line 1510) adopts it through _adopt_quietly, "
-    "which sets node.status = COMPLETED directly (1522) instead of through _set_status; "
-    "b, c, d and the pipeline send every event",
-)
 def test_a_resumed_run_announces_the_steps_it_takes_and_runs(home: Home) -> None:
     needed = home.folder / "needed"
     pipe = diamond("resumed", b=NEEDS_FILE, c=NEEDS_FILE, needed=needed)

@@ -50,7 +50,6 @@ def test_options_convert_as_declared(tmp_path: Path) -> None:
             "memory_limit": "2MB",
             "execution_queue": "gpu",
             "time_limit": 5,
-            "docker": None,
             "task_overrides": {"a": 1},
             "continue_behaviour": {"continue_on_abort": True},
         },
@@ -128,7 +127,9 @@ def test_a_bad_file_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(PipelineError) as raised:
         serialize.read_file(path)
     problems = raised.value.fields["problems"]
-    assert len(problems) == 5, problems
+    assert len(problems) == 6, problems
+    assert "'name' is missing or not a non-empty string" in problems
+    assert "'project' is missing or not a non-empty string" in problems
     assert any("unknown key 'extra'" in p for p in problems)
     assert any("'pre_execute_callback'" in p for p in problems)
     assert any("'parents' must be a list" in p for p in problems)
