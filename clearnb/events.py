@@ -1,4 +1,5 @@
-"""The one event model: a step changed status or made progress, a pipeline changed status.
+"""The one event model: of a notebook run (a task started, cell i of n, it finished), and of
+a pipeline run (a step changed status or made progress, the pipeline changed status).
 
 Every transition of every step, in every mode (local, queued, a controller on an agent,
 debug, resume, a cache hit), is recorded as one :class:`PipelineEvent`: stored with the
@@ -18,6 +19,28 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# -- one notebook run -------------------------------------------------------------------
+TASK_QUEUED = "task_queued"
+TASK_STARTED = "task_started"
+CELL_STARTED = "cell_started"
+CELL_FINISHED = "cell_finished"
+TASK_FINISHED = "task_finished"
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One status or progress change of a notebook run (persisted with its task)."""
+
+    kind: str
+    task_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    timestamp: float = field(default_factory=time.time)
+
+
+EventCallback = Callable[[RunEvent], None]
+"""Receives every event of a run, on the thread that runs it; must return quickly."""
+
+# -- a pipeline run ----------------------------------------------------------------------
 STEP_STATUS = "step_status"
 STEP_PROGRESS = "step_progress"
 PIPELINE_STATUS = "pipeline_status"

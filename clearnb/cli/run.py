@@ -47,8 +47,8 @@ def run_pipeline_command(
     Shows one line per step while the pipeline runs, then a table of the steps. Exits 0
     if the pipeline and the notebook completed, 1 otherwise, 130 on Ctrl-C.
     """
-    from clearnb.execution import events
-    from clearnb.execution.events import RunEvent
+    from clearnb import events
+    from clearnb.events import RunEvent
     from clearnb.execution.limits import parse_memory_limit
     from clearnb.execution.runner import NotebookRunner, RunHandle
 
@@ -178,7 +178,7 @@ class _LiveView:
 
     def _with_cell_progress(self, state: dict[str, Any]) -> dict[str, Any]:
         """The state, with the running steps' progress taken from their newest cell events."""
-        from clearnb.execution import events
+        from clearnb import events
 
         nodes = dict(state.get("nodes") or {})
         for name, node in nodes.items():

@@ -46,8 +46,8 @@ def run_command(
     as_json: bool,
 ) -> None:
     """Run NOTEBOOK as a new task, with parameter overrides."""
-    from clearnb.execution import events
-    from clearnb.execution.events import RunEvent
+    from clearnb import events
+    from clearnb.events import RunEvent
     from clearnb.execution.runner import NotebookRunner
 
     def progress(event: RunEvent) -> None:

@@ -26,8 +26,8 @@ from nbformat import NotebookNode
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager
 
+from clearnb import events
 from clearnb.errors import ExecutionError
-from clearnb.execution import events
 from clearnb.execution.context import (
     ABORTED,
     KERNEL_DIED,

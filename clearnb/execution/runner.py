@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearnb import events
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
 from clearnb.dispatch import prepare_run
 from clearnb.errors import ClearnbError, TaskFailedError
-from clearnb.execution import events
+from clearnb.events import EventCallback, RunEvent
 from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
 from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_LIMIT, RunContext
-from clearnb.execution.events import EventCallback, RunEvent
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.limits import format_size, parse_memory_limit
 from clearnb.store import pipelines
@@ -89,9 +89,6 @@ class NotebookRunner:
         persist_cell_events: bool = True,
     ) -> None:
         self.config = config or Config.from_env()
-        # nbformat checks every notebook it reads or writes against its schema; its
-        # fastjsonschema validator does that ten times faster than the default one
-        os.environ.setdefault("NBFORMAT_VALIDATOR", "fastjsonschema")
         self.backend = Backend.for_config(self.config)
         self.start_timeout = start_timeout
         self.on_event = on_event

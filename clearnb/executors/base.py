@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from clearnb.execution.events import EventCallback
+    from clearnb.events import EventCallback
     from clearnb.execution.runner import RunHandle
     from clearnb.task import Task
 

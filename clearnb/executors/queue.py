@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from clearnb import dispatch
+from clearnb import events as run_events
 from clearnb.backend import Backend
 from clearnb.dispatch import (
     AGENT_SEEN_WITHIN,
@@ -24,8 +25,7 @@ from clearnb.dispatch import (
     ship_notebook,
     unserved_message,
 )
-from clearnb.execution import events as run_events
-from clearnb.execution.events import EventCallback, RunEvent
+from clearnb.events import EventCallback, RunEvent
 from clearnb.executors.base import StepRequest
 from clearnb.store.records import FINAL_STATUSES, EventRecord, TaskRecord
 from clearnb.task import Task

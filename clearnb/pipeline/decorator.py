@@ -16,15 +16,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import operator
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
+from clearnb.pipeline.lazy import LazyValue, plain_value
 from clearnb.pipeline.spec import FUNCTION, StepSpec, build_step, component_options
 from clearnb.status import CACHED, COMPLETED
 from clearnb.status import STEP_FINISHED as FINISHED
@@ -83,105 +83,6 @@ class ComponentSpec:
         return build_step(FUNCTION, arguments)
 
 
-class LazyValue:
-    """A component's return value that exists once the component has run.
-
-    Using it waits for the component; passing it to another component does not.
-    """
-
-    __slots__ = ("_clearnb_name", "_clearnb_run", "_clearnb_step")
-
-    def __init__(self, run: _PipelineRun, step: str, name: str) -> None:
-        object.__setattr__(self, "_clearnb_run", run)
-        object.__setattr__(self, "_clearnb_step", step)
-        object.__setattr__(self, "_clearnb_name", name)
-
-    def _clearnb_value(self) -> Any:
-        return self._clearnb_run.value(self._clearnb_step, self._clearnb_name)
-
-    @property
-    def reference(self) -> str:
-        """The ``${step.name}`` reference to this value."""
-        return "${" + f"{self._clearnb_step}.{self._clearnb_name}" + "}"
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._clearnb_value(), name)
-
-    def __repr__(self) -> str:
-        return repr(self._clearnb_value())
-
-    def __str__(self) -> str:
-        return str(self._clearnb_value())
-
-    def __format__(self, spec: str) -> str:
-        return format(self._clearnb_value(), spec)
-
-    def __bool__(self) -> bool:
-        return bool(self._clearnb_value())
-
-    def __len__(self) -> int:
-        return len(self._clearnb_value())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._clearnb_value())
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._clearnb_value()[key]
-
-    def __contains__(self, item: Any) -> bool:
-        return item in self._clearnb_value()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._clearnb_value()(*args, **kwargs)
-
-    def __hash__(self) -> int:
-        return hash(self._clearnb_value())
-
-    def __float__(self) -> float:
-        return float(self._clearnb_value())
-
-    def __int__(self) -> int:
-        return int(self._clearnb_value())
-
-    def __index__(self) -> int:
-        return operator.index(self._clearnb_value())
-
-
-def _unary(name: str) -> Callable[[LazyValue], Any]:
-    function = getattr(operator, name)
-
-    def method(self: LazyValue) -> Any:
-        return function(self._clearnb_value())
-
-    method.__name__ = f"__{name}__"
-    return method
-
-
-def _forward(name: str, reflected: bool = False) -> Callable[..., Any]:
-    function = getattr(operator, name)
-
-    def method(self: LazyValue, other: Any) -> Any:
-        value = self._clearnb_value()
-        other = _plain_value(other)
-        return function(other, value) if reflected else function(value, other)
-
-    method.__name__ = f"__r{name.strip('_')}__" if reflected else f"__{name.strip('_')}__"
-    return method
-
-
-for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"):
-    setattr(LazyValue, f"__{_op}__", _forward(_op))
-    setattr(LazyValue, f"__r{_op}__", _forward(_op, reflected=True))
-for _op in ("eq", "ne", "lt", "le", "gt", "ge"):
-    setattr(LazyValue, f"__{_op}__", _forward(_op))
-for _op in ("neg", "pos", "abs"):
-    setattr(LazyValue, f"__{_op}__", _unary(_op))
-
-
-def _plain_value(value: Any) -> Any:
-    return value._clearnb_value() if isinstance(value, LazyValue) else value
-
-
 class _PipelineRun:
     """One run of a decorated pipeline function: its controller and its values."""
 
@@ -235,7 +136,7 @@ class _PipelineRun:
             function_kwargs=small,
             function_return=list(spec.return_values),
         )
-        values = {k: _plain_value(v) for k, v in arguments.items()}
+        values = {k: plain_value(v) for k, v in arguments.items()}
         try:
             result = self.controller.engine.call_step(step, lambda: spec.function(**values))
         except Exception:
@@ -463,7 +364,7 @@ class PipelineDecorator:
                 force=settings.force, accept_steps=True, steps_locally=settings.mode == LOCAL
             )
             try:
-                result = _plain_value(function(*bound.args, **bound.kwargs))
+                result = plain_value(function(*bound.args, **bound.kwargs))
             finally:
                 controller.close_steps()
                 controller.wait()

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clearnb import events as run_events
 from clearnb.backend import Backend
 from clearnb.errors import ClearnbError
-from clearnb.execution import events as run_events
-from clearnb.execution.events import RunEvent
+from clearnb.events import RunEvent
 from clearnb.execution.runner import RunHandle
 from clearnb.executors.base import Executor, StepRequest
 from clearnb.pipeline import functions

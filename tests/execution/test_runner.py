@@ -8,15 +8,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clearnb import Task
+from clearnb import Task, events
 from clearnb.errors import (
     NotANotebookError,
     NotebookNotFoundError,
     ParameterError,
     TaskFailedError,
 )
-from clearnb.execution import events
-from clearnb.execution.events import RunEvent
+from clearnb.events import RunEvent
 from clearnb.execution.runner import NotebookRunner
 from tests.helpers import notebook, wait_until_gone
 
