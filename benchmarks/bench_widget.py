@@ -16,7 +16,7 @@ them ``${parent.id}`` references. The pipeline is never run.
 * **kernel round trip**: in the same kernel, a background thread sends ``--rate`` status
   events a second for ``--duration`` seconds. Each event moves a random step on (pending,
   queued, running, completed, pending again), sets its progress, and calls every listener
-  in ``pipe._listeners`` with ``PipelineEvent(STEP_STATUS, ...)``, as the controller does
+  in ``pipe.listeners`` with ``PipelineEvent(STEP_STATUS, ...)``, as the controller does
   during a run. Meanwhile the page sends ``1+1`` to the kernel every 0.5 s and times each
   request until its ``done`` promise resolves, with ``performance.now()``. The same pings,
   sent for ``--baseline`` seconds before the events start, give an idle reference.
@@ -152,7 +152,8 @@ _NEXT = {"pending": "queued", "queued": "running", "running": "completed",
 
 def _events(pipe, duration, rate, seed):
     rng = random.Random(seed)
-    names = list(pipe._nodes)
+    nodes = pipe.get_pipeline_dag()
+    names = list(nodes)
     began = time.perf_counter()
     count = 0
     try:
@@ -163,24 +164,24 @@ def _events(pipe, duration, rate, seed):
                 time.sleep(wait)
             else:
                 _stream["late"] = max(_stream["late"], -wait)
-            node = pipe._nodes[rng.choice(names)]
-            with pipe._lock:
-                previous = node.status
-                node.status = _NEXT.get(previous, "pending")
-                if node.status == "queued":
-                    node.progress = {}
-                    node.job_started = node.job_ended = None
-                elif node.status == "running":
-                    node.job_started = time.time()
-                    node.progress = {"cell": rng.randrange(2), "cells": 2}
-                elif node.status == "completed":
-                    node.job_ended = time.time()
-                    node.progress = {"cell": 1, "cells": 2}
-                else:
-                    node.progress = {}
-                    node.job_started = node.job_ended = None
+            node = nodes[rng.choice(names)]
+            # the controller changes a step's state, then tells the listeners
+            previous = node.status
+            node.status = _NEXT.get(previous, "pending")
+            if node.status == "queued":
+                node.progress = {}
+                node.job_started = node.job_ended = None
+            elif node.status == "running":
+                node.job_started = time.time()
+                node.progress = {"cell": rng.randrange(2), "cells": 2}
+            elif node.status == "completed":
+                node.job_ended = time.time()
+                node.progress = {"cell": 1, "cells": 2}
+            else:
+                node.progress = {}
+                node.job_started = node.job_ended = None
             event = PipelineEvent(STEP_STATUS, node.name, node.status, previous, node.state())
-            for listener in list(pipe._listeners):
+            for listener in pipe.listeners:
                 listener(event)
             count += 1
     finally:
