@@ -147,3 +147,26 @@ def test_a_node_joins_definition_and_run_state() -> None:
     assert node.executed is None and node.parameters == {"General/x": 2}
     with pytest.raises(AttributeError, match="no attribute 'bogus'"):
         node.bogus = 1
+
+
+def test_validation_collects_every_problem_without_a_kernel(tmp_path: Path) -> None:
+    from clearnb.pipeline import validate
+    from clearnb.pipeline.sources import Sources
+    from clearnb.store import open_store
+
+    def steps_function(x: int) -> int:
+        return x + undefined_name  # type: ignore[name-defined]  # noqa: F821
+
+    pipeline = PipelineSpec("p", "proj")
+    pipeline.add(StepSpec("a", parents=["c"], notebook=str(tmp_path / "missing.ipynb")))
+    pipeline.add(StepSpec("b", parents=["a"], parameters={"General/x": "${pipeline.nope}"}))
+    pipeline.add(StepSpec("c", parents=["b"], function=steps_function, function_return=["y"]))
+    pipeline.add(StepSpec("d", function_kwargs={"x": "${c.z}"}, function=steps_function))
+    with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        found = validate.problems(pipeline, Sources(store, tmp_path), lambda step: None)
+    assert any("form a cycle" in p for p in found), found
+    assert any("no parameter 'nope'" in p for p in found), found
+    assert any("missing.ipynb" in p for p in found), found
+    assert any("uses 'undefined_name'" in p for p in found), found
+    assert any("but 'c' returns: y" in p for p in found), found
+    assert any("step 'b' names no notebook" in p for p in found), found
