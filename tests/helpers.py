@@ -1,12 +1,20 @@
-"""Shared test helpers: fixture notebooks and process checks."""
+"""Shared test helpers: fixture notebooks, process checks, waits and the CI skip rule."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn, TypeVar
+
+import pytest
 
 from clearnb.processes import process_alive
+
+T = TypeVar("T")
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
@@ -84,3 +92,44 @@ def kernel_pids_of(home: Path) -> list[int]:
         if is_kernel(command) and wanted in environ and process_exists(int(entry.name)):
             found.append(int(entry.name))
     return sorted(found)
+
+
+def in_ci() -> bool:
+    """True in continuous integration: ``CI`` set to ``true`` (as .ci/run and CI services do).
+
+    There every extra of the project is installed, so nothing may be skipped for want of
+    one: what would be skipped on a developer's machine fails instead.
+    """
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def skip_or_fail_in_ci(reason: str) -> NoReturn:
+    """Skip the test for ``reason`` (something it needs is missing); in CI, fail it instead."""
+    if in_ci():
+        pytest.fail(f"{reason}; in CI (CI=true) nothing may be skipped", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str, extra: str = "dev") -> ModuleType:
+    """Import ``name``; where it is missing skip the test, except in CI where it fails."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        problem = str(exc)
+    skip_or_fail_in_ci(f"{name} is not installed (pip install -e '.[{extra}]'): {problem}")
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 60.0, what: str = "the condition") -> T:
+    """Poll ``condition`` until it returns something true; that value.
+
+    Fails the test, naming ``what``, if it is still false after ``timeout`` seconds: a
+    generous bound for a state that must come, never a window the state must fall into.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
+        time.sleep(0.05)

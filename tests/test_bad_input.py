@@ -484,6 +484,13 @@ def test_a_queued_step_may_need_a_kernel_only_its_agent_has(home: Path) -> None:
     pipe = pipeline()
     pipe.add_step("r", notebook=path, execution_queue="r-machines")
     pipe.validate()
+    here = pipeline()
+    here.add_step("r", notebook=path)
+    with pytest.raises(PipelineError) as info:
+        here.validate()
+    assert "step 'r' (r.ipynb) needs the Jupyter kernel 'ir' (R), which is not installed" in str(
+        info.value
+    ), "the same step, run here, is refused: only the queue's agent may have the kernel"
 
 
 # -- artifacts ------------------------------------------------------------------------------

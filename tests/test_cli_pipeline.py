@@ -21,7 +21,7 @@ from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.pipeline.node import Node
 from clearnb.store.records import ArtifactRecord, TaskRecord
-from tests.helpers import notebook
+from tests.helpers import NOTEBOOKS, kernel_pids_of, notebook, process_exists, wait_until
 from tests.test_cli import CLEARNB, Result, clearnb, invoke
 
 pytestmark = pytest.mark.timeout(180)
@@ -145,13 +145,18 @@ def test_a_bad_parameter_is_a_usage_error(tmp_path: Path) -> None:
     assert invoke(tmp_path, "task", "ls").stdout.startswith("No tasks yet")
 
 
+STEP_IN_CELL_3 = re.compile(r"▸ prepare\s+running\s+[0-9.]+s\s+cell 3/5")
+"""The line of step ``prepare`` while it runs its third cell (of five)."""
+
+
 def test_on_a_terminal_the_view_is_redrawn_in_place(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     env = environment(tmp_path)
     env.pop("NO_COLOR")
     env["COLUMNS"] = "100"
+    gate = tmp_path / "cell-seen"  # the notebook shows the cell until the view has drawn it
     process = subprocess.Popen(
-        [str(CLEARNB), "run", str(notebook("fake_pipeline"))],
+        [str(CLEARNB), "run", str(notebook("fake_pipeline")), "-p", "gate", str(gate)],
         stdout=subprocess.PIPE,
         stderr=slave,
         env=env,
@@ -169,6 +174,11 @@ def test_on_a_terminal_the_view_is_redrawn_in_place(tmp_path: Path) -> None:
             if not data:
                 return
             chunks.append(data)
+            if not gate.exists() and STEP_IN_CELL_3.search(ANSI.sub("", read_so_far())):
+                gate.touch()
+
+    def read_so_far() -> str:
+        return b"".join(chunks).decode(errors="replace")
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -184,7 +194,7 @@ def test_on_a_terminal_the_view_is_redrawn_in_place(tmp_path: Path) -> None:
     assert "cell 3/5" in screen, "progress of a running step, from its cell events"
     assert "\x1b[32mcompleted" in screen, "statuses are coloured"
     plain = ANSI.sub("", screen)
-    assert re.search(r"▸ prepare\s+running\s+[0-9.]+s\s+cell 3/5", plain)
+    assert STEP_IN_CELL_3.search(plain)
     assert "notebook fake_pipeline.ipynb: cell" in plain
     redrawn = plain.split("\n", 1)[1].splitlines()
     assert all(len(line) < 100 for line in redrawn), "no line wraps and spoils the redraw"
@@ -192,15 +202,19 @@ def test_on_a_terminal_the_view_is_redrawn_in_place(tmp_path: Path) -> None:
     assert "completed, 4 of 4 steps done" in ANSI.sub("", stdout)
 
 
-def test_ctrl_c_stops_the_run_reports_and_exits_130(tmp_path: Path) -> None:
+SLOW_CONTROLLER = NOTEBOOKS / "pipeline" / "slow_controller.ipynb"
+"""A real PipelineController: quick, then slow (sleeps 120 s), then after."""
+STEP_RUNNING = re.compile(r"step (\w+): running \(task ([0-9a-f]{32})\)")
+
+
+def test_ctrl_c_stops_the_run_and_its_steps_reports_and_exits_130(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [str(CLEARNB), "run", str(notebook("fake_pipeline")), "-p", "pause", "3"],
+        [str(CLEARNB), "run", str(SLOW_CONTROLLER)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=environment(tmp_path),
         text=True,
     )
-    assert process.stderr is not None
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
 
@@ -211,10 +225,24 @@ def test_ctrl_c_stops_the_run_reports_and_exits_130(tmp_path: Path) -> None:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    deadline = time.monotonic() + 90
-    while not any("step prepare: running" in line for line in seen):
-        assert time.monotonic() < deadline, seen
-        seen.append(lines.get(timeout=90))
+    store = Backend.open(Config.at(tmp_path)).store
+
+    def slow_task() -> str | None:
+        while not lines.empty():
+            seen.append(lines.get())
+        assert process.poll() is None, "".join(seen)
+        running = (STEP_RUNNING.search(line) for line in seen)
+        return next((m.group(2) for m in running if m and m.group(1) == "slow"), None)
+
+    slow = wait_until(slow_task, 120, "step slow to run")
+
+    def sleeping() -> bool:  # the step's kernel runs its last cell: the 120 s sleep
+        cells = [e for e in store.get_events(slow) if e.kind == "cell_started"]
+        return bool(cells) and cells[-1].payload["index"] == cells[-1].payload["count"] - 1
+
+    wait_until(sleeping, 120, "step slow to start sleeping")
+    kernels = kernel_pids_of(tmp_path)
+    assert len(kernels) >= 2, "the controller notebook's kernel and the step's kernel run"
     process.send_signal(signal.SIGINT)
     assert process.stdout is not None
     stdout = process.stdout.read()
@@ -227,11 +255,21 @@ def test_ctrl_c_stops_the_run_reports_and_exits_130(tmp_path: Path) -> None:
     run_id = run_id_in(stdout)
     assert "notebook aborted" in stdout
     assert "interrupted from the command line" in stdout
-    assert "pipeline fake (tests, version 1.0): aborted, " in stdout, "the controller stopped too"
-    store = Backend.open(Config.at(tmp_path)).store
-    assert store.get_task(run_id).status == "aborted"
-    nodes = store.get_task(run_id).runtime["pipeline"]["nodes"]
-    assert nodes["prepare"]["status"] in ("aborted", "completed"), "no step stays running"
+    assert "pipeline slow (tests): aborted, " in stdout, "the controller stopped too"
+    record = store.get_task(run_id)
+    assert record.status == "aborted"
+    state = record.runtime["pipeline"]
+    assert state["status"] == "aborted"
+    assert {name: node["status"] for name, node in state["nodes"].items()} == {
+        "quick": "completed",
+        "slow": "aborted",
+        "after": "skipped",
+    }
+    assert state["nodes"]["slow"]["executed"] == slow
+    steps = {r.runtime["pipeline_step"]: r.status for r in store.find_tasks(parent=run_id)}
+    assert steps == {"quick": "completed", "slow": "aborted"}, "no step is left running"
+    wait_until(lambda: not kernel_pids_of(tmp_path), 30, "the kernels to end")
+    assert [pid for pid in kernels if process_exists(pid)] == [], "no kernel is left"
     listed = invoke(tmp_path, "pipeline", "ls")
     row = next(line for line in listed.stdout.splitlines() if line.startswith(run_id))
     assert row.split()[1] == "aborted", "a pipeline whose task ended is no longer running"

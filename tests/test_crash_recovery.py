@@ -1,7 +1,9 @@
 """A process running a pipeline is killed with SIGKILL half-way; nothing is lost.
 
 The pipeline (five recorded steps in a diamond, run by ``tests/pipeline_process.py`` in a
-process of its own) is killed while a chosen step runs, as the store shows it. Then: the
+process of its own) is killed while a chosen step runs, as the store shows it: that step
+(and any step that can run beside it) is held once started, so that the kill lands while
+it runs, however slow the machine, and while no step is writing an artifact. Then: the
 killed run's kernels are gone; opening the run (``PipelineController.from_run``, ``clearnb
 pipeline show``, or resuming it) settles it, so that no step stays ``running``; every
 stored artifact is whole (its file has the recorded sha256; no temporary file is recorded);
@@ -30,16 +32,19 @@ from clearnb.artifacts.hashing import sha256_file
 from clearnb.cli import main as cli
 from clearnb.config import Config
 from clearnb.store import Store, open_store
-from tests.pipeline_process import SHAPES
+from tests.helpers import wait_until
+from tests.pipeline_process import SHAPES, release_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 STEPS = list(SHAPES["diamond"])
 SECONDS = 1.0
-"""How long each step works; the kill lands inside this."""
+"""How long each step works."""
 KILL_POINTS = [("s1", "from_run"), ("s3", "cli"), ("s5", "resume")]
 """The step running when the controller is killed, and how the run is opened afterwards."""
+HELD = {"s1": ["s1"], "s3": ["s2", "s3"], "s5": ["s5"]}
+"""For each kill point, the steps held once started: the victim and what may run beside it."""
 
 
 def start_pipeline(home: Path, side_file: Path, *args: str) -> subprocess.Popen[str]:
@@ -166,23 +171,21 @@ def kill_while_running(
     home: Path, side_file: Path, store: Store, victim: str
 ) -> tuple[str, dict[str, Any]]:
     """Start the pipeline, SIGKILL its process while step ``victim`` runs (its Task is
-    ``running`` in the store and its notebook has started); return the pipeline's id and
-    its stored state as the killed process left it."""
-    process = start_pipeline(home, side_file)
+    ``running`` in the store and its notebook has started; it is held there); return the
+    pipeline's id and its stored state as the killed process left it."""
+    process = start_pipeline(home, side_file, "--hold", ",".join(HELD[victim]))
     try:
         pipeline_id = first_line(process)["pipeline"]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def victim_runs() -> bool:
+            assert process.poll() is None, "the pipeline ended before the kill point"
             running = [
                 r.runtime.get("pipeline_step")
                 for r in store.find_tasks(parent=pipeline_id, status="running")
             ]
-            if victim in running and victim in side_lines(side_file, pipeline_id, "start"):
-                break
-            assert process.poll() is None, "the pipeline ended before the kill point"
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"step {victim} never ran")
+            return victim in running and victim in side_lines(side_file, pipeline_id, "start")
+
+        wait_until(victim_runs, 120, f"step {victim} to run")
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.kill()
@@ -267,9 +270,11 @@ def test_a_killed_pipeline_resumes_without_losing_or_repeating_work(
         executed = {name: node["executed"] for name, node in final["nodes"].items()}
         finals = final_artifacts(store, storage, executed)
         assert finals == reference
+        differing = sum(reference[key] != value for key, value in finals.items())
+        assert differing == 0, "the resumed run's artifacts are the uninterrupted run's"
         assert artifact_problems(store, storage) == []
         assert store.find_tasks(status=("created", "queued", "running")) == []
-        differing = sum(reference[key] != value for key, value in finals.items())
+        assert leftover_temporary_files(home) == [], "no half-written artifact is left"
         print(
             f"\nkill at {victim} (opened by {opened_by}): completed before the kill "
             f"{sorted(completed_before)}, run on resume {to_run}, steps run twice "
@@ -284,17 +289,16 @@ def test_a_live_controller_is_not_settled(home: Path, tmp_path: Path) -> None:
     """Opening a run whose controller still runs leaves it alone."""
     side_file = tmp_path / "side.jsonl"
     config = Config.from_env()
-    process = start_pipeline(home, side_file)
+    process = start_pipeline(home, side_file, "--hold", "s1")
     store = open_store(config.store_url)
     try:
         pipeline_id = first_line(process)["pipeline"]
-        deadline = time.monotonic() + 120
-        while not side_lines(side_file, pipeline_id, "start") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: side_lines(side_file, pipeline_id, "start"), 120, "step s1 to start")
         opened = PipelineController.from_run(pipeline_id)
         assert opened.status == "running"
         shown = CliRunner().invoke(cli, ["pipeline", "show", pipeline_id])
         assert "status   running" in shown.output
+        Path(release_file(str(side_file))).touch()  # s1 was held until now: the run goes on
         out, _ = process.communicate(timeout=180)
         assert json.loads(out.strip().splitlines()[-1])["status"] == "completed"
         assert store.get_task(pipeline_id).status == "completed"

@@ -1,10 +1,12 @@
 """Properties of references and parameter values, over generated input (hypothesis).
 
 References: well-formed ones survive format and parse; any text parses or is refused
-with :class:`InvalidReferenceError`; a value that is exactly one reference takes the
+with :class:`InvalidReferenceError`; every reference in a value is replaced where it
+stands, and nothing else changes; a value that is exactly one reference takes the
 referenced value's type. Parameters: values of the declared type come back unchanged
 (and so does their text form); anything else is a :class:`ParameterError` naming the
-parameter; what papermill injects is plain literals that evaluate back to the values.
+parameter, and a value of a type nothing converts from always is; what papermill injects
+is plain literals that evaluate back to the values.
 """
 
 from __future__ import annotations
@@ -118,6 +120,12 @@ def test_any_text_parses_or_is_refused_clearly(text: str) -> None:
 def test_any_value_is_searched_and_substituted_or_refused_clearly(
     text: str, value: Any
 ) -> None:
+    looked_up: list[Reference] = []
+
+    def lookup(ref: Reference) -> str:
+        looked_up.append(ref)
+        return "X"
+
     for candidate in (text, [text, value], {"k": text, "v": value}):
         try:
             found = references.find(candidate)
@@ -125,12 +133,36 @@ def test_any_value_is_searched_and_substituted_or_refused_clearly(
             with pytest.raises(InvalidReferenceError):
                 references.substitute(candidate, lambda ref: 1)
             continue
-        result = references.substitute(candidate, lambda ref: "X")
+        looked_up.clear()
+        result = references.substitute(candidate, lookup)
         assert len(found) == sum(s.count("${") for s in strings_in(candidate)), (
             "every '${' opens a reference"
         )
+        assert looked_up == found, "each reference found is looked up once, in order"
+        assert not any("${" in s for s in strings_in(result)), "every reference is replaced"
+        kept = references.substitute(candidate, lambda ref: ref.text)
+        assert kept == candidate, "only the references change: the text around them stays"
         if not found:
             assert result == candidate, "a value without references is left as it is"
+
+
+@checked
+@given(st.lists(st.tuples(plain_text, well_formed), min_size=1, max_size=4), plain_text)
+def test_every_reference_in_a_text_is_replaced_where_it_stands(
+    parts: list[tuple[str, Reference]], tail: str
+) -> None:
+    text = "".join(before + references.format_reference(ref) for before, ref in parts) + tail
+    looked_up: list[Reference] = []
+
+    def lookup(ref: Reference) -> str:
+        looked_up.append(ref)
+        return f"<{len(looked_up) - 1}>"
+
+    substituted = references.substitute(text, lookup)
+    assert substituted == "".join(f"{before}<{i}>" for i, (before, _) in enumerate(parts)) + tail
+    assert looked_up == [references.parse(references.format_reference(ref)) for _, ref in parts], (
+        "each reference is looked up once, from left to right"
+    )
 
 
 def strings_in(value: Any) -> list[str]:
@@ -261,6 +293,27 @@ def test_values_that_cannot_convert_raise_a_parameter_error_naming_the_parameter
         wanted = EXPECTED_TYPES[kind]
         if wanted is not None:
             assert type(result) is wanted
+
+
+unconvertible = st.one_of(
+    st.builds(object),
+    st.complex_numbers(),
+    st.binary(max_size=8),
+    st.frozensets(st.integers(), max_size=3),
+)
+"""Values of a type no declared parameter converts from (only ``any`` takes them)."""
+
+
+@checked
+@given(st.sampled_from(sorted(set(DEFAULTS) - {"any"})), names, unconvertible)
+def test_values_of_a_type_nothing_converts_from_are_always_refused(
+    kind: str, name: str, value: Any
+) -> None:
+    with pytest.raises(ParameterError) as info:
+        coerce(value, declared(kind, name))
+    assert str(info.value).startswith(f"parameter {name!r} is ")
+    assert "cannot be converted" in str(info.value)
+    assert info.value.fields["parameter"] == name and info.value.fields["expected"] == kind
 
 
 def notebook_with(defaults: dict[str, Any]) -> NotebookParameters:

@@ -24,6 +24,7 @@ from clearnb.errors import (
     RemoteStorageError,
 )
 from clearnb.storage import StorageManager
+from tests.helpers import require_module
 
 
 @pytest.fixture(autouse=True)
@@ -266,7 +267,7 @@ def _free_port() -> int:
 
 
 def test_http_download(http_root: tuple[str, Path], home: Path) -> None:
-    pytest.importorskip("aiohttp")
+    require_module("aiohttp", extra="http")
     base, root = http_root
     (root / "data.txt").write_text("served over http")
     (root / "pack.zip").write_bytes(zip_bytes({"inside.txt": "zipped"}))
@@ -285,7 +286,7 @@ def test_http_download(http_root: tuple[str, Path], home: Path) -> None:
 
 
 def test_unreachable_http_host(home: Path) -> None:
-    pytest.importorskip("aiohttp")
+    require_module("aiohttp", extra="http")
     url = f"http://127.0.0.1:{_free_port()}/data.txt"
     with pytest.raises(RemoteStorageError) as caught:
         StorageManager.get_local_copy(url)

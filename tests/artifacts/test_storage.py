@@ -322,7 +322,9 @@ def test_memory_storage_round_trip_downloads_into_cache(
     record = store.save(TASK, "curve", array)
     assert record.url == f"{url}/{TASK}/curve/curve.npy"
     fs = fsspec.filesystem("memory")
-    assert fs.cat_file(record.url) == fs.cat_file(f"{url}/{TASK}/curve/curve.npy")
+    uploaded = fs.cat_file(record.url)
+    assert hashlib.sha256(uploaded).hexdigest() == record.hash, "the bytes stored are recorded"
+    assert len(uploaded) == record.size
     assert [p.rsplit("/", 1)[-1] for p in fs.ls(f"{url}/{TASK}/curve", detail=False)] == [
         "curve.npy"
     ]

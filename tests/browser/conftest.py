@@ -1,9 +1,9 @@
 """Fixtures for real-browser tests: a JupyterLab server, headless Chromium, a page.
 
 Tests here are marked ``browser`` (and ``slow``). When /usr/bin/chromium is missing they
-are skipped, except in CI (``CI`` set), where .ci/run installs it and a missing browser
-is a failure. A failing test gets a screenshot, the browser console and JupyterLab's log
-tail in its report.
+are skipped, except in CI (``CI=true``), where .ci/run installs it and a missing browser
+(or JupyterLab, or Playwright) is a failure. A failing test gets a screenshot, the browser
+console and JupyterLab's log tail in its report.
 
 The server and the browser are started once for all tests in this package and stopped
 after its last test (package scope: the rest of the suite does not run beside them).
@@ -28,6 +28,7 @@ from tests.browser.lab import (
     skip_without_chromium,
     start_jupyter_lab,
 )
+from tests.helpers import require_module
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Error, Page
@@ -71,7 +72,7 @@ def pytest_runtest_makereport(
 @pytest.fixture(scope="package")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     """A JupyterLab server on 127.0.0.1; tests put notebooks under ``jupyter_lab.root``."""
-    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install -e .[dev])")
+    require_module("jupyterlab")
     lab = start_jupyter_lab(tmp_path_factory.mktemp("jupyter-lab"))
     try:
         yield lab
@@ -85,9 +86,7 @@ def browser() -> Iterator[Browser]:
     reason = chromium_missing_reason()
     if reason is not None:
         pytest.fail(f"cannot run browser tests: {reason}")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
-    )
+    sync_api = require_module("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.helpers import in_ci
+
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, ViewportSize
 
@@ -62,7 +64,7 @@ def chromium_missing_reason() -> str | None:
 
 # In CI a missing browser must fail the tests, not skip them: .ci/run installs it.
 skip_without_chromium = pytest.mark.skipif(
-    chromium_missing_reason() is not None and not os.environ.get("CI"),
+    chromium_missing_reason() is not None and not in_ci(),
     reason=chromium_missing_reason() or "",
 )
 

@@ -209,9 +209,11 @@ def test_a_step_over_its_memory_limit_is_stopped(
     runner: NotebookRunner, tmp_path: Path, in_child: bool
 ) -> None:
     child_pid_file = tmp_path / "child"
+    # The hog takes 450 MB (over the 300 MB limit) and holds it for 60 s: it is stopped
+    # while it holds, however late the watcher looks, so its peak is what it took.
     task = runner.execute(
         fault("hog"),
-        {"in_child": in_child, "child_pid_file": str(child_pid_file)},
+        {"in_child": in_child, "child_pid_file": str(child_pid_file), "ceiling_mb": 450},
         memory_limit=MEMORY_LIMIT,
         time_limit=60,
     )
@@ -234,7 +236,8 @@ def test_a_step_over_its_memory_limit_is_stopped(
 def test_a_step_within_its_memory_limit_completes_and_reports_its_peak(
     runner: NotebookRunner,
 ) -> None:
-    task = runner.execute(fault("hog"), {"ceiling_mb": 100, "hold": 1}, memory_limit="2GiB")
+    # Held for 5 s: the watcher (every 0.1 s) sees it while it holds, even on a busy machine.
+    task = runner.execute(fault("hog"), {"ceiling_mb": 100, "hold": 5}, memory_limit="2GiB")
     assert task.status == "completed", task.error
     assert task.runtime["memory_limit"] == 2 * 1024**3
     assert 100_000_000 < task.runtime["memory_peak"] < 2 * 1024**3

@@ -87,8 +87,12 @@ def test_values_are_typed_like_the_default(default: Any, given: Any, expected: A
     ("default", "given"), [(3, "three"), (3, 2.5), (0.2, "x"), (True, "maybe"), (3, True)]
 )
 def test_values_that_do_not_fit_are_refused(default: Any, given: Any) -> None:
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ParameterError) as info:
         coerce(given, DeclaredParameter("p", default, repr(default)))
+    kind = type(default).__name__
+    assert str(info.value).startswith(f"parameter 'p' is a{'n' if kind == 'int' else ''} {kind} ")
+    assert f"{given!r} cannot be converted" in str(info.value)
+    assert info.value.fields["parameter"] == "p" and info.value.fields["expected"] == kind
 
 
 def test_command_line_text_is_parsed() -> None:

@@ -33,7 +33,7 @@ def test_an_agent_stops_a_step_over_its_memory_limit(
         pipe = PipelineController(name="limits", project="queues", default_execution_queue="cpu")
         pipe.add_step("hog", notebook=HOG, memory_limit="300MB", time_limit=60)
         pipe.start()
-        assert pipe.wait(timeout=90), "the pipeline ended"
+        assert pipe.wait(timeout=1.5), "the pipeline ended"  # minutes (90 s): inside the 120 s
         with contextlib.suppress(PipelineError):
             pipe.stop()
         output = agents.output()

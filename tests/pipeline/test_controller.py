@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from clearnb import PipelineController, Task
 from clearnb.backend import Backend
 from clearnb.errors import PipelineError
 from clearnb.pipeline.node import Node
-from tests.helpers import NOTEBOOKS, child_kernel_pids
+from tests.helpers import NOTEBOOKS, child_kernel_pids, wait_until, wait_until_gone
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -221,22 +222,35 @@ def test_abort_on_failure_aborts_running_steps(home: Path) -> None:
     assert child_kernel_pids() == []
 
 
+def in_last_cell(node: Node) -> bool:
+    """True once ``node`` runs the last cell of its notebook (for sleepy: the sleep)."""
+    cells = node.progress.get("cells")
+    return node.status == "running" and cells is not None and node.progress.get("cell") == cells - 1
+
+
 def test_stop_aborts_the_run(home: Path) -> None:
     pipe = PipelineController(name="stopped", project="tests")
     pipe.add_step("slow", notebook=step("sleepy"), parameter_override={"General/seconds": 60})
     pipe.add_step("after", notebook=step("trivial"), parents=["slow"])
     pipe.start()
-    deadline = 0
-    while pipe.get_pipeline_dag()["slow"].status != "running" and deadline < 600:
-        import time
-
-        time.sleep(0.05)
-        deadline += 1
+    wait_until(
+        lambda: in_last_cell(pipe.get_pipeline_dag()["slow"]), 120, "step slow to start sleeping"
+    )
+    kernels = child_kernel_pids()
+    assert kernels, "the sleeping step runs on a kernel of this process"
+    began = time.monotonic()
     pipe.stop()
+    took = time.monotonic() - began
     dag = pipe.get_pipeline_dag()
     assert dag["slow"].status == "aborted" and dag["after"].status == "skipped"
+    assert took < 30, f"stop() took {took:.1f} s: the 60 s step was not stopped at once"
+    assert dag["slow"].elapsed is not None and dag["slow"].elapsed < 50
     assert pipe.status == "aborted"
-    assert Backend.for_config().store.get_task(pipe.id).status == "aborted"
+    store = Backend.for_config().store
+    assert store.get_task(pipe.id).status == "aborted"
+    assert store.get_task(dag["slow"].executed or "").status == "aborted"
+    assert [pid for pid in kernels if not wait_until_gone(pid, timeout=30)] == []
+    assert child_kernel_pids() == [], "stop() leaves no kernel behind"
 
 
 def chain(cache: bool = True) -> PipelineController:
@@ -467,7 +481,6 @@ def test_a_function_using_an_undefined_name_is_refused(home: Path) -> None:
 
 def test_a_killed_controller_leaves_no_step_running(home: Path) -> None:
     import threading
-    import time
 
     from clearnb.execution.runner import NotebookRunner, RunHandle
 
@@ -479,12 +492,12 @@ def test_a_killed_controller_leaves_no_step_running(home: Path) -> None:
         )
         worker.start()
         store = Backend.for_config().store
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def slow_runs() -> bool:
             running = store.find_tasks(status="running", task_type="notebook")
-            if any(r.runtime.get("pipeline_step") == "slow" for r in running):
-                break
-            time.sleep(0.1)
+            return any(r.runtime.get("pipeline_step") == "slow" for r in running)
+
+        wait_until(slow_runs, 120, "step slow to run in the controller notebook")
         handle.abort("killed by the test")
         worker.join(120)
     controller = results[0]
@@ -509,8 +522,8 @@ def test_the_controller_api_reports_its_run(home: Path) -> None:
     assert not pipe.is_running() and pipe.elapsed() == 0.0
     assert pipe.get_parameters() == {"rows": 6}
     pipe.start()
-    assert pipe.is_running() or pipe.status != "pending"
-    assert pipe.wait(timeout=5) is True
+    assert pipe.status == "running" and pipe.is_running(), "a started run reports it runs"
+    assert pipe.wait(timeout=3) is True  # minutes, as in ClearML (the test's limit is 240 s)
     assert not pipe.is_running() and pipe.is_successful()
     assert [n.name for n in pipe.get_processed_nodes()] == [
         "stage_data",

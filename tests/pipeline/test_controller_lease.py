@@ -47,7 +47,7 @@ def test_a_running_controller_holds_a_lease_and_obeys_an_abort(home: Path) -> No
     assert record.lease_expires is not None and record.lease_expires > time.time() + 30
 
     store.request_abort(pipe.id, "stopped from elsewhere")
-    assert pipe.wait(timeout=0.5), "the abort reached the controller"
+    assert pipe.wait(timeout=0.5), "the abort reached the controller"  # minutes (30 s)
     with contextlib.suppress(PipelineError):
         pipe.stop()
     record = store.get_task(pipe.id)

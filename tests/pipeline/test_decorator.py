@@ -70,13 +70,32 @@ def pipelines() -> list[Any]:
     return Backend.for_config().store.find_tasks(task_type="controller")
 
 
+def step_tasks() -> list[str]:
+    """Ids of every stored Task that is not a pipeline's own."""
+    store = Backend.for_config().store
+    return sorted(r.id for r in store.find_tasks() if r.task_type != "controller")
+
+
 def test_the_seed_pipeline_runs_locally_and_in_debug_with_the_same_result(home: Path) -> None:
+    # Outside a pipeline the components are plain functions: the accuracy they give here is
+    # the one both modes must return.
+    X_train, X_test, y_train, y_test = step_two(step_one(40))
+    expected = 100 * step_four(step_three(X_train, y_train), X_data=X_test, Y_data=y_test)
     PipelineDecorator.run_locally()
     local = main(rows=40)
+    ran_locally = step_tasks()
     PipelineDecorator.debug_pipeline()
     debug = main(rows=40)
-    assert local == debug and 0 <= local <= 100
+    assert local == expected and debug == expected
     debug_run, local_run = pipelines()
+    debug_nodes = debug_run.runtime["pipeline"]["nodes"]
+    assert list(debug_nodes) == ["step_one", "step_two", "step_three", "step_four"]
+    assert [n["executed"] for n in debug_nodes.values()] == [None] * 4, (
+        "in debug mode a component is a call in this process: no Task, no notebook"
+    )
+    assert [n["status"] for n in debug_nodes.values()] == ["completed"] * 4
+    assert step_tasks() == ran_locally, "the debug run started no step Task"
+    assert Backend.for_config().store.find_tasks(parent=debug_run.id) == []
     state = local_run.runtime["pipeline"]
     assert list(state["nodes"]) == ["step_one", "step_two", "step_three", "step_four"]
     assert all(n["status"] == "completed" for n in state["nodes"].values())
@@ -92,11 +111,23 @@ def test_the_seed_pipeline_runs_locally_and_in_debug_with_the_same_result(home: 
 
 
 def test_a_second_run_is_served_from_the_cache(home: Path) -> None:
+    store = Backend.for_config().store
     PipelineDecorator.run_locally()
     main(rows=20)
+    first = pipelines()[0].runtime["pipeline"]["nodes"]
+    events_before = max(e.seq for e in store.get_events())
     main(rows=20)
-    second = pipelines()[0].runtime["pipeline"]["nodes"]
+    second_run = pipelines()[0]
+    second = second_run.runtime["pipeline"]["nodes"]
     assert second["step_one"]["status"] == "cached"
+    assert second["step_one"]["executed"] == first["step_one"]["executed"], "the first run's Task"
+    started = {e.task_id for e in store.get_events(after=events_before) if e.kind == "task_started"}
+    ran = {second[name]["executed"] for name in ("step_two", "step_three", "step_four")}
+    assert started - {second_run.id} == ran, "the cached step started no Task, no kernel"
+    steps_of_second = {
+        r.runtime.get("pipeline_step") for r in store.find_tasks(parent=second_run.id)
+    }
+    assert "step_one" not in steps_of_second
 
 
 @PipelineDecorator.component(return_values=["value"])
@@ -247,5 +278,9 @@ def test_a_component_runs_within_its_limits(home: Path) -> None:
         limited()
     node = pipelines()[0].runtime["pipeline"]["nodes"]["never_done"]
     assert "exceeded its time limit of 2 s" in node["error"]["reason"]
+    step_run = Backend.for_config().store.get_task(node["executed"])
+    assert step_run.runtime.get("memory_limit") == 1_000_000_000, (
+        "the memory limit reached the step"
+    )
     with pytest.raises(ClearnbError, match="memory_limit must be bytes or a size"):
         PipelineDecorator.component(memory_limit="lots")(add)

@@ -17,9 +17,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from tests.helpers import skip_or_fail_in_ci
+
 POSTGRES_URL_VARIABLE = "CLEARNB_TEST_POSTGRES_URL"
 SKIP_MESSAGE = (
-    f"set {POSTGRES_URL_VARIABLE} to run the store tests on PostgreSQL (.ci/postgres starts one)"
+    f"{POSTGRES_URL_VARIABLE} is not set: set it to run the store tests on PostgreSQL "
+    "(.ci/postgres starts a server; .ci/run does so in CI)"
 )
 
 
@@ -27,13 +30,7 @@ def postgres_server_url() -> sa.URL:
     """The server of ``CLEARNB_TEST_POSTGRES_URL``; skips (fails in CI) when it is unset."""
     value = os.environ.get(POSTGRES_URL_VARIABLE, "").strip()
     if not value:
-        if os.environ.get("CI") == "true":
-            pytest.fail(
-                f"{POSTGRES_URL_VARIABLE} is not set: in CI the store tests must run on "
-                "PostgreSQL too (.ci/run starts a server with .ci/postgres)",
-                pytrace=False,
-            )
-        pytest.skip(SKIP_MESSAGE)
+        skip_or_fail_in_ci(SKIP_MESSAGE)
     return sa.make_url(value)
 
 

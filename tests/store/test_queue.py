@@ -13,6 +13,7 @@ import pytest
 
 from clearnb.errors import StoreError
 from clearnb.store import SCHEMA_VERSION, Store, TaskRecord, WorkerRecord, open_store, schema
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -92,13 +93,20 @@ def test_threads_dequeue_each_task_exactly_once(store: Store) -> None:
 
 def test_a_lease_is_renewed_by_its_worker_and_expires_without_it(store: Store) -> None:
     task = store.enqueue_task(draft(store).id, "default")
-    store.dequeue_task(["default"], "agent-1", lease=0.3)
-    assert store.renew_leases("agent-1", [task.id], lease=0.3) == {task.id: None}
-    answers = store.renew_leases("agent-2", [task.id], lease=0.3)
+    taken = store.dequeue_task(["default"], "agent-1", lease=0.3)
+    assert taken is not None and taken.lease_expires is not None
+    assert store.renew_leases("agent-1", [task.id], lease=60) == {task.id: None}
+    answers = store.renew_leases("agent-2", [task.id], lease=60)
     assert "lease on it had expired" in str(answers[task.id])
+    first_lease = taken.lease_expires
+    wait_until(lambda: time.time() > first_lease, 60, "the first lease to run out")
     assert store.expire_leases() == [], "a renewed lease has not expired"
 
-    time.sleep(0.5)
+    # The agent's last renewal: then it stops responding.
+    assert store.renew_leases("agent-1", [task.id], lease=0.3) == {task.id: None}
+    last_lease = store.get_task(task.id).lease_expires
+    assert last_lease is not None
+    wait_until(lambda: time.time() > last_lease, 60, "the last lease to run out")
     (expired,) = store.expire_leases()
     assert expired.id == task.id and expired.status == "failed"
     assert expired.error is not None

@@ -6,7 +6,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from clearnb.store import (
     rows,
     schema,
 )
+from tests.helpers import wait_until
 from tests.store.direct import direct_engine, execute, is_sqlite
 
 TABLES = {"schema_version", "tasks", "artifacts", "scalars", "reports", "events"}
@@ -267,7 +268,8 @@ def test_create_task_rejects_non_json_parameters(store: Store) -> None:
 
 
 def test_numpy_values_are_stored_as_plain_json(store: Store) -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np  # a dependency of clearnb itself: never skipped
+
     task = store.create_task(
         make_task(parameters={"General": {"f": np.float64(0.5), "a": np.arange(3)}})
     )
@@ -582,35 +584,85 @@ def test_event_numbers_are_never_reused(store: Store) -> None:
 # -- locking ------------------------------------------------------------------------------
 
 
-def hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        locked.set()
-        time.sleep(seconds)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+HELD_AT_MOST = 60.0
+"""Seconds a test's lock is held at most: the test releases it as soon as it has seen what
+it waits for, so this only bounds a failing test."""
+
+
+class HeldLock:
+    """A lock another connection holds, from :meth:`hold` until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.locked = threading.Event()
+        self.released = threading.Event()
+        self.released_at: float | None = None
+        """``time.monotonic()`` just before the lock was let go."""
+        self.thread: threading.Thread | None = None
+
+    def hold(self, take: Callable[[HeldLock], None]) -> None:
+        """Run ``take`` (which takes the lock, sets :attr:`locked`, then calls
+        :meth:`wait_for_release`) on a thread; return once the lock is held."""
+        self.thread = threading.Thread(target=take, args=(self,), daemon=True)
+        self.thread.start()
+        assert self.locked.wait(HELD_AT_MOST), "the lock was never taken"
+
+    def wait_for_release(self) -> None:
+        """In ``take``, with the lock held: wait for :meth:`release`, then note the time."""
+        self.released.wait(HELD_AT_MOST)
+        self.released_at = time.monotonic()
+
+    def release(self) -> None:
+        """Let the lock go and wait until it is."""
+        self.released.set()
+        if self.thread is not None:
+            self.thread.join(HELD_AT_MOST)
+
+
+def sqlite_write_lock(path: Path) -> Callable[[HeldLock], None]:
+    def take(lock: HeldLock) -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            lock.locked.set()
+            lock.wait_for_release()
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    return take
 
 
 def test_writer_waits_for_a_held_lock(sqlite_store: Store, db_path: Path) -> None:
-    locked = threading.Event()
-    holder = threading.Thread(target=hold_write_lock, args=(db_path, 0.5, locked))
-    holder.start()
-    assert locked.wait(5)
-    started = time.monotonic()
-    task = sqlite_store.create_task(make_task())
-    assert time.monotonic() - started >= 0.3
-    holder.join()
+    lock = HeldLock()
+    lock.hold(sqlite_write_lock(db_path))
+    written: list[tuple[TaskRecord, float]] = []
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            written.append((sqlite_store.create_task(make_task()), time.monotonic()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    try:
+        writer.start()
+        writer.join(1.0)  # it tries to write while the lock is held
+        assert errors == [] and written == [], "the writer neither fails nor writes meanwhile"
+        assert writer.is_alive(), "the writer waits for the lock"
+    finally:
+        lock.release()
+        writer.join(HELD_AT_MOST)
+    assert errors == []
+    ((task, written_at),) = written
+    assert lock.released_at is not None and written_at >= lock.released_at
     assert sqlite_store.get_task(task.id) == task
 
 
 def test_lock_held_too_long_is_a_clear_store_error(db_path: Path) -> None:
     with open_store(sqlite_url(db_path), lock_timeout=0.3) as store:
-        locked = threading.Event()
-        holder = threading.Thread(target=hold_write_lock, args=(db_path, 2.0, locked))
-        holder.start()
-        assert locked.wait(5)
+        lock = HeldLock()
+        lock.hold(sqlite_write_lock(db_path))
         try:
             with pytest.raises(StoreError, match="stayed locked") as caught:
                 store.create_task(make_task())
@@ -618,42 +670,55 @@ def test_lock_held_too_long_is_a_clear_store_error(db_path: Path) -> None:
             # Reads still work while another process writes (WAL).
             assert store.find_tasks() == []
         finally:
-            holder.join()
+            lock.release()
 
 
-def hold_postgres_row_lock(url: str, task_id: str, seconds: float, locked: threading.Event) -> None:
-    engine = direct_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "SELECT id FROM tasks WHERE id = %(id)s FOR UPDATE", {"id": task_id}
-            )
-            locked.set()
-            time.sleep(seconds)
-    finally:
-        engine.dispose()
+def postgres_row_lock(url: str, task_id: str) -> Callable[[HeldLock], None]:
+    def take(lock: HeldLock) -> None:
+        engine = direct_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "SELECT id FROM tasks WHERE id = %(id)s FOR UPDATE", {"id": task_id}
+                )
+                lock.locked.set()
+                lock.wait_for_release()
+        finally:
+            engine.dispose()
+
+    return take
 
 
 @pytest.mark.postgres
 def test_postgres_lock_held_too_long_is_a_clear_store_error(postgres_url: str) -> None:
     with open_store(postgres_url, lock_timeout=0.3) as store:
         task = store.create_task(make_task())
-        locked = threading.Event()
-        holder = threading.Thread(
-            target=hold_postgres_row_lock, args=(postgres_url, task.id, 2.0, locked)
-        )
-        holder.start()
-        assert locked.wait(5)
+        lock = HeldLock()
+        lock.hold(postgres_row_lock(postgres_url, task.id))
         try:
             started = time.monotonic()
             with pytest.raises(StoreError, match="stayed locked"):
                 store.update_task(task.id, status="running")
-            assert 0.25 <= time.monotonic() - started < 1.5
+            waited = time.monotonic() - started
+            # It waited its lock timeout, then gave up by itself: the row is held for a
+            # minute, and nothing else ends the wait.
+            assert 0.25 <= waited < HELD_AT_MOST / 2, waited
             # Reads still work while another transaction holds the row.
             assert store.get_task(task.id) == task
         finally:
-            holder.join()
+            lock.release()
         assert store.update_task(task.id, status="running").status == "running"
+
+
+def backends_waiting_on_a_lock(url: str) -> int:
+    """How many sessions on the PostgreSQL database at ``url`` wait for a lock now."""
+    ((count,),) = execute(
+        url,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    assert isinstance(count, int)
+    return count
 
 
 @pytest.mark.postgres
@@ -675,7 +740,11 @@ def test_postgres_same_id_created_concurrently_is_a_store_error(postgres_url: st
 
                 creator = threading.Thread(target=create)
                 creator.start()
-                time.sleep(0.3)
+                wait_until(
+                    lambda: backends_waiting_on_a_lock(postgres_url),
+                    60,
+                    "the store's insert to wait for the uncommitted row",
+                )
                 conn.commit()
                 creator.join(timeout=10)
         finally:

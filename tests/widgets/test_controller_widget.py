@@ -92,7 +92,7 @@ def test_buttons_details_and_retry(home: Path) -> None:
     assert not widget.run_button.disabled and widget.stop_button.disabled
     assert widget.retry_button.disabled and widget.step_button.disabled
     widget.run_button.click()
-    assert pipe.wait(timeout=3)
+    assert pipe.wait(timeout=1.5)  # minutes: twice 90 s fits in the test's 240 s
     widget.refresh()
     assert statuses(widget) == {"data": "completed", "process": "completed", "check": "failed"}
     assert not widget.retry_button.disabled, "a failed run can be retried"
@@ -106,7 +106,7 @@ def test_buttons_details_and_retry(home: Path) -> None:
     assert "open the executed notebook" in details
     pipe.get_pipeline_dag()["check"].parameters["General/fail"] = False
     widget.retry_button.click()
-    assert pipe.wait(timeout=3)
+    assert pipe.wait(timeout=1.5)  # minutes
     widget.refresh()
     assert statuses(widget) == {"data": "completed", "process": "completed", "check": "completed"}
     widget.close()
@@ -202,7 +202,7 @@ def test_a_past_run_opens_by_id(home: Path) -> None:
     assert not widget.retry_button.disabled
     opened.get_pipeline_dag()["check"].parameters["General/fail"] = False
     widget.retry_button.click()
-    assert opened.wait(timeout=3)
+    assert opened.wait(timeout=1.5)  # minutes: inside the test's 240 s, after the first run
     widget.refresh()
     assert statuses(widget)["check"] == "completed"
     widget.close()
