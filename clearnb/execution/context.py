@@ -34,11 +34,15 @@ class RunContext:
     env: Mapping[str, str] = field(default_factory=dict)
     """Environment variables set in the kernel before the first cell runs."""
     cwd: str | None = None
-    """Working folder of the kernel (the process running clearnb never changes folder)."""
+    """Working folder of the kernel (the process running clearnb never changes folder);
+    None: the caller's working folder, as with papermill's own engine."""
     time_limit: float | None = None
     """Seconds the whole run may take; then the kernel is killed and the run fails."""
     memory_limit: int | None = None
     """Bytes the kernel's processes may hold (resident, added up); then it is killed."""
+    raise_dead_kernel: bool = False
+    """Raise nbclient's ``DeadKernelError`` when the kernel dies, as papermill's own engine
+    does (for papermill's users); otherwise the death is only the running cell's error."""
     emit: Emit = _no_emit
     """``emit(kind, **payload)`` for every progress event."""
     kernel: PooledKernel | None = None

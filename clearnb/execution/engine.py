@@ -8,8 +8,11 @@ limit for the kernel's processes, and a dead kernel or an exceeded limit recorde
 error output of the cell that was running, so papermill marks it like any raising cell.
 
 Used directly by papermill (``papermill -e clearnb in.ipynb out.ipynb``) it starts its own
-kernel; :class:`~clearnb.execution.runner.NotebookRunner` passes ``run=RunContext(...)``
-with a kernel pool.
+kernel and behaves as papermill's own engine: the kernel runs in the caller's working folder
+(papermill's ``cwd=``), cell outputs go to papermill's logger, extra keyword arguments reach
+nbclient's client and a dead kernel raises nbclient's ``DeadKernelError``.
+:class:`~clearnb.execution.runner.NotebookRunner` passes ``run=RunContext(...)`` with a
+kernel pool.
 """
 
 from __future__ import annotations
@@ -17,14 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import nbformat
 from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbclient.util import run_hook
 from nbformat import NotebookNode
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import Engine, NotebookExecutionManager
+from papermill.log import logger as papermill_log
+from papermill.utils import merge_kwargs
 
 from clearnb import events
 from clearnb.errors import ExecutionError
@@ -59,6 +68,11 @@ SAVE_INTERVAL = 0.5
 """Seconds between two writes of the output notebook while a run goes on."""
 WATCH_INTERVAL = 0.1
 """Seconds between two looks at a running kernel (is it alive, how much memory it holds)."""
+KERNEL_START_OPTIONS = frozenset(
+    {"km", "kernel_manager_class", "extra_arguments", "ipython_hist_file", "shutdown_kernel"}
+)
+"""nbclient options about starting or stopping the kernel: the kernel comes from the pool,
+so they cannot apply; a run given one warns and goes on without it."""
 
 
 def _cancel_leftovers(client: Any) -> None:
@@ -89,6 +103,17 @@ class _EventedExecutionManager(NotebookExecutionManager):  # type: ignore[misc]
         if self._force or now - self._last_write >= SAVE_INTERVAL:
             self._last_write = now
             super().save(**kwargs)
+
+    def autosave_cell(self) -> None:
+        """papermill's save during a long cell, every ``autosave_cell_every`` seconds.
+
+        Not throttled: it has its own interval (``0`` turns it off), as papermill documents.
+        """
+        forced, self._force = self._force, True
+        try:
+            super().autosave_cell()
+        finally:
+            self._force = forced
 
     def notebook_complete(self, **kwargs: Any) -> None:
         self._force = True
@@ -131,14 +156,18 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         nb: NotebookNode,
         kernel_name: str,
         output_path: str | None = None,
-        progress_bar: bool = False,
+        progress_bar: bool | dict[str, Any] = True,
         log_output: bool = False,
         autosave_cell_every: int = 30,
         run: RunContext | None = None,
         **kwargs: Any,
     ) -> NotebookNode:
-        """Execute ``nb``: papermill's lifecycle with our evented execution manager."""
-        context = run if run is not None else RunContext()
+        """Execute ``nb``: papermill's lifecycle with our evented execution manager.
+
+        Without ``run`` (papermill calling the engine itself) a dead kernel raises
+        ``DeadKernelError``, as on papermill's own engine.
+        """
+        context = run if run is not None else RunContext(raise_dead_kernel=True)
         nb_man = _EventedExecutionManager(
             nb,
             context.emit,
@@ -171,23 +200,32 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         run: RunContext | None = None,
         **kwargs: Any,
     ) -> NotebookNode:
-        """Run every cell of ``nb_man.nb`` on a pooled kernel (papermill's engine hook)."""
+        """Run every cell of ``nb_man.nb`` on a pooled kernel (papermill's engine hook).
+
+        Extra keyword arguments are options of nbclient's client, as on papermill's own
+        engine (``timeout=`` is the cell timeout unless ``execution_timeout`` is given).
+        """
         context = run if run is not None else RunContext()
+        options = cls._client_options(
+            kwargs,
+            timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log=papermill_log,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+        )
+        # nbclient starts its kernel in resources' metadata path, else where the caller is
+        # (papermill changes folder to its ``cwd=`` around the call)
+        asked = options.get("resources", {}).get("metadata", {}).get("path")
+        cwd = context.cwd or asked or os.getcwd()
+        options.setdefault("resources", {"metadata": {"path": cwd}})
         own_pool = context.pool is None
         pool = context.pool or KernelPool(size=0, prestart=False, kernel_name=kernel_name)
         try:
             future = pool.run(
-                cls._execute(
-                    nb_man,
-                    kernel_name,
-                    pool,
-                    context,
-                    log_output=log_output,
-                    stdout_file=stdout_file,
-                    stderr_file=stderr_file,
-                    start_timeout=start_timeout,
-                    execution_timeout=execution_timeout,
-                )
+                cls._execute(nb_man, kernel_name, pool, context, options, cwd, start_timeout)
             )
             try:
                 return future.result()
@@ -198,6 +236,24 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
             if own_pool:
                 pool.close()
 
+    @staticmethod
+    def _client_options(kwargs: dict[str, Any], **engine: Any) -> dict[str, Any]:
+        """nbclient's options: the caller's merged with the engine's, as papermill merges them.
+
+        The engine's values win (papermill warns of the overwrite); ``input_path`` and the
+        timeouts papermill names differently are dropped, and so are the options about
+        starting the kernel (:data:`KERNEL_START_OPTIONS`), with a warning.
+        """
+        ignored = sorted(KERNEL_START_OPTIONS & kwargs.keys())
+        if ignored:
+            warnings.warn(
+                f"the clearnb engine runs on a pre-started kernel and ignores {ignored}",
+                stacklevel=4,
+            )
+        dropped = {"input_path", "timeout", "startup_timeout", *ignored}
+        caller = {key: value for key, value in kwargs.items() if key not in dropped}
+        return merge_kwargs(caller, **engine)  # type: ignore[no-any-return]
+
     @classmethod
     async def _execute(
         cls,
@@ -205,28 +261,14 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         kernel_name: str,
         pool: KernelPool,
         context: RunContext,
-        *,
-        log_output: bool,
-        stdout_file: Any,
-        stderr_file: Any,
+        options: dict[str, Any],
+        cwd: str,
         start_timeout: float,
-        execution_timeout: float | None,
     ) -> NotebookNode:
         kernel = await pool.acquire_async(kernel_name, timeout=start_timeout)
         context.kernel = kernel
         released = False
-        client = PapermillNotebookClient(
-            nb_man,
-            km=kernel.manager,
-            kernel_name=kernel_name,
-            timeout=execution_timeout,
-            startup_timeout=start_timeout,
-            log=log,
-            log_output=log_output,
-            stdout_file=stdout_file,
-            stderr_file=stderr_file,
-            resources={"metadata": {"path": context.cwd}} if context.cwd else {},
-        )
+        client = PapermillNotebookClient(nb_man, km=kernel.manager, **options)
         client.reset_execution_trackers()
         context.cell_count = len(nb_man.nb.cells)
         kc = kernel.connected
@@ -245,7 +287,9 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                     "a memory limit needs the kernel's process id and /proc to measure its "
                     "memory (Linux); run this step without memory_limit"
                 )
-            await cls._prepare_kernel(client, context, start_timeout)
+            await cls._prepare_kernel(client, context.env, cwd, start_timeout)
+            await run_hook(client.on_notebook_start, notebook=client.nb)
+            client.log.info(f"Executing notebook with kernel: {kernel_name}")
             stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             context._stop = (asyncio.get_running_loop(), stop)
             if context.abort_reason is not None:
@@ -286,6 +330,9 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                     context.failure = "kernel died"
                     context.detail = await pool.exit_status(kernel)
                     cls._mark_failed_cell(nb_man, *cls._explain(context))
+            if context.failure == "kernel died" and context.raise_dead_kernel:
+                how = f" ({context.detail})" if context.detail else ""
+                raise DeadKernelError(f"Kernel died{how} while running the notebook")
             if context.failure is None:
                 with contextlib.suppress(Exception):
                     info = await wait_for_reply(kc, kc.kernel_info(), 5)
@@ -380,19 +427,16 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
 
     @staticmethod
     async def _prepare_kernel(
-        client: PapermillNotebookClient, context: RunContext, timeout: float
+        client: PapermillNotebookClient, env: Mapping[str, str], cwd: str, timeout: float
     ) -> None:
         """Set the run's environment variables and working folder inside the kernel."""
-        if not context.env and not context.cwd:
-            return
         lines = ["import os as _cnb_os"]
-        if context.env:
-            lines.append(f"_cnb_os.environ.update({dict(context.env)!r})")
-        if context.cwd:
-            lines.append(f"_cnb_os.chdir({context.cwd!r})")
-            lines.append("import sys as _cnb_sys")
-            lines.append(f"_cnb_sys.path.insert(0, {context.cwd!r})")
-            lines.append("del _cnb_sys")
+        if env:
+            lines.append(f"_cnb_os.environ.update({dict(env)!r})")
+        lines.append(f"_cnb_os.chdir({cwd!r})")
+        lines.append("import sys as _cnb_sys")
+        lines.append(f"_cnb_sys.path.insert(0, {cwd!r})")
+        lines.append("del _cnb_sys")
         lines.append("del _cnb_os")
         msg_id = client.kc.execute("\n".join(lines), silent=True, store_history=False)
         reply = await wait_for_reply(client.kc, msg_id, timeout)

@@ -34,6 +34,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from clearnb.errors import ExecutionError
 from clearnb.execution.ipkernel import pipe_path
+from clearnb.notebook.files import resolve_kernel_name
 from clearnb.processes import exit_description, kill_tree, process_alive, snapshot
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class KernelPool:
         if size < 0:
             raise ValueError(f"pool size must be 0 or more, got {size}")
         self.size = size
-        self.default_kernel = kernel_name
+        self.default_kernel = resolve_kernel_name(kernel_name)
         self.env = dict(os.environ if env is None else env)
         self.preload = tuple(preload)
         self.startup_timeout = startup_timeout
@@ -203,7 +204,8 @@ class KernelPool:
         self, kernel_name: str | None = None, timeout: float | None = None
     ) -> PooledKernel:
         """Coroutine form of :meth:`acquire`; runs on the pool's loop whatever loop awaits it."""
-        coro = self._acquire(kernel_name or self.default_kernel, timeout or self.startup_timeout)
+        name = resolve_kernel_name(kernel_name or self.default_kernel)
+        coro = self._acquire(name, timeout or self.startup_timeout)
         if asyncio.get_running_loop() is self._require_loop():
             return await coro
         return await asyncio.wrap_future(self._submit(coro))

@@ -153,6 +153,15 @@ def kernel_name_of(nb: NotebookNode, default: str = "python3") -> str:
     return str(name) if name else default
 
 
+def resolve_kernel_name(name: str) -> str:
+    """The installed kernel that ``name`` starts, resolved as jupyter_client resolves it.
+
+    jupyter_client starts ``python3`` for ``python`` and finds a kernel's folder whatever the
+    case of its name, so a notebook saved with either runs there; it runs here too.
+    """
+    return "python3" if name == "python" else name.lower()
+
+
 def installed_kernels() -> list[str]:
     """Names of the Jupyter kernels installed here (``jupyter kernelspec list``)."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -167,7 +176,7 @@ def check_kernel(nb: NotebookNode, label: str) -> str:
     """
     name = kernel_name_of(nb)
     installed = installed_kernels()
-    if name in installed:
+    if resolve_kernel_name(name) in installed:
         return name
     spec = nb.get("metadata", {}).get("kernelspec", {})
     spec = spec if isinstance(spec, dict) else {}
