@@ -21,6 +21,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillParameterOverwriteWarning
 
 from clearnb.execution.engine import ClearnbEngine
+from clearnb.execution.runner import NotebookRunner
 from clearnb.notebook.files import check_kernel, load_notebook
 from tests.helpers import child_kernel_pids, notebook
 
@@ -101,7 +102,9 @@ def test_cli_cwd_and_log_output(folders: tuple[Path, Path]) -> None:
 # -- 2. kernel name aliases -----------------------------------------------------------------
 
 
-def test_a_notebook_asking_for_the_python_kernel_runs(tmp_path: Path) -> None:
+def test_a_notebook_asking_for_the_python_kernel_runs(
+    tmp_path: Path, runner: NotebookRunner
+) -> None:
     path = notebook("papermill/python_kernel")
     assert check_kernel(load_notebook(path), path.name) == "python"  # not refused
     papermill.execute_notebook(
@@ -111,6 +114,7 @@ def test_a_notebook_asking_for_the_python_kernel_runs(tmp_path: Path) -> None:
     done = papermill_cli(str(path), "cli.ipynb", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert outputs(tmp_path / "cli.ipynb") == ["ran on python\n"]
+    assert runner.execute(path, project_name="aliases").status == "completed"  # clearnb's own
 
 
 # -- 3. engine arguments --------------------------------------------------------------------
