@@ -20,6 +20,7 @@ import pytest
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillParameterOverwriteWarning
 
+from clearnb.config import Config
 from clearnb.execution.engine import ClearnbEngine
 from clearnb.execution.runner import NotebookRunner
 from clearnb.notebook.files import check_kernel, load_notebook
@@ -102,9 +103,7 @@ def test_cli_cwd_and_log_output(folders: tuple[Path, Path]) -> None:
 # -- 2. kernel name aliases -----------------------------------------------------------------
 
 
-def test_a_notebook_asking_for_the_python_kernel_runs(
-    tmp_path: Path, runner: NotebookRunner
-) -> None:
+def test_a_notebook_asking_for_the_python_kernel_runs(tmp_path: Path, home: Path) -> None:
     path = notebook("papermill/python_kernel")
     assert check_kernel(load_notebook(path), path.name) == "python"  # not refused
     papermill.execute_notebook(
@@ -114,7 +113,8 @@ def test_a_notebook_asking_for_the_python_kernel_runs(
     done = papermill_cli(str(path), "cli.ipynb", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert outputs(tmp_path / "cli.ipynb") == ["ran on python\n"]
-    assert runner.execute(path, project_name="aliases").status == "completed"  # clearnb's own
+    with NotebookRunner(Config.at(home), pool_size=0) as runner:  # and on clearnb's own runner
+        assert runner.execute(path, project_name="aliases").status == "completed"
 
 
 # -- 3. engine arguments --------------------------------------------------------------------
