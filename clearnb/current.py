@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,13 @@ __all__ = [
     "TASK_ID_ENV",
     "CurrentTask",
     "attached_task_id",
+    "error_of",
     "find_notebook",
     "in_ipython",
+    "init_names",
     "interactive_record",
     "watch_cells",
+    "watch_failures",
 ]
 
 
@@ -73,6 +77,19 @@ def in_ipython() -> bool:
     return get is not None and get() is not None
 
 
+def init_names(
+    record: TaskRecord, project_name: str | None, task_name: str | None
+) -> dict[str, str]:
+    """The names ``Task.init`` gives the run ``record`` that was started without them:
+    ``{"project": ..., "name": ...}``, only those the run left open and ``Task.init`` gives."""
+    given = {"project": project_name, "name": task_name}
+    return {
+        field: value
+        for field in record.runtime.get("names_from_init", [])
+        if (value := given.get(field))
+    }
+
+
 def watch_cells(flush: Callable[[], Any]) -> None:
     """Call ``flush`` at the end of every IPython cell, and when the process exits."""
     try:
@@ -84,6 +101,45 @@ def watch_cells(flush: Callable[[], Any]) -> None:
     if shell is not None:
         shell.events.register("post_run_cell", lambda *_: flush())
     atexit.register(flush)
+
+
+def watch_failures(on_error: Callable[[BaseException], Any]) -> None:
+    """Call ``on_error(exc)`` with each exception that escapes the user's code: a failing
+    IPython cell, or a script's uncaught exception (before the process exits)."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        shell = None
+    if shell is not None:
+
+        def after_cell(result: Any) -> None:
+            if result.error_in_exec is not None:
+                on_error(result.error_in_exec)
+
+        shell.events.register("post_run_cell", after_cell)
+        return
+    previous = sys.excepthook
+
+    def uncaught(kind: type[BaseException], exc: BaseException, trace: Any) -> None:
+        try:
+            on_error(exc)
+        except Exception:  # the user's traceback matters more than ours
+            log.warning("could not record the task's failure", exc_info=True)
+        previous(kind, exc, trace)
+
+    sys.excepthook = uncaught
+
+
+def error_of(exc: BaseException) -> dict[str, Any]:
+    """How an exception that ended the user's code is recorded as a task's error."""
+    return {
+        "reason": f"{type(exc).__name__}: {exc}",
+        "ename": type(exc).__name__,
+        "evalue": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
 
 
 def find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:

@@ -127,6 +127,10 @@ def prepare_run(
             **({"name": task_name} if task_name else {}),
             **({"project": project_name} if project_name else {}),
         )
+    if draft is None:  # names not given here are the ones Task.init gives, as in ClearML
+        given = {"project": project_name, "name": task_name}
+        if unnamed := [field for field, value in given.items() if not value]:
+            facts["names_from_init"] = unnamed
     record = TaskRecord(
         project=project_name or (draft.project if draft else "default"),
         name=task_name or (draft.name if draft else path.stem),
@@ -266,16 +270,24 @@ def follow(
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
 
 
-def stop_here(task_id: str, name: str, queue: str) -> NoReturn:
-    """End this run of a notebook (or script) whose task ``execute_remotely`` sent to ``queue``.
+def stop_here(task_id: str, name: str, queue: str | None) -> NoReturn:
+    """End this run of a notebook (or script) whose task ``execute_remotely`` sent to
+    ``queue`` (None: left a draft, enqueued by nobody yet).
 
     In IPython the cell stops with :class:`ExecutedRemotely` (the kernel lives on); in a
     script the process exits with status 0.
     """
-    message = (
-        f"Task {task_id} ({name}) was sent to queue {queue!r}; an agent "
-        "runs the notebook from the start. The rest of it does not run here."
-    )
+    if queue is None:
+        message = (
+            f"Task {task_id} ({name}) was left as a draft (status created); send it to a "
+            f"queue with `clearnb task enqueue {task_id} --queue default`. The rest of the "
+            "notebook does not run here."
+        )
+    else:
+        message = (
+            f"Task {task_id} ({name}) was sent to queue {queue!r}; an agent "
+            "runs the notebook from the start. The rest of it does not run here."
+        )
     if in_ipython():
         raise ExecutedRemotely(message, task_id=task_id, queue=queue)
     log.warning(message)

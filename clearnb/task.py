@@ -119,7 +119,11 @@ class Task:
                 existing = CURRENT.task
                 if existing is not None and existing.id == attached:
                     return existing
-                task = cls(backend.store.get_task(attached), backend)
+                record = backend.store.get_task(attached)
+                names = current.init_names(record, project_name, task_name)
+                if names:  # started without names (clearnb task run nb.ipynb): Task.init's
+                    record = backend.store.update_task(attached, **names)
+                task = cls(record, backend)
                 early = CURRENT.logger  # Logger.current_logger() came first: keep its buffer
                 if early is not None and early.task_id == attached:
                     task._logger = early
@@ -143,6 +147,7 @@ class Task:
             task = cls(backend.store.create_task(record), backend)
             CURRENT.task = task
             current.watch_cells(task.flush)
+            current.watch_failures(task._fail_on)
             atexit.register(task._close_at_exit)
             return task
 
@@ -575,12 +580,12 @@ class Task:
         Inside a run (on an agent or the local runner) it does nothing and returns None, so
         the notebook goes on there. Run interactively, the task keeps the parameters
         connected so far and is enqueued; with ``clone`` a copy is enqueued instead. With
-        ``exit_process`` the rest of the notebook (or script) does not run here.
+        no ``queue_name`` nothing is enqueued: the task is left a draft (status
+        ``created``), as in ClearML. With ``exit_process`` the rest of the notebook (or
+        script) does not run here.
         """
         if current.attached_task_id() == self.id:
             return None
-        if not queue_name:
-            raise ClearnbError("execute_remotely needs a queue: task.execute_remotely('default')")
         if not clone and not exit_process:
             raise ClearnbError(
                 "execute_remotely(clone=False) moves this very task to the queue, so the "
@@ -604,10 +609,11 @@ class Task:
             with CURRENT.lock:
                 if CURRENT.task is self:
                     CURRENT.task = None
-        Task.enqueue(target, queue_name=queue_name)
+        if queue_name:
+            Task.enqueue(target, queue_name=queue_name)
         if not exit_process:
             return target
-        dispatch.stop_here(target.id, target.name, queue_name)
+        dispatch.stop_here(target.id, target.name, queue_name or None)
 
     def close(self) -> None:
         """Finish an interactively started task (``completed``); a no-op inside a run."""
@@ -630,6 +636,18 @@ class Task:
         self._record = self._backend.store.update_task(
             self.id, status=status, error=error, completed=time.time()
         )
+
+    def _fail_on(self, exc: BaseException) -> None:
+        """Record the end of a task started by hand whose code raised ``exc``."""
+        record = self.reload()._record
+        if isinstance(exc, ExecutedRemotely) or not record.runtime.get("interactive"):
+            return  # sent to a queue (or left a draft): not this process's run any more
+        if record.status != "running" or record.worker is not None:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            self._finish("aborted", {"reason": "interrupted (Ctrl-C)"})
+        else:
+            self._finish("failed", current.error_of(exc))
 
     def _close_at_exit(self) -> None:
         try:

@@ -378,3 +378,141 @@ def test_tags_are_added_once_and_kept() -> None:
     assert task.get_tags() == ["a", "b", "c"]
     assert Task.get_task(task_id=task.id).get_tags() == ["a", "b", "c"]
     assert [t.id for t in Task.get_tasks(tags=["c"])] == [task.id]
+
+
+# -- scripts and notebooks as ClearML users write them ------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script_env() -> dict[str, str]:
+    """This test's store, this tree first on the path (also for kernels the script starts)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def run_script(folder: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Write ``code`` to a script in ``folder`` and run it as ``python script.py``."""
+    script = folder / "user_script.py"
+    script.write_text(code)
+    return subprocess.run(
+        [sys.executable, str(script)], env=script_env(), capture_output=True, text=True, timeout=90
+    )
+
+
+def write_notebook(path: Path, *cells: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+NAMED_BY_INIT = (
+    "from clearnb import Task\n"
+    "task = Task.init(project_name='named project', task_name='named by init')\n"
+    "print('init done')"
+)
+
+
+def test_a_notebook_run_without_names_takes_the_names_of_its_task_init(
+    home: Path, tmp_path: Path
+) -> None:
+    from clearnb.execution.runner import execute_notebook
+    from tests.test_cli import clearnb
+
+    nb = write_notebook(tmp_path / "step_file.ipynb", NAMED_BY_INIT)
+    done = clearnb(home, "task", "run", str(nb))
+    assert done.returncode == 0, done.output
+    ran = execute_notebook(nb)
+    assert ran.reload().status == "completed"
+    assert (ran.project, ran.name) == ("named project", "named by init")
+    found = Task.get_tasks(project_name="named project", task_name="named by init")
+    assert len(found) == 2, "the CLI's run and execute_notebook's run"
+    assert Task.get_tasks(project_name="default") == [], "nothing recorded as default/step_file"
+    named = execute_notebook(nb, project_name="given", task_name="explicit")
+    assert (named.reload().project, named.name) == ("given", "explicit"), "given names win"
+
+
+def test_execute_remotely_without_a_queue_leaves_a_draft(home: Path, tmp_path: Path) -> None:
+    from tests.test_interactive import HandKernel, clean_environ
+
+    nb = write_notebook(tmp_path / "remote.ipynb", "x = 1")
+    env = {**clean_environ(home), **{"PYTHONPATH": script_env()["PYTHONPATH"]}}
+    kernel = HandKernel({**env, "JPY_SESSION_NAME": str(nb)}, tmp_path, tmp_path / "kernel")
+    try:
+        kernel.run(
+            "from clearnb import Task\n"
+            "task = Task.init(project_name='drafts', task_name='left here')\n"
+            "task.connect({'lr': 0.1})"
+        )
+        with pytest.raises(AssertionError, match="ExecutedRemotely") as stopped:
+            kernel.run("task.execute_remotely()\nprint('still here')")
+        assert "left as a draft" in str(stopped.value)
+        assert "still here" not in str(stopped.value)
+        assert kernel.run("print('the kernel lives')").strip() == "the kernel lives"
+    finally:
+        kernel.shutdown()
+    task = Task.get_task(project_name="drafts", task_name="left here")
+    assert task.status == "created", "a draft, not completed by the kernel's exit"
+    assert task.get_parameters()["General/lr"] == 0.1
+    assert task.record.queue is None
+
+    script = run_script(
+        tmp_path,
+        "from clearnb import Task\n"
+        "task = Task.init(project_name='drafts', task_name='from a script')\n"
+        "task.execute_remotely()\n"
+        "print('still here')\n",
+    )
+    assert script.returncode == 0, script.stderr
+    assert "still here" not in script.stdout
+    assert Task.get_task(project_name="drafts", task_name="from a script").status == "created"
+
+
+def test_a_script_that_raises_after_init_marks_its_task_failed(tmp_path: Path) -> None:
+    done = run_script(
+        tmp_path,
+        "from clearnb import Task\n"
+        "task = Task.init(project_name='scripts', task_name='raising')\n"
+        "raise ValueError('the data is bad')\n",
+    )
+    assert done.returncode == 1 and "ValueError: the data is bad" in done.stderr
+    task = Task.get_task(project_name="scripts", task_name="raising")
+    assert task.status == "failed"
+    assert task.error is not None and task.error["reason"] == "ValueError: the data is bad"
+    assert task.error["ename"] == "ValueError"
+    fine = run_script(
+        tmp_path,
+        "from clearnb import Task\nTask.init(project_name='scripts', task_name='fine')\n",
+    )
+    assert fine.returncode == 0, fine.stderr
+    assert Task.get_task(project_name="scripts", task_name="fine").status == "completed"
+
+
+def test_a_hand_run_cell_that_raises_marks_its_task_failed(home: Path, tmp_path: Path) -> None:
+    from tests.test_interactive import HandKernel, clean_environ
+
+    nb = write_notebook(tmp_path / "failing.ipynb", "x = 1")
+    env = {**clean_environ(home), **{"PYTHONPATH": script_env()["PYTHONPATH"]}}
+    kernel = HandKernel({**env, "JPY_SESSION_NAME": str(nb)}, tmp_path, tmp_path / "kernel")
+    try:
+        kernel.run(
+            "from clearnb import Task\n"
+            "task = Task.init(project_name='hand', task_name='failing cell')"
+        )
+        assert Task.get_task(project_name="hand", task_name="failing cell").status == "running"
+        with pytest.raises(AssertionError, match="ZeroDivisionError"):
+            kernel.run("1 / 0")
+    finally:
+        kernel.shutdown()
+    task = Task.get_task(project_name="hand", task_name="failing cell")
+    assert task.status == "failed", "and the kernel's exit does not complete it"
+    assert task.error is not None and task.error["ename"] == "ZeroDivisionError"

@@ -22,8 +22,18 @@ def task() -> None:
 @task.command("run")
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @parameter_option
-@click.option("--project", "project_name", default="default", show_default=True)
-@click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
+@click.option(
+    "--project",
+    "project_name",
+    default=None,
+    help="Project (default: the one the notebook's Task.init names, else 'default').",
+)
+@click.option(
+    "--name",
+    "task_name",
+    default=None,
+    help="Task name (default: the one the notebook's Task.init names, else the file's).",
+)
 @click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
 @memory_limit_option
 @click.option(
@@ -37,7 +47,7 @@ def task() -> None:
 def run_command(
     notebook: str,
     parameters: tuple[tuple[str, str], ...],
-    project_name: str,
+    project_name: str | None,
     task_name: str | None,
     time_limit: float | None,
     memory_limit: str | None,

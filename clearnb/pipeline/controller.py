@@ -461,6 +461,9 @@ class PipelineController:
     ) -> bool:
         """Validate, then run the pipeline in a background thread (``wait``: until it ends).
 
+        Outside IPython the process waits for the run before it exits (ClearML's script
+        behaviour); Ctrl-C during that wait or :meth:`wait` aborts the run cleanly.
+
         ``queue`` sends the controller itself to that queue, for an agent serving it to run;
         :meth:`wait` then follows it. Steps go to their ``execution_queue`` (or the default)
         wherever the controller runs, unless ``steps_locally`` keeps them here.
@@ -551,11 +554,9 @@ class PipelineController:
         if self._remote is not None:
             seconds = None if timeout is None else timeout * 60
             return self._remote.follow(seconds).status in TASK_FINAL
-        thread = self._engine.thread
-        if thread is None:
+        if self._engine.thread is None:
             return True
-        thread.join(None if timeout is None else timeout * 60)
-        ended = not thread.is_alive()
+        ended = self._engine.join(None if timeout is None else timeout * 60)
         if ended:
             self._show_final_plot()
         return ended

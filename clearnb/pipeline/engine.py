@@ -33,6 +33,7 @@ from clearnb.pipeline.sources import Sources, storable
 from clearnb.pipeline.spec import PipelineSpec, StepSpec
 from clearnb.pipeline.step import StepExecution
 from clearnb.pipeline.transitions import RunState
+from clearnb.pipeline.waiting import RunWaiter
 from clearnb.status import (
     ABORTED,
     COMPLETED,
@@ -79,6 +80,7 @@ class RunEngine:
         self.stop_reason: str | None = None
         self._picture: PictureLoop | None = None
         self._local: LocalExecutor | None = None
+        self._waiter = RunWaiter(spec.name, self.abort)
 
     @property
     def running(self) -> bool:
@@ -121,7 +123,8 @@ class RunEngine:
         post: Callable[..., Any] | None,
         accept_steps: bool,
     ) -> None:
-        """Start the run's thread (after :meth:`begin`)."""
+        """Start the run's thread (after :meth:`begin`); outside IPython the process waits
+        for the run before it exits, as ClearML's ``start()`` does in a script."""
         scheduler = self._make_scheduler(
             target_project=target_project,
             force=force,
@@ -130,6 +133,7 @@ class RunEngine:
             post=post,
         )
         scheduler.accept_steps(accept_steps)
+        self._waiter.started()
         self.thread = threading.Thread(
             target=self._run, args=(scheduler,), name=f"pipeline {name}", daemon=True
         )
@@ -217,7 +221,23 @@ class RunEngine:
             # kernels are released in the background; stop() waits for them
             self.cleanup = threading.Thread(target=local.close, name="pipeline cleanup")
             self.cleanup.start()
-            self.end(status)
+            try:
+                self.end(status)
+            finally:
+                self._waiter.ended()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the run's thread; True if it ended.
+
+        Ctrl-C aborts the run, waits for it to settle, then raises ``KeyboardInterrupt``
+        (a second Ctrl-C exits a script at once).
+        """
+        thread = self.thread
+        if thread is None:
+            return True
+        if self._waiter.wait(timeout):
+            thread.join()  # its last statement has run: this returns at once
+        return not thread.is_alive()
 
     def end(self, status: str) -> None:
         """Record the run's end: its status, the final picture, the closed Task."""
