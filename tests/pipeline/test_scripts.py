@@ -19,7 +19,7 @@ import pytest
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.store.records import TaskRecord
-from tests.helpers import NOTEBOOKS, kernel_pids_of, process_exists, wait_until
+from tests.helpers import NOTEBOOKS, kernel_pids_of, wait_until, wait_until_gone
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -146,4 +146,5 @@ def test_ctrl_c_aborts_the_run_a_script_waits_for(tmp_path: Path, ending: str) -
     }
     assert steps_of(tmp_path, run) == {"slow": "aborted"}, "no step is left running"
     wait_until(lambda: not kernel_pids_of(tmp_path), 30, "the kernels to end")
-    assert [pid for pid in kernels if process_exists(pid)] == [], "no kernel is left"
+    left = [pid for pid in kernels if not wait_until_gone(pid, 30)]
+    assert left == [], "no kernel is left"
