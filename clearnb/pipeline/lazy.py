@@ -119,5 +119,3 @@ for _op in ("neg", "pos", "abs"):
 def plain_value(value: Any) -> Any:
     """``value`` itself, or what a placeholder stands for (waiting for it)."""
     return value._clearnb_value() if isinstance(value, LazyValue) else value
-
-
