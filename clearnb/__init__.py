@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Task": "clearnb.task",
+    "TaskTypes": "clearnb.tasktypes",
     "Artifact": "clearnb.artifacts",
     "Logger": "clearnb.logger",
     "StorageManager": "clearnb.storage",
@@ -31,6 +32,7 @@ __all__ = [
     "PipelineDecorator",
     "StorageManager",
     "Task",
+    "TaskTypes",
     "__version__",
     "execute_notebook",
 ]
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from clearnb.pipeline.decorator import PipelineDecorator
     from clearnb.storage import StorageManager
     from clearnb.task import Task
+    from clearnb.tasktypes import TaskTypes
 
 
 def __getattr__(name: str) -> Any:

@@ -36,6 +36,7 @@ from clearnb.notebook.parameters import (
     split_key,
 )
 from clearnb.store.records import TaskRecord
+from clearnb.tasktypes import TaskTypes
 
 __all__ = ["Artifact", "ExecutedRemotely", "Task", "TaskStatusEnum", "TaskTypes"]
 
@@ -55,18 +56,6 @@ class TaskStatusEnum:
     failed = "failed"
     aborted = "aborted"
     stopped = "aborted"
-
-
-class TaskTypes:
-    """Task types, as ClearML names the common ones."""
-
-    training = "training"
-    testing = "testing"
-    inference = "inference"
-    data_processing = "data_processing"
-    application = "application"
-    controller = "controller"
-    custom = "custom"
 
 
 class Task:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
+from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value
 from clearnb.pipeline.spec import FUNCTION, StepSpec, build_step, component_options
 from clearnb.status import CACHED, COMPLETED
@@ -107,7 +108,7 @@ class _PipelineRun:
 
     def call(self, spec: ComponentSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         name = self.step_name(spec.name)
-        bound = inspect.signature(spec.function).bind_partial(*args, **kwargs)
+        bound = inspect.signature(innermost(spec.function)).bind_partial(*args, **kwargs)
         arguments = dict(bound.arguments)
         if self.mode == DEBUG:
             return self._call_now(spec, name, arguments)
@@ -250,7 +251,7 @@ class PipelineDecorator:
         options["memory_limit"] = parse_memory_limit(memory_limit)
 
         def decorate(function: F) -> F:
-            spec = ComponentSpec(function, returns, name or function.__name__, options)
+            spec = ComponentSpec(function, returns, name or innermost(function).__name__, options)
 
             @functools.wraps(function)
             def component_call(*args: Any, **kwargs: Any) -> Any:
@@ -259,7 +260,7 @@ class PipelineDecorator:
                     return function(*args, **kwargs)
                 return run.call(spec, args, kwargs)
 
-            component_call._clearnb_component = spec  # type: ignore[attr-defined]
+            setattr(component_call, COMPONENT_MARKER, spec)
             return component_call  # type: ignore[return-value]
 
         return decorate(_func) if _func is not None else decorate

@@ -131,6 +131,127 @@ def function_source(function: Callable[..., Any]) -> str:
     return source
 
 
+COMPONENT_MARKER = "_clearnb_component"
+"""The attribute ``@PipelineDecorator.component`` sets on its wrapper (the component's
+definition, whose ``function`` is the function it wraps)."""
+
+
+def innermost(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The user's own function under component wrappers and the user's decorators.
+
+    A component wrapper leads to the function it wraps. Decorators' wrappers lead, through
+    ``__wrapped__`` or the one function each closes over, down to the function whose
+    source carries those decorators (``@our_decorator`` over its ``def``), so that a
+    notebook can apply the decoration again; without such a function, the chain stops
+    where it started. Anything else is itself.
+    """
+    current = function
+    while True:
+        component = getattr(current, COMPONENT_MARKER, None)
+        if component is None:
+            break
+        current = component.function
+    found: Callable[..., Any] = current
+    chain: list[Callable[..., Any]] = [found]
+    while len(chain) <= MAX_WRAPPERS:
+        inner = _wrapped(chain[-1])
+        if inner is None or any(inner is seen for seen in chain):
+            break
+        chain.append(inner)
+    decorated = [candidate for candidate in chain[1:] if _user_decorators(candidate)]
+    return decorated[-1] if decorated else found
+
+
+MAX_WRAPPERS = 20
+"""How many wrappers deep :func:`innermost` looks."""
+
+
+def _wrapped(function: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The function ``function`` wraps, as far as can be seen, or None."""
+    wrapped = getattr(function, "__wrapped__", None)
+    if inspect.isfunction(wrapped):
+        return wrapped
+    cells = getattr(function, "__closure__", None) or ()
+    found = [_contents(c) for c in cells if inspect.isfunction(_contents(c))]
+    return found[0] if len(found) == 1 else None
+
+
+def _contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell not yet filled
+        return None
+
+
+def _definition(function: Callable[..., Any]) -> tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError) as exc:
+        raise PipelineError(
+            f"the source of {getattr(function, '__name__', function)!r} cannot be read "
+            f"({exc}); define the function in a file or a notebook cell, not in a string."
+        ) from exc
+    node = pysource.parse(source).body[0]
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        raise PipelineError(f"{getattr(function, '__name__', function)!r} is not a def")
+    return source, node
+
+
+def _user_decorators(function: Callable[..., Any]) -> list[ast.expr]:
+    """The decorators over ``function``'s ``def`` that are not clearnb's component's."""
+    try:
+        _, node = _definition(function)
+    except PipelineError:
+        return []
+    namespace = getattr(function, "__globals__", {})
+    return [d for d in node.decorator_list if not _is_component(d, namespace)]
+
+
+def _is_component(decorator: ast.expr, namespace: Mapping[str, Any]) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    path: list[str] = []
+    while isinstance(target, ast.Attribute):
+        path.insert(0, target.attr)
+        target = target.value
+    if not isinstance(target, ast.Name) or target.id not in namespace:
+        return False
+    value = namespace[target.id]
+    for attribute in path:
+        value = getattr(value, attribute, None)
+    module = getattr(value, "__module__", "") or ""
+    return module.startswith("clearnb.") and getattr(value, "__name__", "") == "component"
+
+
+def decorated_source(
+    function: Callable[..., Any],
+) -> tuple[str, list[Callable[..., Any]]]:
+    """The source that defines ``function`` in a notebook, and the decorators it needs.
+
+    For a function under the user's decorators this is the innermost function's source
+    with those decorators kept (clearnb's component decorator dropped), so that the name
+    it defines is the decorated function; the decorators defined as functions in its
+    module come second, to be defined before it (imported ones come with the imports).
+    """
+    inner = innermost(function)
+    decorators = _user_decorators(inner) if inner is not function else []
+    if not decorators:
+        return function_source(inner), []
+    source, node = _definition(inner)
+    lines = source.splitlines()
+    kept = [f"@{ast.get_source_segment(source, d)}" for d in decorators]
+    body = "\n".join([*kept, *lines[node.lineno - 1 :]]) + "\n"
+    namespace = getattr(inner, "__globals__", {})
+    needed: list[Callable[..., Any]] = []
+    for decorator in decorators:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        while isinstance(target, ast.Attribute):
+            target = target.value
+        value = namespace.get(target.id) if isinstance(target, ast.Name) else None
+        if inspect.isfunction(value) and value.__module__ == inner.__module__:
+            needed.append(value)
+    return body, needed
+
+
 def _used_names(source: str) -> set[str]:
     tree = pysource.parse(source)
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
@@ -151,7 +272,10 @@ def unbound_names(
     """
     import builtins
 
-    sources = [function_source(function), *(function_source(h) for h in helpers)]
+    main, decorators = decorated_source(function)
+    helpers = [*decorators, *helpers]
+    function = innermost(function)
+    sources = [main, *(function_source(h) for h in helpers)]
     defined = {getattr(h, "__name__", "") for h in helpers} | {function.__name__}
     wanted: set[str] = set()
     for source in sources:
@@ -207,8 +331,9 @@ def portable_source(
     The text holds the module-level imports the functions use, the helpers and the
     function itself, so it runs without the module (or notebook) that defined them.
     """
-    main = function_source(function)
-    helper_sources = [function_source(h) for h in helpers]
+    main, decorators = decorated_source(function)
+    function = innermost(function)
+    helper_sources = [function_source(h) for h in [*decorators, *helpers]]
     used: set[str] = set()
     for source in [main, *helper_sources]:
         used |= _used_names(source)
@@ -264,9 +389,10 @@ def build_notebook(
     """The notebook that runs ``function(**kwargs)`` as step ``step``."""
     import nbformat
 
+    main, decorators = decorated_source(function)
+    function = innermost(function)
     name = function.__name__
-    main = function_source(function)
-    helper_sources = [function_source(h) for h in helpers]
+    helper_sources = [function_source(h) for h in [*decorators, *helpers]]
     used: set[str] = set()
     for source in [main, *helper_sources]:
         used |= _used_names(source)

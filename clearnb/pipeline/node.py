@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 class StepJob:
     """What ClearML calls a node's job: the run of a step, with its Task."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(
+        self, task: Task, task_parameter_override: Mapping[str, Any] | None = None
+    ) -> None:
         self.task = task
+        self.task_parameter_override: dict[str, Any] = dict(task_parameter_override or {})
+        """The overrides the step's Task ran with (``{"Section/name": value}``)."""
 
     def task_id(self) -> str:
         """Id of the step's Task."""
@@ -66,6 +70,8 @@ class StepRun:
     """Live progress of a running step: ``cell``, ``cells`` (of the executed notebook)."""
     resolved: dict[str, Any] = field(default_factory=dict)
     """The overrides with references resolved, as the step received them."""
+    template_id: str | None = None
+    """Id of the template the step runs, once found (by id, or by project and name)."""
 
 
 RUN_FIELDS = frozenset(f.name for f in fields(StepRun))
@@ -103,6 +109,15 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.spec.name} [{self.run.status}]>"
+
+    @property
+    def base_task_id(self) -> str | None:
+        """Id of the step's template: as given, or as found by project and name for this run."""
+        return self.run.template_id or self.spec.base_task_id
+
+    @base_task_id.setter
+    def base_task_id(self, value: str | None) -> None:
+        self.spec.base_task_id = value
 
     @property
     def job_type(self) -> str:

@@ -109,7 +109,7 @@ def storable(value: Any) -> Any:
 def signature_defaults(function: Callable[..., Any]) -> dict[str, Any]:
     """The function's keyword arguments with their defaults (None where none, or not JSON)."""
     defaults: dict[str, Any] = {}
-    for name, parameter in inspect.signature(function).parameters.items():
+    for name, parameter in inspect.signature(functions.innermost(function)).parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         default = parameter.default

@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,9 @@ class StepExecution:
             self.state.set_status(node, FAILED, error={"reason": reason})
             return
         node.run.resolved = resolved
+        if not (step.is_function or step.notebook):
+            template = self.sources.template_of(step)
+            node.run.template_id = template.id if template else None
         for callback in (step.pre_execute_callback, self.pre_callback):
             if callback is not None and callback(self.pipeline, node, resolved) is False:
                 self.state.set_status(
@@ -102,7 +105,7 @@ class StepExecution:
         if step.cache_executed_step and not (self.force or node.run.force):
             hits = self.backend.store.find_tasks(cache_key=key, status="completed", limit=1)
             if hits:
-                self.adopt(node, hits[0].id, CACHED)
+                self.adopt(node, hits[0].id, CACHED, overrides=overrides)
                 self._after_success(node)
                 return
         while True:
@@ -130,12 +133,12 @@ class StepExecution:
         handle = RunHandle()
         self.handles[step.name] = handle
         self.state.set_status(node, QUEUED, progress={}, job_started=time.time(), job_ended=None)
-        template = None if step.is_function or step.notebook else self.sources.template_of(step)
+        template = node.run.template_id
         queue_name = self.queue_of(step)
         request = StepRequest(
             notebook=None if template else notebook,
             overrides=overrides,
-            template=template.id if template else None,
+            template=template,
             project_name=self.target_project,
             task_name=step.name,
             time_limit=step.timeout,
@@ -152,7 +155,7 @@ class StepExecution:
         )
         task = self.executor_for(step).execute(request)
         node.run.executed = task.id
-        node.run.job = StepJob(task)
+        node.run.job = StepJob(task, overrides)
         node.run.job_ended = time.time()
         node.run.error = task.error
         return task
@@ -191,14 +194,22 @@ class StepExecution:
                 except Exception:
                     log.exception("post-execute callback of step %s raised", node.spec.name)
 
-    def adopt(self, node: Node, task_id: str, status: str, **changes: Any) -> None:
-        """Take the run ``task_id`` (a cache hit, an earlier run's result) as the step's."""
+    def adopt(
+        self,
+        node: Node,
+        task_id: str,
+        status: str,
+        overrides: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> None:
+        """Take the run ``task_id`` (a cache hit, an earlier run's result) as the step's;
+        ``overrides`` are those the step would have run with."""
         task = Task.from_record(self.backend.store.get_task(task_id), self.backend)
         self.state.set_status(
             node,
             status,
             executed=task_id,
-            job=StepJob(task),
+            job=StepJob(task, overrides),
             job_started=task.record.started,
             job_ended=task.record.completed,
             **changes,
