@@ -66,6 +66,8 @@ class StepRun:
     """Live progress of a running step: ``cell``, ``cells`` (of the executed notebook)."""
     resolved: dict[str, Any] = field(default_factory=dict)
     """The overrides with references resolved, as the step received them."""
+    warnings: list[str] = field(default_factory=list)
+    """What was said of its overrides (one the step does not declare, set as given)."""
 
 
 RUN_FIELDS = frozenset(f.name for f in fields(StepRun))
@@ -140,6 +142,7 @@ class Node:
             "ended": run.job_ended,
             "retries": run.retries,
             "error": run.error,
+            "warnings": list(run.warnings),
             "progress": dict(run.progress),
             "queue": spec.queue,
             "cache": spec.cache_executed_step,
