@@ -71,6 +71,7 @@ def prepare_run(
     runtime: Mapping[str, Any] | None = None,
     cache_key: str | None = None,
     check_kernel_installed: bool = True,
+    strict: bool = True,
 ) -> TaskRecord:
     """Validate a run of ``notebook`` (or of the draft ``task``) and record its Task.
 
@@ -80,6 +81,8 @@ def prepare_run(
     ``runtime`` adds facts to the task's runtime record; ``cache_key`` is stored with the
     task so that a later identical run can reuse it. ``check_kernel_installed`` refuses a
     notebook whose kernel is not installed here (off for runs sent to another machine).
+    ``strict`` refuses an override the notebook does not declare; without it, such a value
+    is recorded and injected as given (a pipeline step, as ClearML sets it on the task).
     """
     store = backend.store
     draft: TaskRecord | None = None
@@ -105,7 +108,7 @@ def prepare_run(
             merged.update({f"{section}/{k}": v for k, v in values.items() if base.get(k, v) != v})
     merged.update({_qualified(str(k)): v for k, v in (parameters or {}).items()})
     overridden = sorted(merged)
-    resolved = declared.resolve(merged, path.name)
+    resolved = declared.resolve(merged, path.name, strict=strict)
     recorded = {s: dict(v) for s, v in defaults.items()}
     for section, values in resolved.items():
         recorded.setdefault(section, {}).update(values)

@@ -148,3 +148,7 @@ class RemoteStorageError(ClearnbError, OSError):
 
 class RemoteFileNotFoundError(RemoteStorageError, FileNotFoundError):
     """A path or URL given to the StorageManager does not exist."""
+
+
+class ParameterWarning(UserWarning):
+    """An override that names no parameter the step declares: set as given, as ClearML does."""

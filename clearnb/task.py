@@ -23,6 +23,7 @@ from clearnb import current, dispatch
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
+from clearnb.connected import ConnectedSections
 from clearnb.current import CURRENT
 from clearnb.dispatch import ExecutedRemotely
 from clearnb.errors import ClearnbError, ParameterError, TaskFailedError, TaskNotFoundError
@@ -68,6 +69,7 @@ class Task:
         self._record = record
         self._backend = backend
         self._logger: Logger | None = None
+        self._connected = ConnectedSections()
 
     @classmethod
     def from_record(cls, record: TaskRecord, backend: Backend) -> Task:
@@ -351,8 +353,9 @@ class Task:
         draft) are written into ``mutable`` in place, typed like its current values; then
         the whole section is recorded with the task. A task started by hand
         (``Task.init`` outside a run) has no overrides: ``mutable`` is recorded as it is,
-        so editing the dict and running the cell again records the new values.
-        Returns ``mutable``.
+        so editing the dict and running the cell again records the new values. Later
+        changes to ``mutable`` are recorded too (at the end of each cell, when the run ends
+        and when parameters are read), as ClearML records them. Returns ``mutable``.
         """
         section = name or GENERAL
         values: MutableMapping[Any, Any]
@@ -368,6 +371,7 @@ class Task:
         record = self.reload()._record
         if record.runtime.get("interactive"):
             self._set_section(section, dict(values), replace=False)
+            self._connected.add(section, values)
             return mutable
         overrides = record.parameters.get(section, {})
         problems = []
@@ -387,24 +391,25 @@ class Task:
         if problems:
             raise ParameterError.collect(problems, "parameter problem")
         self._set_section(section, dict(values), replace=False)
+        self._connected.add(section, values)
         return mutable
 
     def get_parameters(self) -> dict[str, Any]:
         """All parameters, flat: ``{"Section/name": value}``."""
         return {
             f"{section}/{key}": value
-            for section, values in self.reload()._record.parameters.items()
+            for section, values in self._record_connected()._record.parameters.items()
             for key, value in values.items()
         }
 
     def get_parameters_as_dict(self) -> dict[str, dict[str, Any]]:
         """All parameters by section: ``{"Section": {"name": value}}``."""
-        return json.loads(json.dumps(self.reload()._record.parameters))  # type: ignore[no-any-return]
+        return json.loads(json.dumps(self._record_connected()._record.parameters))  # type: ignore[no-any-return]
 
     def get_parameter(self, name: str, default: Any = None) -> Any:
         """One parameter by ``"Section/name"`` (a bare name means ``General``)."""
         section, key = split_key(name)
-        return self.reload()._record.parameters.get(section, {}).get(key, default)
+        return self._record_connected()._record.parameters.get(section, {}).get(key, default)
 
     def set_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Replace all parameters with ``{"Section/name": value}`` (bare names: ``General``)."""
@@ -419,6 +424,12 @@ class Task:
     def set_parameter(self, name: str, value: Any) -> None:
         """Set one parameter, ``"Section/name"``."""
         self.update_parameters({name: value})
+
+    def _record_connected(self) -> Task:
+        """Record the connected dicts changed since :meth:`connect`; the task, reloaded."""
+        for section, values in self._connected.changed().items():
+            self._set_section(section, values, replace=False)
+        return self.reload()
 
     def _set_section(self, section: str, values: Mapping[str, Any], replace: bool) -> None:
         clean = {str(k): _jsonable(v) for k, v in values.items()}
@@ -618,6 +629,7 @@ class Task:
         """Write reports still buffered by this task's logger."""
         if self._logger is not None:
             self._logger.flush()
+        self._record_connected()
         return True
 
     def _finish(self, status: str, error: dict[str, Any] | None) -> None:

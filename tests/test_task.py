@@ -516,3 +516,23 @@ def test_a_hand_run_cell_that_raises_marks_its_task_failed(home: Path, tmp_path:
     task = Task.get_task(project_name="hand", task_name="failing cell")
     assert task.status == "failed", "and the kernel's exit does not complete it"
     assert task.error is not None and task.error["ename"] == "ZeroDivisionError"
+
+
+def test_a_dict_connected_empty_and_filled_afterwards_is_recorded_with_its_values() -> None:
+    task = draft()
+    config: dict[str, object] = {}
+    assert task.connect(config, name="Later") is config
+    config["lr"] = 0.5
+    assert task.get_parameters()["Later/lr"] == 0.5, "recorded before parameters are read"
+    config["layers"] = [1, 2]
+    task.flush()
+    assert Task.get_task(task.id).get_parameters_as_dict()["Later"] == {"lr": 0.5, "layers": [1, 2]}
+
+
+def test_a_notebook_run_records_what_it_puts_in_connected_dicts_later() -> None:
+    from clearnb.execution.runner import execute_notebook
+
+    ran = execute_notebook(notebook("connect_later"), raise_on_error=True)
+    stored = Task.get_task(ran.id).get_parameters_as_dict()
+    assert stored["Later"] == {"lr": 0.5, "layers": [1, 2], "name": "last"}
+    assert stored["General"] == {"seed": 7}

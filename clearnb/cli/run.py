@@ -224,7 +224,12 @@ class _LiveView:
     def _log_changes(
         self, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
     ) -> None:
-        from clearnb.pipeline.progress import change_line, status_changes, step_names
+        from clearnb.pipeline.progress import (
+            change_line,
+            status_changes,
+            step_names,
+            warning_lines,
+        )
 
         if after is None:
             return
@@ -239,6 +244,8 @@ class _LiveView:
         pipeline_line = f"{clock} pipeline {name}: {self._style(status, status)}"
         if changed and status not in PIPELINE_FINAL:
             click.echo(pipeline_line, err=True)
+        for line in warning_lines(after, before):
+            click.echo(f"{clock} {click.style(line, fg='yellow')}", err=True)
         for step, old, new in status_changes(before, after):
             if old is None and new == "pending":
                 continue
@@ -251,7 +258,7 @@ def _report_run(
     record: TaskRecord, state: Mapping[str, Any] | None, *, interrupted: bool = False
 ) -> int:
     """Print the outcome of ``clearnb run``; return its exit code."""
-    from clearnb.pipeline.progress import pipeline_headline, summary_lines
+    from clearnb.pipeline.progress import pipeline_headline, summary_lines, warning_lines
 
     style = terminal_style()
     click.echo(f"task     {record.id}  ({record.project}/{record.name})")
@@ -276,4 +283,6 @@ def _report_run(
     click.echo(pipeline_headline(shown, style=style))
     for line in summary_lines(state, style=style):
         click.echo("  " + line)
+    for line in warning_lines(state):
+        click.echo(click.style("  " + line, fg="yellow"))
     return 0 if status == "completed" and record.status == "completed" else 1

@@ -134,6 +134,7 @@ class NotebookRunner:
         parent: str | None = None,
         runtime: Mapping[str, Any] | None = None,
         cache_key: str | None = None,
+        strict: bool = True,
     ) -> TaskRecord:
         """Validate a run and record its Task (status ``created``) without executing it.
 
@@ -150,6 +151,7 @@ class NotebookRunner:
             parent=parent,
             runtime=runtime,
             cache_key=cache_key,
+            strict=strict,
         )
 
     def execute(
@@ -170,6 +172,7 @@ class NotebookRunner:
         handle: RunHandle | None = None,
         runtime: Mapping[str, Any] | None = None,
         cache_key: str | None = None,
+        strict: bool = True,
     ) -> Task:
         """Run ``notebook`` (or the draft ``task``) with ``parameters``; return its Task.
 
@@ -177,7 +180,8 @@ class NotebookRunner:
         ``time_limit`` (seconds) bounds the whole run; ``memory_limit`` (bytes, or a size
         like ``"500MB"``) bounds the memory the kernel and the processes it starts hold
         together. A failed run returns a Task with status ``failed`` and its ``error``;
-        with ``raise_on_error`` it raises :class:`TaskFailedError` instead.
+        with ``raise_on_error`` it raises :class:`TaskFailedError` instead. ``strict``
+        refuses an override the notebook does not declare (see :func:`prepare_run`).
         """
         parse_memory_limit(memory_limit)
         record = self.prepare(
@@ -190,6 +194,7 @@ class NotebookRunner:
             parent=parent,
             runtime=runtime,
             cache_key=cache_key,
+            strict=strict,
         )
         return self.run_prepared(
             record,

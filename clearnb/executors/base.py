@@ -43,6 +43,8 @@ class StepRequest:
     """Lets the controller abort the run."""
     on_unserved: Callable[[str], None] | None = None
     """Told (with a message) when no worker can take the step yet."""
+    strict: bool = True
+    """Refuse an override the notebook does not declare (else it is set as given)."""
 
 
 class Executor(Protocol):

@@ -59,6 +59,7 @@ class LocalExecutor:
             handle=request.handle,
             runtime=request.runtime,
             cache_key=request.cache_key,
+            strict=request.strict,
         )
 
     def close(self) -> None:

@@ -107,6 +107,7 @@ class QueueExecutor:
             },
             cache_key=request.cache_key,
             check_kernel_installed=False,
+            strict=request.strict,
         )
         handle = request.handle
         if handle is not None and handle.reason is not None:

@@ -258,13 +258,15 @@ class NotebookParameters:
         }
 
     def resolve(
-        self, overrides: Mapping[str, Any], notebook_label: str
+        self, overrides: Mapping[str, Any], notebook_label: str, *, strict: bool = True
     ) -> dict[str, dict[str, Any]]:
         """Validate and type ``overrides`` (``{"Section/name": value}``); return them by section.
 
-        A value must name a declared parameter and is converted to its default's type.
-        A section the code does not show at all is passed as given (a dict built at run
-        time). Every problem is collected into one :class:`ParameterError`.
+        A value is converted to its declared parameter's type. One that names no declared
+        parameter (:meth:`undeclared`) is a problem when ``strict``; otherwise it is kept
+        as given, as ClearML sets it on the task. A section the code does not show at all
+        is passed as given (a dict built at run time). Every problem is collected into one
+        :class:`ParameterError`.
         """
         grouped = group_by_section(overrides)
         problems: list[str] = []
@@ -272,7 +274,7 @@ class NotebookParameters:
         for section, values in grouped.items():
             declared = self.sections.get(section)
             if not declared:
-                if section == GENERAL:
+                if section == GENERAL and strict:
                     problems.append(self._nowhere(values, notebook_label))
                 else:
                     typed[section] = dict(values)
@@ -280,6 +282,9 @@ class NotebookParameters:
             where = "" if section == GENERAL else f" in section {section}"
             for name, value in values.items():
                 label = repr(name) if section == GENERAL else repr(f"{section}/{name}")
+                if name not in declared and not strict:
+                    typed.setdefault(section, {})[name] = value
+                    continue
                 if name not in declared:
                     listed = ", ".join(sorted(declared)) or "(none)"
                     problems.append(
@@ -297,15 +302,39 @@ class NotebookParameters:
             raise ParameterError.collect(problems, "parameter problem")
         return typed
 
+    def type_of(self, key: str) -> str | None:
+        """The type name of declared parameter ``key`` (``"Section/name"``), or None."""
+        section, name = split_key(key)
+        found = self.sections.get(section, {}).get(name)
+        return None if found is None else found.type_name
+
+    def undeclared(self, overrides: Mapping[str, Any]) -> dict[str, list[str]]:
+        """The keys of ``overrides`` that name no declared parameter, each with the names
+        its section declares (a section the code does not show is a dict built at run
+        time, so any key of it may be meant)."""
+        found: dict[str, list[str]] = {}
+        for key in overrides:
+            section, name = split_key(str(key))
+            declared = self.sections.get(section)
+            if (declared or section == GENERAL) and name not in (declared or {}):
+                found[f"{section}/{name}"] = sorted(declared or {})
+        return found
+
     def injected(self, resolved: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """The ``General`` values papermill injects: those of ``parameters`` cell variables.
+        """The ``General`` values papermill injects: those of ``parameters`` cell variables,
+        and names (valid as variables) the notebook does not declare, as ClearML sets them.
 
         papermill writes None, bools, numbers, strings, lists and dicts with string keys as
         Python literals; tuples are passed as lists. Any other value would reach the
         notebook as (unescaped) text, so it raises :class:`ParameterError` instead.
         """
         cell = self.cell or {}
-        values = {k: v for k, v in resolved.get(GENERAL, {}).items() if k in cell}
+        general = self.sections.get(GENERAL, {})
+        values = {
+            k: v
+            for k, v in resolved.get(GENERAL, {}).items()
+            if k in cell or (k not in general and k.isidentifier())
+        }
         problems: list[str] = []
         injected: dict[str, Any] = {}
         for name, value in values.items():

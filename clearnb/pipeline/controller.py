@@ -96,10 +96,12 @@ class PipelineController:
         default_execution_queue: str | None = None,
         max_workers: int | None = None,
         config: Config | None = None,
+        strict: bool = False,
     ) -> None:
         """Create the pipeline (its Task is created on first use). ``max_workers`` caps the
         steps run at once (default: the machine's cores); container and repository
-        arguments are recorded for queued execution."""
+        arguments are recorded for queued execution. ``strict`` refuses an override of a
+        parameter a step does not declare (by default it is set and warned about)."""
         given = {k: v for k, v in locals().items() if k != "self"}
         self.spec = PipelineSpec(
             name=name,
@@ -107,6 +109,7 @@ class PipelineController:
             version=version,
             abort_on_failure=abort_on_failure,
             default_execution_queue=default_execution_queue,
+            strict=strict,
         )
         if max_workers:
             self.spec.max_workers = max(1, max_workers)
@@ -633,6 +636,7 @@ class PipelineController:
         pipe.spec.abort_on_failure = loaded.abort_on_failure
         pipe.spec.default_execution_queue = loaded.default_execution_queue
         pipe.spec.max_workers = loaded.max_workers
+        pipe.spec.strict = loaded.strict
         pipe._state.sync()
         if task is not None:
             pipe._recorder.adopt(task)

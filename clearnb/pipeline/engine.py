@@ -276,6 +276,7 @@ class RunEngine:
         problems = validate.new_step_problems(self.spec, step, self.sources, self.queue_of)
         if problems:
             raise PipelineError.collect(problems, "problem")
+        validate.warn_undeclared(self.spec, step, self.sources)
         with self.state.lock:
             self.spec.add(step)
             self.state.sync()

@@ -72,6 +72,8 @@ class StepRun:
     """The overrides with references resolved, as the step received them."""
     template_id: str | None = None
     """Id of the template the step runs, once found (by id, or by project and name)."""
+    warnings: list[str] = field(default_factory=list)
+    """What was said of its overrides (one the step does not declare, set as given)."""
 
 
 RUN_FIELDS = frozenset(f.name for f in fields(StepRun))
@@ -155,6 +157,7 @@ class Node:
             "ended": run.job_ended,
             "retries": run.retries,
             "error": run.error,
+            "warnings": list(run.warnings),
             "progress": dict(run.progress),
             "queue": spec.queue,
             "cache": spec.cache_executed_step,

@@ -348,3 +348,19 @@ def _cut(text: str, width: int | None) -> str:
     if width is None or len(text) <= width:
         return text
     return text[: max(0, width - 1)] + "…" if width > 0 else ""
+
+
+def warning_lines(
+    state: Mapping[str, Any] | None, before: Mapping[str, Any] | None = None
+) -> list[str]:
+    """``warning: step <name>: ...`` for each warning of a step (only those not already in
+    ``before``, an earlier state of the run)."""
+    nodes: Mapping[str, Any] = (state or {}).get("nodes") or {}
+    earlier: Mapping[str, Any] = (before or {}).get("nodes") or {}
+    lines = []
+    for name in step_names(state or {}):
+        seen = set((earlier.get(name) or {}).get("warnings") or [])
+        for message in nodes[name].get("warnings") or []:
+            if message not in seen:
+                lines.append(f"warning: {message}")
+    return lines

@@ -17,6 +17,7 @@ int); references inside longer text are replaced by their text.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -216,3 +217,56 @@ def substitute(value: Any, lookup: Callable[[Reference], Any]) -> Any:
     if isinstance(value, Mapping):
         return {key: substitute(item, lookup) for key, item in value.items()}
     return value
+
+
+def substitute_literal(text: str, lookup: Callable[[Reference], Any]) -> Any:
+    """A list or dict written as text with references in it (``"[${a.id}, ${b.id}]"``),
+    parsed with each reference's value in its place, quoted or not (ClearML parses such
+    text as YAML). The text is parsed as literals only, never run; text that is no such
+    literal is substituted as :func:`substitute` does."""
+    matches = _scan(text)
+    if not matches or text.strip()[:1] not in ("[", "{", "("):
+        return substitute(text, lookup)
+    values: dict[str, Any] = {}
+    pieces: list[str] = []
+    position = 0
+    for index, (match, reference) in enumerate(matches):
+        token = f"__clearnb_reference_{index}__"
+        values[token] = lookup(reference)
+        pieces += [text[position : match.start()], token]
+        position = match.end()
+    pieces.append(text[position:])
+    try:
+        return _literal(ast.parse("".join(pieces).strip(), mode="eval").body, values)
+    except (SyntaxError, ValueError, RecursionError):
+        return substitute(text, lookup)
+
+
+def _literal(node: ast.expr, values: Mapping[str, Any]) -> Any:
+    """The value of a literal ``node`` whose placeholders (bare or quoted) stand for
+    ``values``; ValueError for anything but literals."""
+    if isinstance(node, ast.Name) and node.id in values:
+        return values[node.id]
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, str):
+            if node.value in values:
+                return values[node.value]
+            text = node.value
+            for token, value in values.items():
+                text = text.replace(token, str(value))
+            return text
+        return node.value
+    if isinstance(node, ast.List | ast.Tuple):
+        items = [_literal(item, values) for item in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {
+            _literal(key, values): _literal(value, values)
+            for key, value in zip(node.keys, node.values, strict=True)
+            if key is not None
+        }
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = _literal(node.operand, values)
+        if isinstance(operand, int | float) and not isinstance(operand, bool):
+            return -operand if isinstance(node.op, ast.USub) else operand
+    raise ValueError("not a literal")

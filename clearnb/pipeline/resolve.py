@@ -10,7 +10,7 @@ function step's return value.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from clearnb.backend import Backend
@@ -36,10 +36,20 @@ class Resolver:
         self.executed_of = executed_of
         self.backend = backend
 
-    def resolve(self, step: StepSpec) -> dict[str, Any]:
-        """What ``step`` receives: its inputs with every reference replaced by its value."""
+    def resolve(self, step: StepSpec, containers: Collection[str] = ()) -> dict[str, Any]:
+        """What ``step`` receives: its inputs with every reference replaced by its value.
+
+        A value of a key in ``containers`` (a declared list or dict) written as text with
+        references in it (``"[${a.id}, ${b.id}]"``) becomes that list or dict, each
+        reference's value in its place.
+        """
         lookup = functools.partial(self.lookup, for_function=step.is_function)
-        return {key: references.substitute(value, lookup) for key, value in step.inputs().items()}
+        return {
+            key: references.substitute_literal(value, lookup)
+            if key in containers and isinstance(value, str)
+            else references.substitute(value, lookup)
+            for key, value in step.inputs().items()
+        }
 
     def _executed(self, ref: Reference) -> str:
         executed = self.executed_of(ref.step)

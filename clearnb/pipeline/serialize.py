@@ -40,6 +40,7 @@ PIPELINE_KEYS: dict[str, str] = {
     "abort_on_failure": "stop every step when one fails",
     "default_execution_queue": "the queue of steps that name none",
     "max_workers": "at most this many steps run at once",
+    "strict": "refuse an override of a parameter a step does not declare",
     "steps": "the steps, in the order they were added",
     "force": "run cached steps again (set for a run sent to a queue)",
 }
@@ -62,6 +63,7 @@ def to_dict(spec: PipelineSpec, *, portable: bool = False) -> dict[str, Any]:
         "abort_on_failure": spec.abort_on_failure,
         "default_execution_queue": spec.default_execution_queue,
         "max_workers": spec.max_workers,
+        "strict": spec.strict,
         "steps": [step_entry(step, portable=portable) for step in spec.steps.values()],
     }
 
@@ -196,6 +198,7 @@ def from_dict(data: Mapping[str, Any], functions_folder: Path) -> PipelineSpec:
         version=data.get("version"),
         abort_on_failure=bool(data.get("abort_on_failure", False)),
         default_execution_queue=data.get("default_execution_queue"),
+        strict=bool(data.get("strict", False)),
     )
     if data.get("max_workers"):
         spec.max_workers = max(1, int(data["max_workers"]))
@@ -243,6 +246,7 @@ def to_code(spec: PipelineSpec) -> str:
         f"pipe = PipelineController(name={spec.name!r}, project={spec.project!r}"
         + (f", version={spec.version!r}" if spec.version else "")
         + (", abort_on_failure=True" if spec.abort_on_failure else "")
+        + (", strict=True" if spec.strict else "")
         + ")",
     ]
     for key, value in spec.parameters.items():

@@ -428,6 +428,8 @@ class PipelineSpec:
     abort_on_failure: bool = False
     default_execution_queue: str | None = None
     max_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    strict: bool = False
+    """Refuse an override of a parameter a step does not declare (ClearML sets it, warned)."""
 
     def add_parameter(self, name: str, default: Any = None, description: str | None = None) -> None:
         """Add (or change) a pipeline argument."""

@@ -21,10 +21,10 @@ from clearnb.errors import ClearnbError
 from clearnb.events import RunEvent
 from clearnb.execution.runner import RunHandle
 from clearnb.executors.base import Executor, StepRequest
-from clearnb.pipeline import functions
+from clearnb.pipeline import functions, validate
 from clearnb.pipeline.node import Node, StepJob
 from clearnb.pipeline.resolve import Resolver
-from clearnb.pipeline.sources import Sources
+from clearnb.pipeline.sources import Sources, missing_template
 from clearnb.pipeline.spec import StepSpec
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import ABORTED, CACHED, COMPLETED, FAILED, QUEUED, RUNNING, SKIPPED
@@ -79,7 +79,7 @@ class StepExecution:
     def _run(self, node: Node) -> None:
         step = node.spec
         try:
-            resolved = self.resolver.resolve(step)
+            resolved = self.resolver.resolve(step, self._containers(step))
         except ClearnbError as exc:
             reason = f"its parameters could not be resolved: {exc}"
             self.state.set_status(node, FAILED, error={"reason": reason})
@@ -88,6 +88,7 @@ class StepExecution:
         if not (step.is_function or step.notebook):
             template = self.sources.template_of(step)
             node.run.template_id = template.id if template else None
+        node.run.warnings = validate.parameter_warnings(self.state.spec, step, self.sources)
         for callback in (step.pre_execute_callback, self.pre_callback):
             if callback is not None and callback(self.pipeline, node, resolved) is False:
                 self.state.set_status(
@@ -149,6 +150,7 @@ class StepExecution:
             cache_key=key,
             on_event=functools.partial(self._on_run_event, node),
             handle=handle,
+            strict=self.state.spec.strict,
             on_unserved=(
                 functools.partial(self._on_unserved, node, queue_name) if queue_name else None
             ),
@@ -224,6 +226,18 @@ class StepExecution:
             below = self.state.nodes.get(name)
             if below is not None and below.run.status == PENDING:
                 self.state.set_status(below, SKIPPED, error={"reason": reason})
+
+    def _containers(self, step: StepSpec) -> set[str]:
+        """The overrides of ``step`` whose declared parameter is a list or a dict."""
+        if step.is_function or missing_template(step):
+            return set()
+        try:
+            _, declared, _ = self.sources.declared(step)
+        except ClearnbError:
+            return set()
+        return {
+            key for key in step.parameters if declared.type_of(key) in ("list", "tuple", "dict")
+        }
 
     def _stash(self, step: str, key: str, value: Any) -> dict[str, Any]:
         """Store a function step's argument that cannot travel as JSON with the pipeline."""

@@ -214,6 +214,7 @@ def _load_state(node: Node, saved: Mapping[str, Any]) -> None:
     run.job_ended = saved.get("ended", run.job_ended)
     run.retries = saved.get("retries", run.retries)
     run.progress = dict(saved.get("progress") or {})
+    run.warnings = list(saved.get("warnings") or [])
     if saved.get("resolved"):
         run.resolved = dict(saved["resolved"])
 

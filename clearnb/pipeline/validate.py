@@ -4,15 +4,21 @@ The graph (names, parents, cycles), each step's references (to a pipeline parame
 step, to what that step returns, stores or declares), a function step's unbound names,
 a notebook step's notebook, kernel and parameters. :func:`validate` raises one
 :class:`~clearnb.errors.PipelineError` listing them all.
+
+An override of a parameter a step does not declare is not a problem (ClearML sets it on the
+step's task) unless the pipeline is strict: :func:`parameter_warnings` says what each step
+gets that way, and :func:`validate` warns about it so that a typo stays visible.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from clearnb.artifacts.storage import validate_artifact_name
-from clearnb.errors import ClearnbError, PipelineError
+from clearnb.errors import ClearnbError, ParameterWarning, PipelineError
 from clearnb.notebook.files import check_kernel
 from clearnb.notebook.parameters import GENERAL, split_key
 from clearnb.pipeline import functions, graph, references
@@ -20,15 +26,44 @@ from clearnb.pipeline.references import Reference
 from clearnb.pipeline.sources import Sources, missing_template, signature_defaults
 from clearnb.pipeline.spec import PipelineSpec, StepSpec, has_reference
 
+log = logging.getLogger(__name__)
+
 QueueOf = Callable[[StepSpec], "str | None"]
 """The queue a step is sent to (None: it runs here, so its kernel must be installed here)."""
 
 
 def validate(spec: PipelineSpec, sources: Sources, queue_of: QueueOf) -> None:
-    """Raise one :class:`PipelineError` listing every problem of ``spec``."""
+    """Raise one :class:`PipelineError` listing every problem of ``spec``; then warn
+    (:class:`ParameterWarning`, also logged) of each override no step declares."""
     found = problems(spec, sources, queue_of)
     if found:
         raise PipelineError.collect(found, "problem")
+    for step in spec.steps.values():
+        warn_undeclared(spec, step, sources)
+
+
+def warn_undeclared(spec: PipelineSpec, step: StepSpec, sources: Sources) -> None:
+    """Warn (and log) of each override of ``step`` that names no declared parameter."""
+    for message in parameter_warnings(spec, step, sources):
+        log.warning("%s", message)
+        warnings.warn(message, ParameterWarning, stacklevel=4)
+
+
+def parameter_warnings(spec: PipelineSpec, step: StepSpec, sources: Sources) -> list[str]:
+    """What is said of each override of ``step`` that names no parameter it declares (none
+    when ``spec`` is strict: then each is a problem)."""
+    if spec.strict or step.is_function or missing_template(step) or not step.parameters:
+        return []
+    try:
+        path, declared, _ = sources.declared(step)
+    except ClearnbError:
+        return []  # the step's problems say why
+    return [
+        f"step {step.name!r} ({Path(path).name}) does not declare a parameter {key!r}; it "
+        f"declares: {', '.join(known) or '(none)'}. It is set on the step's task and "
+        "injected as given (PipelineController(..., strict=True) refuses it)"
+        for key, known in declared.undeclared(step.parameters).items()
+    ]
 
 
 def problems(spec: PipelineSpec, sources: Sources, queue_of: QueueOf) -> list[str]:
@@ -56,7 +91,7 @@ def check_step(spec: PipelineSpec, name: str, sources: Sources, queue_of: QueueO
     """The problems of step ``name`` of ``spec`` against the other steps."""
     if name not in spec.steps:
         raise PipelineError(f"no step named {name!r}")
-    others = PipelineSpec(spec.name, spec.project, parameters=spec.parameters)
+    others = PipelineSpec(spec.name, spec.project, parameters=spec.parameters, strict=spec.strict)
     others.steps = {key: value for key, value in spec.steps.items() if key != name}
     return new_step_problems(others, spec.steps[name], sources, queue_of)
 
@@ -95,11 +130,11 @@ def step_problems(
             found.append(str(exc))
     plain = {k: v for k, v in step.parameters.items() if not has_reference(v)}
     try:
-        declared.resolve(plain, label)
+        declared.resolve(plain, label, strict=spec.strict)
     except ClearnbError as exc:
         found.extend(exc.fields.get("problems", [str(exc)]))
     for key, value in step.parameters.items():
-        if not has_reference(value):
+        if not has_reference(value) or not spec.strict:
             continue
         section, name = split_key(key)
         known = declared.sections.get(section)

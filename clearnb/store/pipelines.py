@@ -83,6 +83,7 @@ STEP_DOCUMENT = MappingProxyType(
         "ended": "when it ended, or None",
         "retries": "how many times it was run again after failing",
         "error": "why it did not complete: {'reason': ...}, or None",
+        "warnings": "what was said of its overrides (one it does not declare, set as given)",
         "progress": "live progress of a running step: cell and cells, or why it waits",
         "queue": "the queue it is sent to, or None to run in the controller's process",
         "cache": "whether a result of an earlier run may be reused",

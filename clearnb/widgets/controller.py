@@ -248,6 +248,10 @@ def step_details(
     error = (state.get("error") or {}).get("reason")
     if error:
         parts.append(f"<p class='cnb-error' style='color:#b91c1c'>{html.escape(error)}</p>")
+    parts.extend(
+        f"<p class='cnb-warning' style='color:#b45309'>&#9888; {html.escape(message)}</p>"
+        for message in state.get("warnings") or []
+    )
     task_id = state.get("executed")
     overridden = {key: value for key, value in (state.get("resolved") or {}).items()}
     written = state.get("parameters") or {}

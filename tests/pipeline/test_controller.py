@@ -322,8 +322,8 @@ def test_resume_runs_only_what_did_not_complete(home: Path) -> None:
     assert started_runs() == runs + 2
 
 
-def test_validation_lists_every_problem(home: Path) -> None:
-    pipe = PipelineController(name="bad", project="tests")
+def bad_pipeline(home: Path, strict: bool) -> PipelineController:
+    pipe = PipelineController(name="bad", project="tests", strict=strict)
     pipe.add_step("a", notebook=step("trivial"), parents=["ghost"])
     pipe.add_step("a", notebook=step("trivial"))
     pipe.add_step("b", notebook=step("trivial"), parents=["c"])
@@ -333,6 +333,16 @@ def test_validation_lists_every_problem(home: Path) -> None:
     pipe.add_step("f", base_task_project="tests", base_task_name="never registered")
     pipe.add_step("g", notebook=step("trivial"), parameter_override={"General/x": "${pipeline.q}"})
     pipe.add_step("h", notebook=str(home / "missing.ipynb"))
+    return pipe
+
+
+def test_validation_lists_every_problem(home: Path) -> None:
+    # an undeclared override is set and warned about, as ClearML sets it; strict refuses it
+    with pytest.raises(PipelineError) as info:
+        bad_pipeline(home, strict=False).start()
+    assert str(info.value).startswith("8 problems found")
+    assert "'nope'" not in str(info.value)
+    pipe = bad_pipeline(home, strict=True)
     with pytest.raises(PipelineError) as info:
         pipe.start()
     message = str(info.value)
