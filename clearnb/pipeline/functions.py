@@ -115,15 +115,20 @@ def _unstorable(name: str, value: Any, reason: str) -> CodecError:
     )
 
 
-def function_source(function: Callable[..., Any]) -> str:
-    """The function's source, dedented, without decorators."""
+def _read_source(function: Callable[..., Any]) -> str:
+    """The function's source, dedented; a clear error where Python cannot show it."""
     try:
-        source = textwrap.dedent(inspect.getsource(function))
+        return textwrap.dedent(inspect.getsource(function))
     except (OSError, TypeError) as exc:
         raise PipelineError(
             f"the source of {getattr(function, '__name__', function)!r} cannot be read "
             f"({exc}); define the function in a file or a notebook cell, not in a string."
         ) from exc
+
+
+def function_source(function: Callable[..., Any]) -> str:
+    """The function's source, dedented, without decorators."""
+    source = _read_source(function)
     tree = pysource.parse(source)
     node = tree.body[0]
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.decorator_list:
@@ -184,13 +189,7 @@ def _contents(cell: Any) -> Any:
 
 
 def _definition(function: Callable[..., Any]) -> tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]:
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-    except (OSError, TypeError) as exc:
-        raise PipelineError(
-            f"the source of {getattr(function, '__name__', function)!r} cannot be read "
-            f"({exc}); define the function in a file or a notebook cell, not in a string."
-        ) from exc
+    source = _read_source(function)
     node = pysource.parse(source).body[0]
     if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         raise PipelineError(f"{getattr(function, '__name__', function)!r} is not a def")
