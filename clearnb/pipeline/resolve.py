@@ -15,12 +15,11 @@ from typing import Any
 
 from clearnb.backend import Backend
 from clearnb.errors import ArtifactNotFoundError, PipelineError
+from clearnb.execution.runner import NOTEBOOK_ARTIFACT
 from clearnb.notebook.parameters import split_key
 from clearnb.pipeline import cache, functions, references
 from clearnb.pipeline.references import Reference
 from clearnb.pipeline.spec import StepSpec, has_reference
-
-NOTEBOOK_ARTIFACT = "notebook"
 
 
 class Resolver:
