@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -25,6 +26,8 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 """The reason recorded for a run aborted by Ctrl-C."""
 INTERRUPTED_EXIT_CODE = 130
 """Exit status of a process left at once by a second Ctrl-C (as a shell's for SIGINT)."""
+SIGNAL_CHECK_INTERVAL = 0.2
+"""Seconds between two looks at pending signals while the main thread waits."""
 
 
 class RunWaiter:
@@ -62,7 +65,7 @@ class RunWaiter:
         Ctrl-C aborts the run, waits for it to settle and raises ``KeyboardInterrupt``.
         """
         try:
-            return self.done.wait(timeout)
+            return wait_interruptibly(self.done, timeout)
         except KeyboardInterrupt:
             self._abort_and_settle()
             raise
@@ -73,7 +76,7 @@ class RunWaiter:
             return
         log.warning("waiting for pipeline %r to end before exiting (Ctrl-C aborts it)", self.name)
         try:
-            self.done.wait()
+            wait_interruptibly(self.done, None)
         except KeyboardInterrupt:
             self._abort_and_settle()
 
@@ -83,13 +86,32 @@ class RunWaiter:
         )
         self.abort(INTERRUPTED)
         try:
-            self.done.wait()
+            wait_interruptibly(self.done, None)
         except KeyboardInterrupt:
             if in_ipython():  # never end a kernel: the cell stops, the abort goes on
                 raise
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(INTERRUPTED_EXIT_CODE)
+
+
+def wait_interruptibly(event: threading.Event, timeout: float | None) -> bool:
+    """Wait up to ``timeout`` seconds (None: for ever) for ``event``; True if it is set.
+
+    The kernel may deliver SIGINT to any thread of the process; when it lands on another
+    thread, a main thread blocked in one long ``Event.wait`` does not wake to run Python's
+    handler until the event is set, so Ctrl-C would only take effect once the run ended.
+    Short waits in a loop let the handler run (and ``KeyboardInterrupt`` rise) promptly.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = SIGNAL_CHECK_INTERVAL
+        if deadline is not None:
+            step = min(step, deadline - time.monotonic())
+            if step <= 0:
+                return event.is_set()
+        if event.wait(step):
+            return True
 
 
 def hold_process(wait: Callable[[], None]) -> None:
