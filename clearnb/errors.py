@@ -152,3 +152,7 @@ class RemoteFileNotFoundError(RemoteStorageError, FileNotFoundError):
 
 class ParameterWarning(UserWarning):
     """An override that names no parameter the step declares: set as given, as ClearML does."""
+
+
+class CompatibilityWarning(UserWarning):
+    """A ClearML argument that has no effect here: recorded with the task or run, not acted on."""
