@@ -54,7 +54,10 @@ CLASSES: dict[str, tuple[str, list[tuple[str, str]]]] = {
         "clearnb:InputModel",
         [("model.py", "BaseModel"), ("model.py", "Model"), ("model.py", "InputModel")],
     ),
-    "OutputModel": ("clearnb:OutputModel", [("model.py", "BaseModel"), ("model.py", "OutputModel")]),
+    "OutputModel": (
+        "clearnb:OutputModel",
+        [("model.py", "BaseModel"), ("model.py", "OutputModel")],
+    ),
 }
 """The classes of the table, where clearnb has them and where ClearML defines them."""
 
@@ -103,9 +106,7 @@ def extract(clearml_package: Path) -> dict[str, Any]:
         members: dict[str, dict[str, Any]] = {}
         for source, class_name in sources:
             tree = ast.parse((clearml_package / source).read_text())
-            (node,) = [
-                n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name
-            ]
+            (node,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
             for item in node.body:
                 if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
                     name = item.name
