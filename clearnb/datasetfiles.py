@@ -324,3 +324,11 @@ def compare(
         if path in reference and reference[path].hash != entry.hash
     )
     return added, removed, modified
+
+
+def preview_lines(entries: Sequence[FileEntry], limit: int) -> list[str]:
+    """A short listing of ``entries``: path and size of the first ``limit``, then a count."""
+    lines = [f"{e.relative_path} ({e.size} bytes)" for e in entries[:limit]]
+    if len(entries) > limit:
+        lines.append(f"... and {len(entries) - limit} more")
+    return lines

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from clearnb.artifacts.blobs import BlobStore
+from clearnb.artifacts.hashing import sha256_file
 from clearnb.config import make_private_folder
 from clearnb.datasetfiles import FileEntry
 from clearnb.errors import ArtifactError, DatasetError
@@ -183,3 +184,38 @@ def store_pending(
     with ThreadPoolExecutor(max_workers=max_workers or os.cpu_count() or 1) as pool:
         results = list(pool.map(store_one, entries))
     return [problem for problem, _ in results if problem], sum(written for _, written in results)
+
+
+def emptied(target: Path, *, overwrite: bool, raise_on_error: bool) -> bool:
+    """Make sure ``target`` holds no files before a copy is made there: a folder holding
+    some is emptied with ``overwrite``, else refused (an error, or ``False`` without
+    ``raise_on_error``)."""
+    if not (target.is_dir() and any(target.iterdir())):
+        return True
+    if not overwrite:
+        if not raise_on_error:
+            return False
+        raise DatasetError(
+            f"get_mutable_local_copy: {target} already holds files; pass overwrite=True to "
+            "replace them, or choose an empty folder.",
+            path=str(target),
+        )
+    shutil.rmtree(target)
+    return True
+
+
+def mismatches(folder: Path, entries: Sequence[FileEntry], *, skip_hash: bool) -> list[str]:
+    """Paths of ``entries`` whose file in ``folder`` is missing or differs in size (or,
+    unless ``skip_hash``, in sha256)."""
+    bad = []
+    for entry in entries:
+        path = folder / entry.relative_path
+        try:
+            same = path.stat().st_size == entry.size and (
+                skip_hash or sha256_file(path)[0] == entry.hash
+            )
+        except OSError:
+            same = False
+        if not same:
+            bad.append(entry.relative_path)
+    return bad

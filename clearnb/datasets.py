@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from copy import deepcopy
@@ -22,7 +21,6 @@ from typing import Any
 
 from clearnb import current, datasetstore
 from clearnb.artifacts.blobs import BlobStore
-from clearnb.artifacts.hashing import sha256_file
 from clearnb.backend import Backend
 from clearnb.compat import unused_arguments, warn_unused
 from clearnb.datasetfiles import (
@@ -37,9 +35,10 @@ from clearnb.datasetfiles import (
     hashed_entries,
     matches,
     next_version,
+    preview_lines,
     select_part,
 )
-from clearnb.datasetio import cached_copy, store_pending, writable_copy
+from clearnb.datasetio import cached_copy, emptied, mismatches, store_pending, writable_copy
 from clearnb.errors import DatasetError
 from clearnb.logger import Logger
 from clearnb.task import Task
@@ -262,6 +261,50 @@ class Dataset:
             recursive_project_search,
         )
 
+    @classmethod
+    def delete(
+        cls,
+        dataset_id: str | None = None,
+        dataset_project: str | None = None,
+        dataset_name: str | None = None,
+        force: bool = False,
+        dataset_version: str | None = None,
+        entire_dataset: bool = False,
+        shallow_search: bool = False,
+        delete_files: bool = True,
+        delete_external_files: bool = False,
+    ) -> None:
+        """Delete a version (by id, or the one matching project, name and version; every
+        version with ``entire_dataset`` and ``force``) with its task. One that others
+        descend from needs ``force``. With ``delete_files`` its stored files go too,
+        except those another version still lists."""
+        if not any([dataset_id, dataset_project, dataset_name]):
+            raise DatasetError(
+                "Dataset.delete needs dataset_id=..., or dataset_project=... and/or "
+                "dataset_name=... to say which versions to delete."
+            )
+        if dataset_id and (dataset_project or dataset_name):
+            raise DatasetError(
+                "Dataset.delete: give dataset_id, or dataset_project/dataset_name, not both."
+            )
+        unused = unused_arguments(
+            {"shallow_search": shallow_search, "delete_external_files": delete_external_files},
+            {"shallow_search": False, "delete_external_files": False},
+        )
+        warn_unused(
+            "Dataset.delete",
+            unused,
+            "clearnb searches all matches at once and keeps no links to external files",
+        )
+        backend = Backend.for_config()
+        if dataset_id:
+            doomed = [cls._by_id(backend, dataset_id).id]
+        else:
+            doomed = datasetstore.versions_to_delete(
+                backend, dataset_project, dataset_name, dataset_version, entire_dataset, force
+            )
+        datasetstore.delete_versions(backend, doomed, force=force, delete_files=delete_files)
+
     # -- facts --------------------------------------------------------------------------
 
     @property
@@ -441,7 +484,7 @@ class Dataset:
             f"stored, {len(pending) - written} already there"
         )
         if preview:
-            self._report(self._preview(), False, summary)
+            self._report(preview_lines(self.file_entries, PREVIEW_LINES), False, summary)
         if show_progress:
             print(summary)
 
@@ -584,16 +627,8 @@ class Dataset:
         a folder holding files already is emptied first with ``overwrite``, else this
         raises (or returns None without ``raise_on_error``)."""
         target = Path(target_folder).absolute()
-        if target.is_dir() and any(target.iterdir()):
-            if not overwrite:
-                if not raise_on_error:
-                    return None
-                raise DatasetError(
-                    f"get_mutable_local_copy: {target} already holds files; pass "
-                    "overwrite=True to replace them, or choose an empty folder.",
-                    path=str(target),
-                )
-            shutil.rmtree(target)
+        if not emptied(target, overwrite=overwrite, raise_on_error=raise_on_error):
+            return None
         source = self.get_local_copy(
             part=part, num_parts=num_parts, raise_on_error=raise_on_error, max_workers=max_workers
         )
@@ -606,19 +641,10 @@ class Dataset:
         """Paths whose file in ``local_copy_path`` (the cached copy by default) does not
         match the version's size (and, unless ``skip_hash``, sha256)."""
         folder = Path(local_copy_path or self.get_local_copy())
-        bad = []
-        for entry in self.file_entries:
-            path = folder / entry.relative_path
-            try:
-                ok = path.stat().st_size == entry.size and (
-                    skip_hash or sha256_file(path)[0] == entry.hash
-                )
-            except OSError:
-                ok = False
-            if not ok:
-                bad.append(entry.relative_path)
-                if verbose:
-                    print(f"mismatch: {entry.relative_path}")
+        bad = mismatches(folder, self.file_entries, skip_hash=skip_hash)
+        if verbose:
+            for path in bad:
+                print(f"mismatch: {path}")
         return bad
 
     # -- internals ----------------------------------------------------------------------
@@ -652,13 +678,6 @@ class Dataset:
         """Store the file list, then the mark with its counts."""
         reference = self._parents_entries()
         datasetstore.save_version(self._backend, self._task, self._state, reference, **mark)
-
-    def _preview(self) -> list[str]:
-        entries = self.file_entries
-        lines = [f"{e.relative_path} ({e.size} bytes)" for e in entries[:PREVIEW_LINES]]
-        if len(entries) > PREVIEW_LINES:
-            lines.append(f"... and {len(entries) - PREVIEW_LINES} more")
-        return lines
 
     def _report(self, lines: Sequence[str], verbose: bool, summary: str) -> None:
         if verbose:

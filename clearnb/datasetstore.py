@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clearnb.artifacts.blobs import BlobStore
 from clearnb.backend import Backend
 from clearnb.compat import UNUSED_KEY, warn_unused
 from clearnb.datasetfiles import DatasetState, FileEntry, compare, newest_version
@@ -248,3 +249,82 @@ def list_versions(
             }
         )
     return rows
+
+
+# -- deleting ------------------------------------------------------------------------------
+
+
+def versions_to_delete(
+    backend: Backend,
+    project: str | None,
+    name: str | None,
+    version: str | None,
+    entire_dataset: bool,
+    force: bool,
+) -> list[str]:
+    """Ids of the versions ``Dataset.delete`` removes when given no id: the one version
+    matching, or with ``entire_dataset`` (and ``force``) every one."""
+    if entire_dataset and not force:
+        raise DatasetError(
+            "Dataset.delete(entire_dataset=True) removes every version of the dataset: pass "
+            "force=True as well to confirm."
+        )
+    matching = [
+        record.id
+        for record in backend.store.find_tasks(project=project, name=name)
+        if (mark := mark_of(record)) is not None
+        and (version is None or mark.get("version") == str(version))
+    ]
+    if not matching:
+        asked = {"dataset_project": project, "dataset_name": name, "dataset_version": version}
+        raise not_found(backend, asked)
+    if len(matching) > 1 and not entire_dataset:
+        raise DatasetError(
+            f"Dataset.delete: {len(matching)} versions match ({', '.join(matching)}); pass "
+            "dataset_id= or dataset_version= to name one, or entire_dataset=True with "
+            "force=True to delete them all.",
+            dataset_ids=matching,
+        )
+    return matching
+
+
+def delete_versions(
+    backend: Backend, doomed: Sequence[str], *, force: bool, delete_files: bool
+) -> None:
+    """Delete the versions ``doomed`` (tasks and artifacts); with ``delete_files`` also
+    the stored contents they list that no remaining version lists (contents are shared by
+    hash, so what others list is what they still need). A version that others descend
+    from is only deleted with ``force`` (theirs keep their files)."""
+    marks = {r.id: m for r in backend.store.find_tasks() if (m := mark_of(r)) is not None}
+    gone = set(doomed)
+
+    def descends(node: str, seen: set[str]) -> bool:
+        parents = set(marks.get(node, {}).get("parents") or []) - seen
+        return bool(parents & gone) or any(descends(p, seen | parents) for p in parents)
+
+    users = sorted(node for node in marks if node not in gone and descends(node, {node}))
+    if users and not force:
+        raise DatasetError(
+            f"Dataset.delete: versions {users} descend from {sorted(gone)}; delete them "
+            "first, or pass force=True (they keep their files).",
+            dataset_ids=sorted(gone),
+            used_by=users,
+        )
+    if delete_files:
+        kept: set[str] = set()
+        dropped: set[str] = set()
+        for node in marks:
+            _, state = load_version(backend, node)
+            urls = {e.url for e in state.entries.values() if e.url}
+            if node in gone:
+                dropped |= urls
+            else:
+                kept |= urls
+        blobs = BlobStore(backend.artifacts.url, backend.config.cache_dir)
+        for url in sorted(dropped - kept):
+            blobs.delete(url)
+    for node in doomed:
+        if delete_files:
+            for name in backend.store.get_artifacts(node):
+                backend.artifacts.delete(node, name)
+        backend.store.delete_task(node)

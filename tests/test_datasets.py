@@ -265,6 +265,33 @@ def test_parts_chunks_and_copies(home: Path, source: Path, tmp_path: Path) -> No
     assert digests(target) == {**first, **second}
 
 
+def test_delete_keeps_what_other_versions_still_list(home: Path, source: Path) -> None:
+    parent = Dataset.create(dataset_project="p", dataset_name="gone")
+    parent.add_files(source)
+    parent.finalize(auto_upload=True)
+    child = Dataset.create(dataset_project="p", dataset_name="gone", parent_datasets=[parent])
+    write(source / "top.csv", "rewritten\n")
+    child.add_files(source / "top.csv")
+    child.finalize(auto_upload=True)
+    assert len(stored_contents(home)) == 5
+    with pytest.raises(DatasetError, match=rf"descend from \['{parent.id}'\].*force=True"):
+        Dataset.delete(dataset_id=parent.id)
+    with pytest.raises(DatasetError, match="2 versions match"):
+        Dataset.delete(dataset_project="p", dataset_name="gone")
+    with pytest.raises(DatasetError, match="pass force=True as well"):
+        Dataset.delete(dataset_project="p", dataset_name="gone", entire_dataset=True)
+
+    Dataset.delete(dataset_id=parent.id, force=True)
+    with pytest.raises(DatasetNotFoundError):
+        Dataset.get(dataset_id=parent.id)
+    assert len(stored_contents(home)) == 4  # only the old top.csv was the parent's alone
+    assert digests(Dataset.get(dataset_id=child.id).get_local_copy()) == digests(source)
+    Dataset.delete(dataset_project="p", dataset_name="gone", dataset_version="1.0.1")
+    assert stored_contents(home) == [] and Dataset.list_datasets(only_completed=False) == []
+    with pytest.raises(DatasetNotFoundError):
+        Dataset.delete(dataset_id=child.id)
+
+
 @pytest.fixture
 def bucket() -> Iterator[str]:
     url = f"memory://datasets-{uuid.uuid4().hex}"
