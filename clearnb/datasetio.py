@@ -122,6 +122,8 @@ def cached_copy(
 def _install(scratch: Path, folder: Path, entries: Sequence[FileEntry]) -> None:
     """Move the built ``scratch`` to ``folder``, replacing a stale copy there; a whole copy
     that another process installed meanwhile is kept."""
+    if holds_exactly(folder, entries):  # another process installed a whole copy meanwhile
+        return
     stale = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.old")
     if folder.exists():
         with contextlib.suppress(FileNotFoundError):

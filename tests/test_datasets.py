@@ -67,6 +67,10 @@ def test_create_add_finalize_and_get_back_the_same_bytes(home: Path, source: Pat
     assert dataset.add_files(source, wildcard="*.csv") == 3
     assert dataset.list_files() == ["nested/deeper/deep.csv", "nested/inner.csv", "top.csv"]
     assert dataset.is_dirty() and not dataset.is_final()
+    dataset.tags = ["raw"]
+    dataset.add_tags("csv")
+    dataset.version = "2.0"
+    assert (dataset.tags, dataset.version) == (["raw", "csv"], "2.0")
     dataset.get_logger().report_table("sample", "head", table_plot=[["a", "b"], [1, 2]])
     assert dataset.finalize(auto_upload=True)
     assert dataset.is_final() and not dataset.is_dirty()
@@ -74,7 +78,8 @@ def test_create_add_finalize_and_get_back_the_same_bytes(home: Path, source: Pat
     by_id = Dataset.get(dataset_id=dataset.id)
     by_name = Dataset.get(dataset_project="data", dataset_name="tables")
     assert by_id.id == by_name.id == dataset.id
-    assert (by_id.project, by_id.name, by_id.version) == ("data", "tables", "1.0.0")
+    assert (by_id.project, by_id.name, by_id.version) == ("data", "tables", "2.0")
+    assert by_id.tags == ["raw", "csv"]
     expected = {k: v for k, v in digests(source).items() if k.endswith(".csv")}
     folder = by_name.get_local_copy()
     assert digests(folder) == expected

@@ -130,7 +130,7 @@ class BlobStore:
         try:
             with open(source, "rb") as stream:
                 copied, _ = _copy_hashing(stream, scratch, sync=True)
-            os.chmod(scratch, file_mode)
+            os.chmod(scratch, file_mode & 0o444)  # never rewritten: a link to it is safe
             final = Path(self.location(copied))
             make_private_folder(final.parent, folder_mode)
             os.replace(scratch, final)

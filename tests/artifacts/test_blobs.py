@@ -46,7 +46,7 @@ def test_same_content_is_stored_once_under_its_hash(tmp_path: Path) -> None:
     assert Path(first.url) == tmp_path / "root" / "datasets" / "sha256" / digest[:2] / digest
     assert len(stored_files(tmp_path / "root")) == 2
     assert Path(first.url).read_bytes() == b"same bytes"
-    assert os.stat(first.url).st_mode & 0o077 == 0
+    assert os.stat(first.url).st_mode & 0o777 == 0o400  # private, and never written again
 
 
 def test_place_copies_or_links_verified_content(tmp_path: Path) -> None:
