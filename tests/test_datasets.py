@@ -126,6 +126,30 @@ def test_a_child_version_is_its_parent_merged_with_its_changes(home: Path, sourc
     assert Dataset.get(dataset_name="tables", dataset_version="1.0.0").id == parent.id
 
 
+def test_wildcards_and_paths_follow_clearml(home: Path, source: Path, tmp_path: Path) -> None:
+    dataset = Dataset.create(dataset_project="p", dataset_name="paths")
+    assert dataset.add_files(source, wildcard="*.csv", recursive=False) == 1
+    assert dataset.list_files() == ["top.csv"]
+    nested = source / "nested"
+    assert dataset.add_files(nested, local_base_folder=source, dataset_path="/copy") == 3
+    assert dataset.list_files("copy/*.csv") == [
+        "copy/nested/deeper/deep.csv",
+        "copy/nested/inner.csv",
+    ]
+    assert dataset.list_files("copy/nested/*.csv", recursive=False) == ["copy/nested/inner.csv"]
+    assert dataset.remove_files("*.txt", recursive=False) == 0
+    assert dataset.remove_files("*.txt") == 1
+    with pytest.raises(DatasetError, match="not inside local_base_folder"):
+        dataset.add_files(source / "top.csv", local_base_folder=tmp_path / "elsewhere")
+    with pytest.raises(DatasetError, match="leads outside the dataset"):
+        dataset.add_files(source / "top.csv", dataset_path="../up")
+    assert dataset.list_files() == [
+        "copy/nested/deeper/deep.csv",
+        "copy/nested/inner.csv",
+        "top.csv",
+    ]
+
+
 def test_a_finalized_version_refuses_changes_and_keeps_its_files(home: Path, source: Path) -> None:
     dataset = Dataset.create(dataset_project="data", dataset_name="frozen")
     dataset.add_files(source / "top.csv")
