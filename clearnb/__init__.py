@@ -19,6 +19,7 @@ _EXPORTS = {
     "NotebookRunner": "clearnb.execution.runner",
     "execute_notebook": "clearnb.execution.runner",
     "Config": "clearnb.config",
+    "Dataset": "clearnb.datasets",
     "PipelineController": "clearnb.pipeline.controller",
     "PipelineDecorator": "clearnb.pipeline.decorator",
 }
@@ -26,6 +27,7 @@ _EXPORTS = {
 __all__ = [
     "Artifact",
     "Config",
+    "Dataset",
     "Logger",
     "NotebookRunner",
     "PipelineController",
@@ -40,6 +42,7 @@ __all__ = [
 if TYPE_CHECKING:
     from clearnb.artifacts import Artifact
     from clearnb.config import Config
+    from clearnb.datasets import Dataset
     from clearnb.execution.runner import NotebookRunner, execute_notebook
     from clearnb.logger import Logger
     from clearnb.pipeline.controller import PipelineController

@@ -150,6 +150,14 @@ class RemoteFileNotFoundError(RemoteStorageError, FileNotFoundError):
     """A path or URL given to the StorageManager does not exist."""
 
 
+class DatasetError(ClearnbError, ValueError):
+    """A dataset cannot be changed or read as asked (finalized, missing files, bad path)."""
+
+
+class DatasetNotFoundError(DatasetError, LookupError):
+    """No dataset has the id, or matches the project, name, tags and version, asked for."""
+
+
 class ParameterWarning(UserWarning):
     """An override that names no parameter the step declares: set as given, as ClearML does."""
 

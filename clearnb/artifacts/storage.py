@@ -177,6 +177,19 @@ def atomic_copy(source: Path, destination: Path, mode: int | None = None) -> Non
     fsync_directory(destination.parent)
 
 
+def local_modes(root: str | os.PathLike[str]) -> tuple[int, int]:
+    """Permissions of new folders and files below the local storage ``root``: the owner's
+    only, plus the group's access (and set-group-id) of a group-writable (shared) root."""
+    try:
+        mode = os.stat(root).st_mode
+    except OSError:
+        mode = 0
+    if not mode & 0o020:
+        return PRIVATE_FOLDER_MODE, PRIVATE_FILE_MODE
+    group = mode & 0o070
+    return PRIVATE_FOLDER_MODE | group | (mode & 0o2000), PRIVATE_FILE_MODE | (group & 0o060)
+
+
 def _no_room(exc: BaseException) -> OSError | None:
     """The error in ``exc`` or its causes saying a write found no room, if any."""
     seen: set[int] = set()
@@ -391,16 +404,7 @@ class ArtifactStorage:
             raise
 
     def _local_modes(self) -> tuple[int, int]:
-        """Permissions of new local folders and files: the owner's only, plus the group's
-        access (and set-group-id) of a group-writable (shared) artifact root."""
-        try:
-            root = os.stat(self._base).st_mode
-        except OSError:
-            root = 0
-        if not root & 0o020:
-            return PRIVATE_FOLDER_MODE, PRIVATE_FILE_MODE
-        group = root & 0o070
-        return PRIVATE_FOLDER_MODE | group | (root & 0o2000), PRIVATE_FILE_MODE | (group & 0o060)
+        return local_modes(self._base)
 
     @staticmethod
     def _remove_older_versions(fs: Any, folder: str, keep: str) -> None:
