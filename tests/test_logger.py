@@ -642,3 +642,14 @@ def test_media_from_a_file_a_stream_and_a_url(task: Task, tmp_path: Path) -> Non
         logger.report_media("bytes", "bad", local_path=str(clip), stream=io.BytesIO(b"x"))
     logger.report_media("audio", "gone", local_path=str(clip), delete_after_upload=True)
     assert not clip.exists()
+
+
+def test_a_media_file_takes_the_extension_it_is_given(task: Task, tmp_path: Path) -> None:
+    recording = tmp_path / "recording.dat"
+    recording.write_bytes(b"OggS")
+    task.get_logger().report_media("audio", "ogg", local_path=str(recording), file_extension="ogg")
+    report = only(task, "media")
+    assert report.payload["file"] == "recording.ogg"
+    assert report.payload["content_type"] == "audio/ogg"
+    assert stored_file(task, report).name == "recording.ogg"
+    assert stored_file(task, report).read_bytes() == b"OggS" and recording.exists()
