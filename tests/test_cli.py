@@ -270,3 +270,36 @@ def test_a_memory_limit_stops_the_run_and_says_so(tmp_path: Path) -> None:
     assert "over the step's memory limit of 250 MB" in over.stdout
     bad = invoke(tmp_path, "task", "run", hog, "--memory-limit", "lots")
     assert bad.returncode == 2 and "memory_limit must be bytes or a size" in bad.stderr
+
+
+def test_show_lists_every_report_with_a_summary(home: Path, tmp_path: Path) -> None:
+    from tests.reporting import EXPECTED, report_every_kind
+
+    task = Task.create(project_name="p", task_name="reports", notebook=notebook("params"))
+    report_every_kind(task.get_logger(), tmp_path)
+    shown = invoke(home, "task", "show", task.id).stdout
+    lines = shown[shown.index("reports:") :].splitlines()[1:]
+    for kind, (where, iteration, summary) in EXPECTED.items():
+        (line,) = [line for line in lines if line.split()[0] == kind and where in line]
+        assert iteration in line and summary in line, line
+    assert any("page / html" in line and "text/html" in line for line in lines)
+
+    data = json.loads(invoke(home, "task", "show", task.id, "--json").stdout)
+    by_kind = {r["kind"]: r for r in data["reports"]}
+    assert set(EXPECTED) <= set(by_kind)
+    assert by_kind["histogram"]["payload"]["mode"] == "stack"
+    assert by_kind["image"]["summary"].startswith("image/png, 6x4 RGB")
+
+
+def test_show_lists_the_latest_reports_only(home: Path) -> None:
+    from clearnb.cli.tasks import SHOWN_REPORTS
+
+    task = Task.create(project_name="p", task_name="many", notebook=notebook("params"))
+    for index in range(SHOWN_REPORTS + 3):
+        task.get_logger().report_text(f"line {index}", print_console=False)
+    shown = invoke(home, "task", "show", task.id).stdout
+    assert "(3 earlier reports not shown; --json lists them all)" in shown
+    assert "line 2\n" not in shown and f"line {SHOWN_REPORTS + 2}" in shown
+    assert len(json.loads(invoke(home, "task", "show", task.id, "--json").stdout)["reports"]) == (
+        SHOWN_REPORTS + 3
+    )

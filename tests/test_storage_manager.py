@@ -292,3 +292,158 @@ def test_unreachable_http_host(home: Path) -> None:
         StorageManager.get_local_copy(url)
     assert url in str(caught.value)
     assert "reachable" in str(caught.value)
+
+
+# -- folders -----------------------------------------------------------------------------
+
+
+def make_tree(root: Path) -> Path:
+    """A small nested folder: three .json files at three depths, and two others."""
+    files = {
+        "a.json": '{"a": 1}',
+        "b.txt": "bee",
+        "sub/c.json": '{"c": 3}',
+        "sub/e.csv": "x,y\n",
+        "sub/deeper/d.json": '{"d": 4}',
+    }
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def tree_of(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): path.read_text()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+JSON_FILES = {"a.json": '{"a": 1}', "sub/c.json": '{"c": 3}', "sub/deeper/d.json": '{"d": 4}'}
+
+
+def test_a_folder_goes_to_a_file_url_and_back_with_a_wildcard(tmp_path: Path) -> None:
+    source = make_tree(tmp_path / "tree")
+    url = f"file://{tmp_path}/remote/data"
+    assert StorageManager.upload_folder(str(source), url, match_wildcard="*.json") == url
+    assert tree_of(tmp_path / "remote" / "data") == JSON_FILES
+    assert not [p for p in (tmp_path / "remote").rglob(".*")], "no temporary files left"
+
+    StorageManager.upload_folder(str(source), f"{tmp_path}/everything/")
+    assert tree_of(tmp_path / "everything") == tree_of(source)
+
+    back = StorageManager.download_folder(
+        f"{tmp_path}/everything", str(tmp_path / "back"), match_wildcard="*.json"
+    )
+    assert back == str(tmp_path / "back")
+    assert tree_of(tmp_path / "back") == JSON_FILES
+    only_sub = tmp_path / "only-sub"
+    StorageManager.download_folder(url, str(only_sub), match_wildcard="sub/*")
+    assert tree_of(only_sub) == {"sub/c.json": '{"c": 3}', "sub/deeper/d.json": '{"d": 4}'}
+
+
+def test_a_folder_goes_to_memory_and_back(tmp_path: Path, bucket: str) -> None:
+    source = make_tree(tmp_path / "tree")
+    url = f"{bucket}/runs/tree"
+    assert StorageManager.upload_folder(str(source), url, match_wildcard="*.json") == url
+    assert StorageManager.list(url) == sorted(JSON_FILES)
+    fs = fsspec.filesystem("memory")
+    assert fs.cat_file(f"{url}/sub/deeper/d.json") == b'{"d": 4}'
+    assert not [p for p in fs.find(bucket) if "/." in p], "no temporary names left"
+
+    StorageManager.upload_folder(str(source), f"{bucket}/all/")
+    assert StorageManager.list(f"{bucket}/all") == sorted(tree_of(source))
+
+    target = tmp_path / "dl"
+    folder = StorageManager.download_folder(
+        f"{bucket}/all", str(target), match_wildcard="*.json", max_workers=2
+    )
+    assert folder == str(target)
+    assert tree_of(target) == {f"all/{name}": text for name, text in JSON_FILES.items()}, (
+        "the path below the bucket is kept, as download_file keeps it"
+    )
+
+
+def test_download_folder_keeps_files_unless_overwrite(tmp_path: Path, bucket: str) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"{bucket}/d/x.txt", b"one")
+    target = tmp_path / "dl"
+    StorageManager.download_folder(f"{bucket}/d", str(target))
+    fs.pipe_file(f"{bucket}/d/x.txt", b"two")
+    StorageManager.download_folder(f"{bucket}/d", str(target))
+    assert (target / "d" / "x.txt").read_text() == "one"
+    StorageManager.download_folder(f"{bucket}/d", str(target), overwrite=True)
+    assert (target / "d" / "x.txt").read_text() == "two"
+
+
+def test_download_folder_defaults_to_the_cache(home: Path, bucket: str) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"{bucket}/d/x.txt", b"cached")
+    folder = Path(StorageManager.download_folder(f"{bucket}/d"))
+    assert folder == home / "cache" / "storage" / "global"
+    assert (folder / "d" / "x.txt").read_bytes() == b"cached"
+
+
+def test_an_empty_remote_file_is_an_error_unless_told(tmp_path: Path, bucket: str) -> None:
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"{bucket}/d/full.txt", b"data")
+    fs.pipe_file(f"{bucket}/d/empty.txt", b"")
+    target = tmp_path / "dl"
+    with pytest.raises(RemoteStorageError, match=r"1 of 2 files") as caught:
+        StorageManager.download_folder(f"{bucket}/d", str(target))
+    assert caught.value.failed == ["empty.txt"]
+    assert "skip_zero_size_check" in str(caught.value)
+    assert tree_of(target) == {"d/full.txt": "data"}, "the other file was written"
+    StorageManager.download_folder(f"{bucket}/d", str(target), skip_zero_size_check=True)
+    assert tree_of(target) == {"d/empty.txt": "", "d/full.txt": "data"}
+    with pytest.raises(RemoteStorageError, match="empty file"):
+        StorageManager.download_file(f"{bucket}/d/empty.txt", str(tmp_path / "one"))
+    assert (
+        StorageManager.download_file(
+            f"{bucket}/d/empty.txt", str(tmp_path / "one"), silence_errors=True
+        )
+        is None
+    )
+
+
+def test_missing_folders_are_errors_naming_them(tmp_path: Path, bucket: str) -> None:
+    with pytest.raises(RemoteFileNotFoundError, match="no such local folder"):
+        StorageManager.upload_folder(str(tmp_path / "absent"), f"{bucket}/x")
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(RemoteFileNotFoundError, match="no such local folder"):
+        StorageManager.upload_folder(str(tmp_path / "a-file"), f"{bucket}/x")
+    for url in (f"{bucket}/absent", str(tmp_path / "absent")):
+        with pytest.raises(RemoteFileNotFoundError, match="absent"):
+            StorageManager.download_folder(url, str(tmp_path / "dl"))
+        quiet = StorageManager.download_folder(url, str(tmp_path / "dl"), silence_errors=True)
+        assert quiet == str(tmp_path / "dl") and tree_of(tmp_path / "dl") == {}
+    with pytest.raises(ValueError, match="max_workers"):
+        StorageManager.download_folder(f"{bucket}/x", str(tmp_path / "dl"), max_workers=0)
+
+
+def test_files_that_cannot_be_uploaded_are_named_after_the_rest(tmp_path: Path) -> None:
+    source = make_tree(tmp_path / "tree")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "sub").write_text("a file where the upload needs a folder")
+    with pytest.raises(RemoteStorageError) as caught:
+        StorageManager.upload_folder(str(source), str(remote), retries=0)
+    assert caught.value.failed == ["sub/c.json", "sub/deeper/d.json", "sub/e.csv"]
+    assert "3 of 5 files" in str(caught.value) and "sub/c.json" in str(caught.value)
+    assert tree_of(remote) == {
+        "a.json": '{"a": 1}',
+        "b.txt": "bee",
+        "sub": "a file where the upload needs a folder",
+    }
+
+
+def test_not_waiting_for_an_upload_is_named_in_a_warning(tmp_path: Path, bucket: str) -> None:
+    from clearnb.errors import CompatibilityWarning
+
+    source = tmp_path / "f.txt"
+    source.write_text("x")
+    with pytest.warns(CompatibilityWarning, match=r"wait_for_upload=False"):
+        url = StorageManager.upload_file(str(source), f"{bucket}/f.txt", wait_for_upload=False)
+    assert fsspec.filesystem("memory").cat_file(url) == b"x", "uploaded before returning"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,12 @@ from clearnb.cli.format import STATUS_COLOURS, duration_text, size_text, when_te
 from clearnb.cli.lookup import backend_or_exit, task_or_exit
 from clearnb.cli.options import memory_limit_option, parameter_option
 from clearnb.errors import ClearnbError
+
+if TYPE_CHECKING:
+    from clearnb.store.records import ReportRecord
+
+SHOWN_REPORTS = 50
+"""Reports ``clearnb task show`` lists (the latest); ``--json`` gives them all."""
 
 
 @click.group()
@@ -125,8 +131,9 @@ def ls_command(
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_command(task_id: str, as_json: bool) -> None:
-    """Show a task: parameters, artifacts, status, output notebook and error."""
+    """Show a task: parameters, artifacts, reports, status, output notebook and error."""
     from clearnb.backend import Backend
+    from clearnb.reports import summary
 
     store = backend_or_exit(Backend).store
     store.expire_leases()
@@ -143,6 +150,18 @@ def show_command(task_id: str, as_json: bool) -> None:
             }
             for name, a in store.get_artifacts(task_id).items()
         }
+        data["reports"] = [
+            {
+                "kind": r.kind,
+                "title": r.title,
+                "series": r.series,
+                "iteration": r.iteration,
+                "summary": summary(r.kind, r.payload),
+                "payload": r.payload,
+            }
+            for r in store.get_reports(task_id)
+            if r.kind != "log"
+        ]
         click.echo(json.dumps(data, indent=2, default=str))
         return
     _print_task(record, verbose=True)
@@ -152,13 +171,31 @@ def show_command(task_id: str, as_json: bool) -> None:
         for name, a in artifacts.items():
             click.echo(f"  {name:24} {a.type:24} {size_text(a.size):>9}  {a.preview}")
             click.echo(f"  {'':24} {a.url}")
-    logs = {r.title: r.payload.get("text", "") for r in store.get_reports(task_id, kind="log")}
+    every = store.get_reports(task_id)
+    _print_reports([r for r in every if r.kind != "log"])
+    logs = {r.title: r.payload.get("text", "") for r in every if r.kind == "log"}
     for stream in ("stdout", "stderr"):
         text = logs.get(stream, "")
         if text:
             tail = "\n".join(text.rstrip().splitlines()[-10:])
             click.echo(f"{stream} (last lines):")
             click.echo("  " + tail.replace("\n", "\n  "))
+
+
+def _print_reports(reports: list[ReportRecord]) -> None:
+    """A line per report (the latest :data:`SHOWN_REPORTS`): kind, title / series,
+    iteration and what it holds."""
+    from clearnb.reports import summary
+
+    if not reports:
+        return
+    click.echo("reports:")
+    hidden = len(reports) - SHOWN_REPORTS
+    if hidden > 0:
+        click.echo(f"  ({hidden} earlier reports not shown; --json lists them all)")
+    for r in reports[-SHOWN_REPORTS:]:
+        where = f"{r.title} / {r.series}" if r.series else r.title
+        click.echo(f"  {r.kind:16} {where:32} it {r.iteration:<6} {summary(r.kind, r.payload)}")
 
 
 def _print_task(record: Any, verbose: bool) -> None:

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from clearnb.backend import Backend
 from clearnb.events import PipelineEvent
 from clearnb.pipeline import progress
 from clearnb.store import pipelines as runs
 from clearnb.widgets.dag import DagCanvas
+from clearnb.widgets.reports import PictureCache, reports_html
 
 if TYPE_CHECKING:
     from clearnb.pipeline.controller import PipelineController
@@ -60,6 +62,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         )
         self.message = widgets.HTML()
         self.details = widgets.HTML(layout=widgets.Layout(padding="4px 8px"))
+        self.pictures = PictureCache()
         from clearnb.widgets.builder import StepBuilder
 
         self.builder = StepBuilder(pipeline, on_change=self.refresh)
@@ -202,7 +205,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         self._update_buttons(self.pipeline.state())
 
     def _show_details(self, name: str) -> None:
-        self.details.value = step_details(self.pipeline, name, self._viewed_state())
+        self.details.value = step_details(self.pipeline, name, self._viewed_state(), self.pictures)
 
     # -- history --------------------------------------------------------------------------
 
@@ -234,9 +237,13 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
 
 def step_details(
-    pipeline: PipelineController, name: str, viewed: dict[str, Any] | None = None
+    pipeline: PipelineController,
+    name: str,
+    viewed: dict[str, Any] | None = None,
+    pictures: PictureCache | None = None,
 ) -> str:
-    """HTML describing one step: status, parameters, artifacts, metrics, logs, error."""
+    """HTML describing one step: status, parameters, artifacts, metrics, reports, logs,
+    error; the reports' pictures are drawn once into ``pictures``, if given."""
     state = (viewed or pipeline.state())["nodes"].get(name)
     if state is None:
         return ""
@@ -315,6 +322,8 @@ def step_details(
         plot = _metrics_png(store, record.id)
         if plot:
             parts.append(f"<img class='cnb-metrics' src='data:image/png;base64,{plot}'/>")
+        storage = Backend.for_config(pipeline.config).artifacts
+        parts.append(reports_html(store, storage, record.id, pictures))
         logs = {r.title: r.payload.get("text", "") for r in store.get_reports(record.id, "log")}
         for stream in ("stdout", "stderr"):
             text = logs.get(stream, "")
