@@ -5,15 +5,26 @@ CI installs every extra of the project, Chromium and a PostgreSQL server, so a s
 means a test silently stopped running. Tests skip through :func:`tests.helpers.require_module`
 and :func:`tests.helpers.skip_or_fail_in_ci`, which already fail in CI; this hook also
 fails any other skip (a plain ``pytest.importorskip`` or ``skipif`` added later).
+
+The suite also takes Ctrl-C as a terminal gives it: a shell starts background jobs with
+SIGINT ignored, Python then installs no handler, and every process started from it
+inherits the ignored signal, so the Ctrl-C tests would test nothing.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Generator
 
 import pytest
 
 from tests.helpers import in_ci
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Take SIGINT as Python does by default, even when started with it ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _failed_skip(report: pytest.TestReport | pytest.CollectReport) -> None:

@@ -51,10 +51,16 @@ def test_eight_pipelines_at_once_lose_nothing(
     for pipe in pipes:
         pipe.stop()
         assert pipe.wait_for_picture(60)
-    assert [pipe.status for pipe in pipes] == ["completed"] * PIPELINES
-
     backend = Backend.for_config()
     store = backend.store
+    failed = {
+        f"{pipe.name}/{record.runtime.get('pipeline_step')}": (record.error or {}).get("reason")
+        for pipe in pipes
+        for record in store.find_tasks(parent=pipe.id)
+        if record.status != "completed"
+    }
+    assert [pipe.status for pipe in pipes] == ["completed"] * PIPELINES, failed
+
     controllers = store.find_tasks(task_type="controller")
     assert sorted(r.id for r in controllers) == sorted(pipe.id for pipe in pipes)
     assert all(r.status == "completed" for r in controllers)
