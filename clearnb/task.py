@@ -14,19 +14,18 @@ import atexit
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import current, dispatch
+from clearnb import current, dispatch, taskstatus
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.connected import ConnectedSections
 from clearnb.current import CURRENT
 from clearnb.dispatch import ExecutedRemotely
-from clearnb.errors import ClearnbError, ParameterError, TaskFailedError, TaskNotFoundError
+from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
 from clearnb.logger import Logger
 from clearnb.notebook.files import code_fingerprint, load_notebook
 from clearnb.notebook.parameters import (
@@ -37,6 +36,7 @@ from clearnb.notebook.parameters import (
     split_key,
 )
 from clearnb.store.records import TaskRecord
+from clearnb.taskstatus import StatusChanges, TaskStatusEnum
 from clearnb.tasktypes import TaskTypes
 
 __all__ = ["Artifact", "ExecutedRemotely", "Task", "TaskStatusEnum", "TaskTypes"]
@@ -46,20 +46,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 
 
-class TaskStatusEnum:
-    """Status names of a task."""
-
-    created = "created"
-    queued = "queued"
-    running = "running"
-    in_progress = "running"
-    completed = "completed"
-    failed = "failed"
-    aborted = "aborted"
-    stopped = "aborted"
-
-
-class Task:
+class Task(StatusChanges):
     """One run of a notebook or function, or a draft/template of one."""
 
     TaskStatusEnum = TaskStatusEnum
@@ -316,6 +303,11 @@ class Task:
         return self._record
 
     @property
+    def backend(self) -> Backend:
+        """The store and artifact storage the task lives in."""
+        return self._backend
+
+    @property
     def artifacts(self) -> dict[str, Artifact]:
         """The task's artifacts by name, read fresh from the store."""
         stored = self._backend.store.get_artifacts(self.id)
@@ -483,95 +475,6 @@ class Task:
             series["y"].append(row.value)
         return result
 
-    # -- status --------------------------------------------------------------------------------
-
-    def mark_started(self, force: bool = False) -> None:
-        """Set status ``running``."""
-        self._record = self._backend.store.update_task(
-            self.id, status="running", started=time.time()
-        )
-
-    def mark_completed(self, ignore_errors: bool = True, status_message: str | None = None) -> None:
-        """Set status ``completed``."""
-        self._finish("completed", None)
-
-    def mark_failed(self, ignore_errors: bool = True, status_reason: str | None = None) -> None:
-        """Set status ``failed`` with ``status_reason``."""
-        self._finish("failed", {"reason": status_reason or "marked failed"})
-
-    def mark_stopped(self, force: bool = False, status_message: str | None = None) -> None:
-        """Set status ``aborted``; a task running on an agent is stopped by that agent."""
-        record = self.reload()._record
-        if record.worker is not None and record.status == "running":
-            self._record = self._backend.store.request_abort(
-                self.id, status_message or "stopped by the user"
-            )
-            return
-        self._finish("aborted", {"reason": status_message or "stopped"})
-
-    # -- queues ------------------------------------------------------------------------------
-
-    @classmethod
-    def enqueue(
-        cls,
-        task: Task | str,
-        queue_name: str | None = None,
-        queue_id: str | None = None,
-        force: bool = False,
-    ) -> dict[str, Any]:
-        """Send ``task`` to a queue; an agent serving it runs it (``clearnb agent``).
-
-        The task must be a draft (``Task.clone``, ``Task.create``) or, with ``force``, a
-        task that ended, which is reset. Bad parameters are refused here, before queueing.
-        Warns (:class:`~clearnb.dispatch.QueueWarning`) if no agent serves the queue.
-        """
-        name = queue_name or queue_id
-        if not name:
-            raise ClearnbError(
-                "Task.enqueue needs a queue: Task.enqueue(task, queue_name='default')"
-            )
-        backend = task._backend if isinstance(task, Task) else Backend.for_config()
-        task_id = task.id if isinstance(task, Task) else task
-        record = dispatch.enqueue(backend, task_id, name, force=force)
-        if isinstance(task, Task):
-            task._record = record if record.id == task.id else task.reload()._record
-        return {"queued": 1, "task": record.id, "queue": name, "status": record.status}
-
-    def wait_for_status(
-        self,
-        status: Iterable[str] = ("completed", "aborted"),
-        raise_on_status: Iterable[str] | None = ("failed",),
-        check_interval_sec: float = 0.5,
-        timeout: float | None = None,
-    ) -> Task:
-        """Wait until the task reaches one of ``status``; returns it, reloaded.
-
-        Reaching one of ``raise_on_status`` raises :class:`TaskFailedError` with the
-        reason. ``timeout`` (seconds) raises :class:`TimeoutError` when it runs out.
-        """
-        wanted = {TaskStatusEnum.__dict__.get(s, s) for s in status}
-        raising = {TaskStatusEnum.__dict__.get(s, s) for s in raise_on_status or ()}
-        record = dispatch.follow(
-            self._backend,
-            self.id,
-            until=wanted | raising,
-            timeout=timeout,
-            interval=check_interval_sec,
-        )
-        self._record = record
-        if record.status in raising:
-            reason = (record.error or {}).get("reason", record.status)
-            raise TaskFailedError(
-                f"Task {record.id} ({record.name}) ended {record.status}: {reason}",
-                task_id=record.id,
-                error=record.error,
-            )
-        if record.status not in wanted:
-            raise TimeoutError(
-                f"Task {record.id} ({record.name}) is still {record.status} after {timeout:g} s"
-            )
-        return self
-
     def execute_remotely(
         self, queue_name: str | None = None, clone: bool = False, exit_process: bool = True
     ) -> Task | None:
@@ -632,12 +535,6 @@ class Task:
         self._record_connected()
         return True
 
-    def _finish(self, status: str, error: dict[str, Any] | None) -> None:
-        self.flush()
-        self._record = self._backend.store.update_task(
-            self.id, status=status, error=error, completed=time.time()
-        )
-
     def _fail_on(self, exc: BaseException) -> None:
         """Record the end of a task started by hand whose code raised ``exc``."""
         record = self.reload()._record
@@ -646,9 +543,9 @@ class Task:
         if record.status != "running" or record.worker is not None:
             return
         if isinstance(exc, KeyboardInterrupt):
-            self._finish("aborted", {"reason": "interrupted (Ctrl-C)"})
+            taskstatus.end(self, "aborted", {"reason": "interrupted (Ctrl-C)"})
         else:
-            self._finish("failed", current.error_of(exc))
+            taskstatus.end(self, "failed", current.error_of(exc))
 
     def _close_at_exit(self) -> None:
         try:
