@@ -13,12 +13,13 @@ import argparse
 import atexit
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import current, dispatch, taskstatus
+from clearnb import current, dispatch, taskquery, taskstatus
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
@@ -129,6 +130,12 @@ class Task(StatusChanges):
             atexit.register(task._close_at_exit)
             return task
 
+    @staticmethod
+    def running_locally() -> bool:
+        """False when this process runs a task for clearnb (an agent's or a runner's
+        kernel, a pipeline step); True otherwise (a notebook or script run by hand)."""
+        return current.attached_task_id() is None
+
     @classmethod
     def current_task(cls) -> Task | None:
         """The task of this process (``Task.init``'s), or None."""
@@ -146,7 +153,8 @@ class Task(StatusChanges):
         allow_archived: bool = True,
         task_filter: Mapping[str, Any] | None = None,
     ) -> Task:
-        """A task by id, or the newest with this project and name."""
+        """A task by id, or the newest with exactly this project and name (and the tags
+        and ``task_filter`` of :meth:`get_tasks`)."""
         backend = Backend.for_config()
         if task_id:
             return cls(backend.store.get_task(task_id), backend)
@@ -154,8 +162,15 @@ class Task(StatusChanges):
             raise ClearnbError(
                 "Task.get_task needs task_id=..., or project_name=... and/or task_name=..."
             )
-        found = backend.store.find_tasks(
-            project=project_name, name=task_name, tags=tags or None, limit=1
+        found = taskquery.find_tasks(
+            backend.store,
+            project_name=project_name,
+            task_name=task_name,
+            tags=tags,
+            allow_archived=allow_archived,
+            task_filter=task_filter,
+            exact_name=True,
+            where="Task.get_task",
         )
         if not found:
             raise TaskNotFoundError(
@@ -170,18 +185,22 @@ class Task(StatusChanges):
     def get_tasks(
         cls,
         task_ids: Sequence[str] | None = None,
-        project_name: str | None = None,
+        project_name: str | Sequence[str] | None = None,
         task_name: str | None = None,
         tags: Sequence[str] | None = None,
+        allow_archived: bool = True,
         task_filter: Mapping[str, Any] | None = None,
     ) -> list[Task]:
-        """Tasks by ids, or every task matching project, name and tags (newest first)."""
+        """Tasks by ids, or every task matching ClearML's filters, newest first.
+
+        ``project_name`` is a name or a list of names; ``task_name`` a regular expression
+        that may match part of a name; ``task_filter`` takes ClearML's keys (``status``,
+        ``type``, ``parent``, ``order_by``, ``page``, ``page_size``, ...): see
+        :mod:`clearnb.taskquery`.
+        """
         backend = Backend.for_config()
-        if task_ids:
-            return [cls(backend.store.get_task(i), backend) for i in task_ids]
-        status = (task_filter or {}).get("status")
-        records = backend.store.find_tasks(
-            project=project_name, name=task_name, tags=tags or None, status=status
+        records = taskquery.find_tasks(
+            backend.store, task_ids, project_name, task_name, tags, allow_archived, task_filter
         )
         return [cls(r, backend) for r in records]
 
@@ -326,10 +345,23 @@ class Task(StatusChanges):
         return list(self._record.tags)
 
     def add_tags(self, tags: str | Iterable[str]) -> None:
-        """Add tags to the task."""
-        new = [tags] if isinstance(tags, str) else list(tags)
-        merged = list(dict.fromkeys([*self._record.tags, *new]))
+        """Add tags to the task (a string holds tags separated by spaces, as in ClearML)."""
+        new = tags.split() if isinstance(tags, str) else list(tags)
+        merged = list(dict.fromkeys([*self.reload()._record.tags, *new]))
         self._record = self._backend.store.update_task(self.id, tags=merged)
+
+    @property
+    def comment(self) -> str:
+        """The task's comment (its description)."""
+        return self._record.comment
+
+    @comment.setter
+    def comment(self, value: str) -> None:
+        self.set_comment(value)
+
+    def set_comment(self, comment: str) -> None:
+        """Set the task's comment (its description)."""
+        self._record = self._backend.store.update_task(self.id, comment=str(comment or ""))
 
     def reload(self) -> Task:
         """Read the task again from the store; returns self."""
@@ -394,9 +426,41 @@ class Task(StatusChanges):
             for key, value in values.items()
         }
 
-    def get_parameters_as_dict(self) -> dict[str, dict[str, Any]]:
-        """All parameters by section: ``{"Section": {"name": value}}``."""
-        return json.loads(json.dumps(self._record_connected()._record.parameters))  # type: ignore[no-any-return]
+    def get_parameters_as_dict(self, cast: bool = False) -> dict[str, Any]:
+        """All parameters by section: ``{"Section": {"name": value}}``; a name with ``/``
+        in it nests further (``"opt/lr"`` is ``{"opt": {"lr": ...}}``), as in ClearML.
+
+        Values are stored with their types here, so they come back typed whether or not
+        ``cast`` is asked for (ClearML gives text unless ``cast``).
+        """
+        nested: dict[str, Any] = {}
+        for section, values in self._record_connected()._record.parameters.items():
+            top = nested.setdefault(section, {})
+            for key, value in sorted(values.items(), key=lambda item: item[0].count("/")):
+                *parents, leaf = key.split("/")
+                place = top
+                for parent in parents:
+                    place = place.setdefault(parent, {})
+                    if not isinstance(place, dict):  # "a" holds a value and "a/b" another
+                        place, leaf = top, key
+                        break
+                place[leaf] = json.loads(json.dumps(value))
+        return nested
+
+    def set_parameters_as_dict(self, dictionary: Mapping[str, Any]) -> None:
+        """Set parameters from a nested dict, ``{"Section": {"name": value, "group": {...}}}``
+        (nested names are joined with ``/``); the others are kept, as ClearML's update."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, values: Mapping[Any, Any]) -> None:
+            for key, value in values.items():
+                if isinstance(value, Mapping) and value:
+                    walk(f"{prefix}{key}/", value)
+                else:
+                    flat[f"{prefix}{key}"] = value
+
+        walk("", dictionary)
+        self.update_parameters(flat)
 
     def get_parameter(self, name: str, default: Any = None) -> Any:
         """One parameter by ``"Section/name"`` (a bare name means ``General``)."""
@@ -474,6 +538,21 @@ class Task(StatusChanges):
             series["x"].append(row.iteration)
             series["y"].append(row.value)
         return result
+
+    def get_last_scalar_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{title: {series: {"last": v, "min": v, "max": v}}}``: each series' value at the
+        last iteration reported, and its smallest and largest value (NaN left out of those
+        unless it is the only value)."""
+        self.flush()
+        reported: dict[tuple[str, str], list[float]] = {}
+        for row in self._backend.store.get_scalars(self.id):  # by title, series, iteration
+            reported.setdefault((row.title, row.series), []).append(row.value)
+        summary: dict[str, dict[str, dict[str, float]]] = {}
+        for (title, series), values in reported.items():
+            finite = [v for v in values if not math.isnan(v)] or values
+            last = {"last": values[-1], "min": min(finite), "max": max(finite)}
+            summary.setdefault(title, {})[series] = last
+        return summary
 
     def execute_remotely(
         self, queue_name: str | None = None, clone: bool = False, exit_process: bool = True

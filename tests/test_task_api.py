@@ -30,9 +30,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def draft(name: str = "draft", project: str = "api") -> Task:
     """A clone of the params notebook's template: a draft tests may change."""
     template = Task.create(
-        project_name=project, task_name=f"{name} template", notebook=notebook("params")
+        project_name="templates", task_name=f"{name} template", notebook=notebook("params")
     )
-    return Task.clone(template, name=name)
+    return Task.clone(template, name=name, project=project)
 
 
 def ids(tasks: list[Task]) -> list[str]:
@@ -116,3 +116,146 @@ def test_a_task_that_is_not_queued_cannot_be_dequeued() -> None:
 def test_backend_is_the_tasks_store() -> None:
     task = draft("where")
     assert task.backend is Backend.for_config()
+
+
+# -- finding tasks ----------------------------------------------------------------------------
+
+
+def test_get_tasks_takes_clearml_s_filters() -> None:
+    first = draft("train model", project="vision")
+    second = draft("evaluate model", project="vision")
+    third = draft("Train again", project="text")
+    first.mark_completed()
+    second.mark_failed(status_reason="x")
+    third.mark_started()
+    mine = {first.id, second.id, third.id}
+
+    def found(**filters: object) -> list[str]:
+        return [t.id for t in Task.get_tasks(**filters) if t.id in mine]  # type: ignore[arg-type]
+
+    assert found(project_name=["vision", "text"]) == [third.id, second.id, first.id]
+    assert found(project_name="vision") == [second.id, first.id]
+    assert found(task_name="model") == [second.id, first.id], "a partial match"
+    assert found(task_name="^train") == [first.id], "a regular expression, case and all"
+    assert found(task_name="^Train again$") == [third.id]
+    assert found(task_filter={"status": ["completed", "failed"]}) == [second.id, first.id]
+    assert found(task_filter={"status": ["in_progress"]}) == [third.id], "ClearML's names"
+    assert found(task_filter={"status": ["published"]}) == [], "never reached here"
+    assert found(task_filter={"order_by": ["name"]}) == [third.id, second.id, first.id]
+    assert found(project_name="vision", task_filter={"order_by": ["-last_update"]}) == [
+        second.id,
+        first.id,
+    ]
+    assert found(task_filter={"order_by": ["created"]}) == [first.id, second.id, third.id]
+    assert found(task_filter={"search_text": "AGAIN"}) == [third.id]
+    assert found(task_filter={"_any_": {"fields": ["name", "project"], "pattern": "^text$"}}) == [
+        third.id
+    ]
+    assert found(task_filter={"_all_": {"fields": ["name", "project"], "pattern": "o"}}) == [
+        second.id,
+        first.id,
+    ]
+    assert found(task_filter={"id": [first.id, third.id]}) == [third.id, first.id]
+    assert found(task_filter={"type": ["notebook"], "parent": first.parent}) == [first.id]
+    assert found(allow_archived=False) == [third.id, second.id, first.id]
+
+
+def test_get_tasks_pages_like_clearml() -> None:
+    made = [draft(f"paged {n}", project="pages").id for n in range(5)]
+    newest_first = made[::-1]
+
+    def page(number: int, size: int) -> list[str]:
+        filters = {"page": number, "page_size": size, "order_by": ["-created"]}
+        return [t.id for t in Task.get_tasks(project_name="pages", task_filter=filters)]
+
+    assert page(0, 2) == newest_first[:2]
+    assert page(1, 2) == newest_first[2:4]
+    assert page(2, 2) == newest_first[4:]
+    assert page(3, 2) == []
+
+
+def test_get_tasks_refuses_what_it_cannot_filter_by_and_warns_about_what_means_nothing() -> None:
+    from clearnb.errors import ClearnbError, CompatibilityWarning
+
+    task = draft("filtered")
+    with pytest.raises(ClearnbError, match="'colour' are not understood"):
+        Task.get_tasks(task_filter={"colour": "red"})
+    with pytest.raises(ClearnbError, match="Unknown task status 'sleeping'"):
+        Task.get_tasks(task_filter={"status": ["sleeping"]})
+    with pytest.raises(ClearnbError, match="cannot be ordered by"):
+        Task.get_tasks(task_filter={"order_by": ["-height"]})
+    with pytest.raises(ClearnbError, match="not a regular expression"):
+        Task.get_tasks(task_name="(")
+    with pytest.warns(CompatibilityWarning, match=r"user=\['someone'\].*no owner"):
+        found = Task.get_tasks(task_name="^filtered$", task_filter={"user": ["someone"]})
+    assert [t.id for t in found] == [task.id]
+
+
+def test_get_task_matches_the_whole_name_and_takes_a_task_filter() -> None:
+    older = draft("exact", project="lookup")
+    newer = draft("exact", project="lookup")
+    draft("exact but longer", project="lookup")
+    newer.mark_completed()
+    assert Task.get_task(project_name="lookup", task_name="exact").id == newer.id
+    got = Task.get_task(
+        project_name="lookup", task_name="exact", task_filter={"status": ["created"]}
+    )
+    assert got.id == older.id
+    with pytest.raises(TaskNotFoundError):
+        Task.get_task(project_name="lookup", task_name="exa")
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+def test_last_scalar_metrics_have_clearml_s_shape() -> None:
+    task = draft("scalars")
+    logger = task.get_logger()
+    for iteration, value in enumerate([0.9, 0.4, 0.6]):
+        logger.report_scalar("loss", "train", value, iteration)
+    logger.report_scalar("loss", "val", float("nan"), 0)
+    logger.report_scalar("loss", "val", 0.7, 1)
+    logger.report_scalar("acc", "val", 0.5, 3)
+    metrics = task.get_last_scalar_metrics()  # writes what the logger still holds first
+    assert metrics == {
+        "loss": {
+            "train": {"last": 0.6, "min": 0.4, "max": 0.9},
+            "val": {"last": 0.7, "min": 0.7, "max": 0.7},
+        },
+        "acc": {"val": {"last": 0.5, "min": 0.5, "max": 0.5}},
+    }
+    assert draft("no scalars").get_last_scalar_metrics() == {}
+
+
+def test_parameters_as_nested_dicts_go_both_ways() -> None:
+    task = draft("nested")
+    task.set_parameters_as_dict(
+        {"Train": {"lr": 0.1, "optimizer": {"name": "adam", "beta": 0.9}, "layers": [1, 2]}}
+    )
+    stored = Task.get_task(task.id)
+    assert stored.get_parameters()["Train/optimizer/name"] == "adam"
+    as_dict = stored.get_parameters_as_dict()
+    assert as_dict["Train"] == {
+        "lr": 0.1,
+        "optimizer": {"name": "adam", "beta": 0.9},
+        "layers": [1, 2],
+    }
+    assert as_dict["General"]["count"] == 1, "the notebook's parameters are kept"
+    assert stored.get_parameters_as_dict(cast=True) == as_dict
+    task.set_parameters_as_dict({"Train": {"lr": 0.2}})
+    assert Task.get_task(task.id).get_parameters_as_dict()["Train"]["optimizer"]["name"] == "adam"
+
+
+def test_tags_in_one_string_are_split_and_comments_are_kept() -> None:
+    task = draft("tagged")
+    task.add_tags("best  final")
+    task.add_tags(["best", "kept"])
+    assert Task.get_task(task.id).get_tags() == ["best", "final", "kept"]
+    task.set_comment("first try")
+    assert Task.get_task(task.id).comment == "first try"
+    task.comment = "second try"
+    assert Task.get_task(task.id).comment == "second try"
+
+
+def test_a_process_that_runs_no_task_for_clearnb_runs_locally() -> None:
+    assert Task.running_locally() is True
