@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import current, dispatch, taskquery, taskstatus
+from clearnb import compat, current, dispatch, initargs, taskquery, taskstatus
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
@@ -76,28 +76,43 @@ class Task(StatusChanges):
         task_name: str | None = None,
         task_type: str = "notebook",
         tags: Sequence[str] | None = None,
-        reuse_last_task_id: bool = True,
-        continue_last_task: bool = False,
-        output_uri: str | None = None,
+        reuse_last_task_id: bool | str = True,
+        continue_last_task: bool | str | int = False,
+        output_uri: str | bool | None = None,
         auto_connect_arg_parser: bool = True,
-        auto_connect_frameworks: bool = True,
-        auto_resource_monitoring: bool = True,
-        auto_connect_streams: bool = True,
+        auto_connect_frameworks: bool | Mapping[str, Any] = True,
+        auto_resource_monitoring: bool | Mapping[str, Any] = True,
+        auto_connect_streams: bool | Mapping[str, bool] = True,
         notebook: str | os.PathLike[str] | None = None,
+        deferred_init: bool = False,
     ) -> Task:
         """The task of this run: attach to it when clearnb runs the notebook, else record one.
 
         Run interactively, the notebook (found from the kernel's environment, or given as
         ``notebook=``) is registered as a template under ``project_name``/``task_name``.
-        ``output_uri`` and the ``auto_*`` flags are accepted for compatibility.
+        Outside a run every call records a new task (``reuse_last_task_id=False`` is what
+        happens anyway). ``output_uri``, ``auto_connect_frameworks``,
+        ``auto_resource_monitoring``, ``auto_connect_streams``, ``deferred_init``, a task
+        id as ``reuse_last_task_id`` and ``continue_last_task`` have no effect here: given
+        away from their defaults they are recorded in the task's runtime
+        (``unused_arguments``) and named in a :class:`~clearnb.errors.CompatibilityWarning`.
         """
+        unused = initargs.unused_init_arguments(
+            reuse_last_task_id=reuse_last_task_id,
+            continue_last_task=continue_last_task,
+            output_uri=output_uri,
+            auto_connect_frameworks=auto_connect_frameworks,
+            auto_resource_monitoring=auto_resource_monitoring,
+            auto_connect_streams=auto_connect_streams,
+            deferred_init=deferred_init,
+        )
         with CURRENT.lock:
             backend = Backend.for_config(Config.from_env())
             attached = current.attached_task_id()
             if attached:
                 existing = CURRENT.task
                 if existing is not None and existing.id == attached:
-                    return existing
+                    return _with_unused(existing, unused)
                 record = backend.store.get_task(attached)
                 names = current.init_names(record, project_name, task_name)
                 if names:  # started without names (clearnb task run nb.ipynb): Task.init's
@@ -108,7 +123,7 @@ class Task(StatusChanges):
                     task._logger = early
                 CURRENT.task, CURRENT.logger = task, None
                 current.watch_cells(task.flush)
-                return task
+                return _with_unused(task, unused)
             existing = CURRENT.task
             if existing is not None and existing.status == "running":
                 if (project_name and project_name != existing.project) or (
@@ -121,14 +136,14 @@ class Task(StatusChanges):
                         existing.project,
                         existing.name,
                     )
-                return existing
+                return _with_unused(existing, unused)
             record = current.interactive_record(project_name, task_name, task_type, tags, notebook)
             task = cls(backend.store.create_task(record), backend)
             CURRENT.task = task
             current.watch_cells(task.flush)
             current.watch_failures(task._fail_on)
             atexit.register(task._close_at_exit)
-            return task
+            return _with_unused(task, unused)
 
     @staticmethod
     def running_locally() -> bool:
@@ -637,6 +652,15 @@ class Task(StatusChanges):
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.project}/{self.name} [{self.status}]>"
+
+
+def _with_unused(task: Task, unused: Mapping[str, Any]) -> Task:
+    """``task``, with the ``Task.init`` arguments that do nothing here in its runtime."""
+    if unused:
+        task._record = task._backend.store.update_runtime(
+            task.id, compat.UNUSED_KEY, lambda recorded: {**(recorded or {}), **unused}
+        )
+    return task
 
 
 def _group(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

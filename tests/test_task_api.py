@@ -259,3 +259,59 @@ def test_tags_in_one_string_are_split_and_comments_are_kept() -> None:
 
 def test_a_process_that_runs_no_task_for_clearnb_runs_locally() -> None:
     assert Task.running_locally() is True
+
+
+# -- Task.init's arguments without meaning here -----------------------------------------------
+
+INIT_WITH_CLEARML_ARGUMENTS = """
+import json
+import warnings
+from clearnb import Task
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    task = Task.init(
+        project_name="compat",
+        task_name="init arguments",
+        output_uri="s3://bucket/models",
+        auto_connect_frameworks={"pytorch": False},
+        auto_resource_monitoring=False,
+        auto_connect_streams=True,
+        reuse_last_task_id=False,
+        deferred_init=False,
+    )
+    again = Task.init(project_name="compat", task_name="init arguments")
+said = [
+    {"message": str(w.message), "file": w.filename}
+    for w in caught
+    if w.category.__name__ == "CompatibilityWarning"
+]
+print(json.dumps({"warnings": said, "same": again is task}))
+"""
+
+
+def test_task_init_records_and_names_the_arguments_that_do_nothing_here(tmp_path: Path) -> None:
+    import json
+
+    from tests.test_task import run_script
+
+    done = run_script(tmp_path, INIT_WITH_CLEARML_ARGUMENTS)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said["same"] is True
+    (warning,) = said["warnings"]
+    assert warning["file"].endswith("user_script.py"), "the warning points at the caller"
+    message = warning["message"]
+    assert message.startswith(
+        "Task.init: output_uri='s3://bucket/models', auto_connect_frameworks={'pytorch': False}, "
+        "auto_resource_monitoring=False recorded but not used: "
+    )
+    assert "CLEARNB_ARTIFACT_URL" in message and "resources are not monitored" in message
+    assert "reuse_last_task_id" not in message and "deferred_init" not in message
+    task = Task.get_task(project_name="compat", task_name="init arguments")
+    assert task.runtime["unused_arguments"] == {
+        "output_uri": "s3://bucket/models",
+        "auto_connect_frameworks": {"pytorch": False},
+        "auto_resource_monitoring": False,
+    }
+    assert task.status == "completed"
