@@ -37,6 +37,7 @@ from clearnb.notebook.parameters import (
     split_key,
 )
 from clearnb.store.records import TaskRecord
+from clearnb.taskconfig import ConfigurationObjects
 from clearnb.taskstatus import StatusChanges, TaskStatusEnum
 from clearnb.tasktypes import TaskTypes
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 
 
-class Task(StatusChanges):
+class Task(ConfigurationObjects, StatusChanges):
     """One run of a notebook or function, or a draft/template of one."""
 
     TaskStatusEnum = TaskStatusEnum
@@ -58,6 +59,7 @@ class Task(StatusChanges):
         self._backend = backend
         self._logger: Logger | None = None
         self._connected = ConnectedSections()
+        super().__init__()
 
     @classmethod
     def from_record(cls, record: TaskRecord, backend: Backend) -> Task:
@@ -276,8 +278,11 @@ class Task(StatusChanges):
             parent=parent or source.id,
             comment=comment or f"cloned from {source.id}",
             runtime={k: v for k, v in source.runtime.items() if k in ("code_hash", "kernel_name")},
+            configuration=json.loads(json.dumps(source.configuration)),
         )
-        return cls(backend.store.create_task(record), backend)
+        clone = cls(backend.store.create_task(record), backend)
+        backend.store.copy_task_models(source.id, clone.id, kind="input")
+        return clone
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -627,7 +632,7 @@ class Task(StatusChanges):
         if self._logger is not None:
             self._logger.flush()
         self._record_connected()
-        return True
+        return super().flush(wait)
 
     def _fail_on(self, exc: BaseException) -> None:
         """Record the end of a task started by hand whose code raised ``exc``."""

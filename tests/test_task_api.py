@@ -315,3 +315,119 @@ def test_task_init_records_and_names_the_arguments_that_do_nothing_here(tmp_path
         "auto_resource_monitoring": False,
     }
     assert task.status == "completed"
+
+
+# -- configuration objects --------------------------------------------------------------------
+
+BY_HAND = """
+import json
+from pathlib import Path
+from clearnb import Task
+
+task = Task.init(project_name="configs", task_name="by hand")
+config = {"lr": 0.1, "layers": [1, 2]}
+returned = task.connect_configuration(config, name="train", description="the optimiser")
+config["lr"] = 0.2  # changed after connecting: recorded too
+settings = Path("settings.yaml")
+settings.write_text("batch: 32\\nshuffle: true\\n")
+path = task.connect_configuration(settings)
+listed = task.connect_configuration([1, 2, 3], name="sizes")
+said = {"same": returned is config, "path": str(path), "is_path": isinstance(path, Path)}
+print(json.dumps(said))
+"""
+
+
+def test_a_task_started_by_hand_records_the_configuration_it_connects(tmp_path: Path) -> None:
+    import json
+
+    from tests.test_task import run_script
+
+    done = run_script(tmp_path, BY_HAND)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said == {"same": True, "path": "settings.yaml", "is_path": True}
+    task = Task.get_task(project_name="configs", task_name="by hand")
+    assert task.get_configuration_object_as_dict("train") == {"lr": 0.2, "layers": [1, 2]}
+    assert task.get_configuration_object("General") == "batch: 32\nshuffle: true\n"
+    assert task.get_configuration_object_as_dict("General") == {"batch": 32, "shuffle": True}
+    assert task.get_configuration_object_as_dict("sizes") == [1, 2, 3]
+    assert sorted(task.get_configuration_objects()) == ["General", "sizes", "train"]
+    stored = task.record.configuration
+    assert stored["train"]["description"] == "the optimiser"
+    assert stored["train"]["type"] == "dictionary" and stored["General"]["type"] == "yaml"
+    assert task.get_configuration_object("missing") is None
+    assert task.get_configuration_object_as_dict("missing") is None
+
+
+def test_configuration_objects_are_set_read_and_carried_by_clones() -> None:
+    from clearnb.errors import ConfigurationObjectError
+
+    task = draft("configured")
+    task.set_configuration_object("model", config_dict={"depth": 4})
+    task.set_configuration_object("notes", config_text="free text, not a dict", config_type="txt")
+    assert task.get_configuration_object_as_dict("model") == {"depth": 4}
+    assert task.get_configuration_objects()["notes"] == "free text, not a dict"
+    with pytest.raises(ConfigurationObjectError, match="neither JSON nor YAML"):
+        task.get_configuration_object_as_dict("notes")
+    with pytest.raises(ConfigurationObjectError, match="one of the two"):
+        task.set_configuration_object("both", config_text="{}", config_dict={})
+    with pytest.raises(ConfigurationObjectError, match="one of the two"):
+        task.set_configuration_object("neither")
+    clone = Task.clone(task, name="configured clone")
+    assert clone.get_configuration_objects() == task.get_configuration_objects()
+    with pytest.raises(ConfigurationObjectError, match="not int"):
+        task.connect_configuration(3)  # type: ignore[type-var]
+    with pytest.raises(ConfigurationObjectError, match="Could not connect configuration file"):
+        task.connect_configuration("no/such/file.yaml", name="absent")
+
+
+CONNECTS_CONFIGURATION = (
+    "from pathlib import Path\n"
+    "from clearnb import Task\n"
+    "task = Task.init()\n"
+    "config = {'lr': 0.1, 'depth': 3}\n"
+    "same = task.connect_configuration(config, name='train')\n"
+    "settings = Path('settings.yaml')\n"
+    "settings.write_text('batch: 32\\n')\n"
+    "local = task.connect_configuration(settings, name='files')\n"
+    "kept = task.connect_configuration({'x': 1}, name='kept', ignore_remote_overrides=True)\n"
+    "task.upload_artifact('seen', {\n"
+    "    'config': config, 'same': same is config, 'file': Path(local).read_text(),\n"
+    "    'is_path': isinstance(local, Path), 'kept': kept,\n"
+    "    'locally': Task.running_locally(),\n"
+    "})\n"
+)
+
+
+def test_a_run_uses_the_configuration_its_task_carries(tmp_path: Path) -> None:
+    from clearnb.execution.runner import NotebookRunner
+    from tests.test_task import write_notebook
+
+    nb = write_notebook(tmp_path / "configured.ipynb", CONNECTS_CONFIGURATION)
+    overrides = {"train": {"lr": 0.5}, "files": "batch: 64\n", "kept": {"x": 2}}
+    with NotebookRunner(pool_size=0) as runner:
+        ran = runner.execute(
+            nb, runtime={"configuration_overrides": overrides}, raise_on_error=True
+        )
+        seen = ran.artifacts["seen"].get()
+        assert seen["config"] == {"lr": 0.5}, "the override, in place of the code's dict"
+        assert seen["same"] is True and seen["is_path"] is True
+        assert seen["file"] == "batch: 64\n", "a local file holding the override"
+        assert seen["kept"] == {"x": 1}, "ignore_remote_overrides keeps the code's"
+        assert seen["locally"] is False, "a run is not local"
+        stored = Task.get_task(ran.id)
+        assert stored.get_configuration_object_as_dict("train") == {"lr": 0.5}
+        assert stored.get_configuration_object("files") == "batch: 64\n"
+
+        plain = Task.create(project_name="configs", task_name="template", notebook=nb)
+        clone = Task.clone(plain, name="configured clone")
+        clone.set_configuration_object("train", config_dict={"lr": 0.01, "depth": 8})
+        rerun = runner.execute(task=clone, raise_on_error=True)
+        again = rerun.artifacts["seen"].get()
+        assert again["config"] == {"lr": 0.01, "depth": 8}, "the clone's stored object"
+        assert again["file"] == "batch: 32\n", "nothing stored for it: the code's file"
+
+        plain.set_configuration_object("files", config_text="batch: 1\n")
+        from_template = runner.execute(task=plain, raise_on_error=True)
+        assert from_template.id != plain.id, "a template's run is a new task"
+        assert from_template.artifacts["seen"].get()["file"] == "batch: 1\n"

@@ -224,6 +224,14 @@ class ModelOperations:
 
         return self.database.run(op, write=False)
 
+    def copy_task_models(self, source_id: str, target_id: str, kind: str = "input") -> None:
+        """Connect to task ``target_id`` the models of ``kind`` connected to ``source_id``,
+        under the same names (a clone uses the models its source uses)."""
+        for link in self.get_task_models(source_id, kind=kind):
+            self.set_task_model(
+                TaskModelRecord(target_id, link.kind, link.name, link.model_id, link.created)
+            )
+
     def _select_model(self, conn: Connection, model_id: str, *, lock: bool = False) -> ModelRecord:
         query = sa.select(models_table).where(models_table.c.id == model_id)
         row = conn.execute(query.with_for_update() if lock else query).first()

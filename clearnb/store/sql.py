@@ -228,6 +228,22 @@ class Store(QueueOperations, ModelOperations):
 
         self.database.run(op, write=True)
 
+    def set_configuration(self, task_id: str, items: Mapping[str, Mapping[str, Any]]) -> TaskRecord:
+        """Set the task's configuration objects ``items`` (by name; the others are kept) in
+        one transaction with the task's row locked; returns the task."""
+
+        def op(conn: Connection) -> TaskRecord:
+            record = self.database.select_task(conn, task_id, lock=True)
+            merged = {**record.configuration, **{name: dict(item) for name, item in items.items()}}
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(configuration=dumps(merged, "configuration"), last_update=time.time())
+            )
+            return self.database.select_task(conn, task_id)
+
+        return self.database.run(op, write=True)
+
     def find_tasks(
         self,
         project: str | None = None,
