@@ -14,6 +14,9 @@ _EXPORTS = {
     "Task": "clearnb.task",
     "TaskTypes": "clearnb.tasktypes",
     "Artifact": "clearnb.artifacts",
+    "InputModel": "clearnb.model",
+    "Model": "clearnb.model",
+    "OutputModel": "clearnb.model",
     "Logger": "clearnb.logger",
     "StorageManager": "clearnb.storage",
     "NotebookRunner": "clearnb.execution.runner",
@@ -26,8 +29,11 @@ _EXPORTS = {
 __all__ = [
     "Artifact",
     "Config",
+    "InputModel",
     "Logger",
+    "Model",
     "NotebookRunner",
+    "OutputModel",
     "PipelineController",
     "PipelineDecorator",
     "StorageManager",
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from clearnb.config import Config
     from clearnb.execution.runner import NotebookRunner, execute_notebook
     from clearnb.logger import Logger
+    from clearnb.model import InputModel, Model, OutputModel
     from clearnb.pipeline.controller import PipelineController
     from clearnb.pipeline.decorator import PipelineDecorator
     from clearnb.storage import StorageManager

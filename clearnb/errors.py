@@ -67,8 +67,9 @@ class TaskNotFoundError(ClearnbError, LookupError):
     """No task has the id, or the project and name, that was asked for."""
 
 
-class ModelNotFoundError(ClearnbError, LookupError):
-    """No model has the id, or matches the name, project and tags, that were asked for."""
+class ModelNotFoundError(ClearnbError, LookupError, ValueError):
+    """No model has the id, or matches the name, project and tags, that were asked for
+    (a ``ValueError`` too, as ClearML raises for a model it cannot locate)."""
 
 
 class ModelError(ClearnbError, ValueError):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import compat, current, dispatch, initargs, taskquery, taskstatus
+from clearnb import compat, connected, current, dispatch, initargs, taskquery, taskstatus
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
@@ -28,6 +28,7 @@ from clearnb.current import CURRENT
 from clearnb.dispatch import ExecutedRemotely
 from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
 from clearnb.logger import Logger
+from clearnb.model import InputModel, OutputModel
 from clearnb.notebook.files import code_fingerprint, load_notebook
 from clearnb.notebook.parameters import (
     GENERAL,
@@ -38,6 +39,7 @@ from clearnb.notebook.parameters import (
 )
 from clearnb.store.records import TaskRecord
 from clearnb.taskconfig import ConfigurationObjects
+from clearnb.taskmodels import TaskModels
 from clearnb.taskstatus import StatusChanges, TaskStatusEnum
 from clearnb.tasktypes import TaskTypes
 
@@ -352,6 +354,16 @@ class Task(ConfigurationObjects, StatusChanges):
         stored = self._backend.store.get_artifacts(self.id)
         return {name: Artifact(rec, self._backend.artifacts) for name, rec in stored.items()}
 
+    @property
+    def models(self) -> TaskModels:
+        """The task's models, read fresh: ``{"input": [...], "output": [...]}``, each list
+        also indexable by the model's name on the task (``task.models["output"]["best"]``)."""
+        return TaskModels(self)
+
+    def get_models(self) -> TaskModels:
+        """The task's models (as :attr:`models`)."""
+        return TaskModels(self)
+
     def get_project_name(self) -> str:
         """The task's project."""
         return self.project
@@ -390,8 +402,11 @@ class Task(ConfigurationObjects, StatusChanges):
 
     # -- parameters ---------------------------------------------------------------------------
 
-    def connect(self, mutable: M, name: str | None = None) -> M:
-        """Connect a dict (or argparse Namespace) as parameter section ``name``.
+    def connect(
+        self, mutable: M, name: str | None = None, ignore_remote_overrides: bool = False
+    ) -> M:
+        """Connect a dict (or argparse Namespace) as parameter section ``name``; or a
+        model, recorded as the task's input (:class:`~clearnb.model.InputModel`) or output.
 
         Values the task holds for that section (overrides of a run, or of a cloned
         draft) are written into ``mutable`` in place, typed like its current values; then
@@ -399,10 +414,14 @@ class Task(ConfigurationObjects, StatusChanges):
         (``Task.init`` outside a run) has no overrides: ``mutable`` is recorded as it is,
         so editing the dict and running the cell again records the new values. Later
         changes to ``mutable`` are recorded too (at the end of each cell, when the run ends
-        and when parameters are read), as ClearML records them. Returns ``mutable``.
+        and when parameters are read), as ClearML records them. With
+        ``ignore_remote_overrides`` a run records ``mutable`` as it is. Returns ``mutable``.
         """
         section = name or GENERAL
         values: MutableMapping[Any, Any]
+        if isinstance(mutable, InputModel | OutputModel):
+            mutable.connect(self, name, ignore_remote_overrides=ignore_remote_overrides)
+            return mutable
         if isinstance(mutable, argparse.Namespace):
             values = vars(mutable)
         elif isinstance(mutable, MutableMapping):
@@ -413,7 +432,7 @@ class Task(ConfigurationObjects, StatusChanges):
                 f"{type(mutable).__name__}; put the parameters in a dict first."
             )
         record = self.reload()._record
-        if record.runtime.get("interactive"):
+        if record.runtime.get("interactive") or ignore_remote_overrides:
             self._set_section(section, dict(values), replace=False)
             self._connected.add(section, values)
             return mutable
@@ -489,12 +508,12 @@ class Task(ConfigurationObjects, StatusChanges):
 
     def set_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Replace all parameters with ``{"Section/name": value}`` (bare names: ``General``)."""
-        grouped = _group({**(parameters or {}), **kwargs})
+        grouped = connected.group_values({**(parameters or {}), **kwargs})
         self._record = self._backend.store.update_task(self.id, parameters=grouped)
 
     def update_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Set or change some parameters, keeping the others."""
-        for section, values in _group({**(parameters or {}), **kwargs}).items():
+        for section, values in connected.group_values({**(parameters or {}), **kwargs}).items():
             self._set_section(section, values, replace=False)
 
     def set_parameter(self, name: str, value: Any) -> None:
@@ -508,7 +527,7 @@ class Task(ConfigurationObjects, StatusChanges):
         return self.reload()
 
     def _set_section(self, section: str, values: Mapping[str, Any], replace: bool) -> None:
-        clean = {str(k): _jsonable(v) for k, v in values.items()}
+        clean = {str(k): connected.recordable(v) for k, v in values.items()}
         if replace:
             parameters = dict(self.reload()._record.parameters)
             parameters[section] = clean
@@ -666,28 +685,3 @@ def _with_unused(task: Task, unused: Mapping[str, Any]) -> Task:
             task.id, compat.UNUSED_KEY, lambda recorded: {**(recorded or {}), **unused}
         )
     return task
-
-
-def _group(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    grouped: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, name = split_key(str(key))
-        grouped.setdefault(section, {})[name] = _jsonable(value)
-    return grouped
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as something JSON can store (numbers of numpy become Python numbers)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return _jsonable(item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)

@@ -1,9 +1,9 @@
 """A task's configuration objects, as ClearML's ``connect_configuration`` keeps them.
 
 Part of :class:`clearnb.task.Task`. A configuration object is a named text stored with the
-task: a dict (or list) as JSON, or the content of a configuration file. Like a parameter
-section, it can be overridden for a run: a task started by hand records what the code
-connects, while a run uses what its task carries, first the overrides in its runtime
+task: a dict (or list) as JSON, or the content of a configuration file. As in ClearML, it
+can be overridden for a run: code run by hand records what it connects, while a run (the
+kernel clearnb runs a task in) uses what its task carries: first the overrides in its runtime
 (:data:`OVERRIDES_KEY`, ``{name: dict or text}``, as a pipeline step's
 ``configuration_overrides``), then the configuration objects its task holds (copied from
 its template or clone source, or set with :meth:`~ConfigurationObjects.set_configuration_object`).
@@ -19,6 +19,7 @@ from collections.abc import Mapping, MutableMapping, MutableSequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from clearnb import current
 from clearnb.connected import ConnectedSections
 from clearnb.errors import ConfigurationObjectError
 from clearnb.taskfacts import TaskFacts
@@ -169,10 +170,10 @@ class ConfigurationObjects(TaskFacts):
 
     def _override(self, name: str) -> Any:
         """What a run of this task uses as configuration object ``name``, or None where the
-        code's own configuration is recorded (a task started by hand, no override)."""
+        code's own configuration is recorded (not in this task's run, or no override)."""
+        if current.attached_task_id() != self.id:
+            return None  # a task started by hand, or one this process does not run
         record = self.reload().record
-        if record.runtime.get("interactive"):
-            return None
         given = record.runtime.get(OVERRIDES_KEY) or {}
         if name in given:
             return given[name]

@@ -125,14 +125,17 @@ def ls_command(
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_command(task_id: str, as_json: bool) -> None:
-    """Show a task: parameters, artifacts, status, output notebook and error."""
+    """Show a task: parameters, artifacts, models, status, output notebook and error."""
     from clearnb.backend import Backend
 
-    store = backend_or_exit(Backend).store
+    backend = backend_or_exit(Backend)
+    store = backend.store
     store.expire_leases()
     record = task_or_exit(store, task_id)
+    models = _models_of(backend, record)
     if as_json:
         data = _task_dict(record)
+        data["models"] = models
         data["artifacts"] = {
             name: {
                 "url": a.url,
@@ -152,6 +155,16 @@ def show_command(task_id: str, as_json: bool) -> None:
         for name, a in artifacts.items():
             click.echo(f"  {name:24} {a.type:24} {size_text(a.size):>9}  {a.preview}")
             click.echo(f"  {'':24} {a.url}")
+    if models["input"] or models["output"]:
+        click.echo("models:")
+        for kind, listed in models.items():
+            for m in listed:
+                size = size_text(m["size"]) if m["size"] else "-"
+                framework = m["framework"] or "-"
+                click.echo(
+                    f"  {kind:6} {m['name']:20} {m['model_name']:20} {framework:12} {size:>9}  "
+                    f"{m['id']}  {m['url'] or '(no weights yet)'}"
+                )
     logs = {r.title: r.payload.get("text", "") for r in store.get_reports(task_id, kind="log")}
     for stream in ("stdout", "stderr"):
         text = logs.get(stream, "")
@@ -190,6 +203,28 @@ def _print_task(record: Any, verbose: bool) -> None:
         if verbose and record.error.get("traceback"):
             lines = "\n".join(record.error["traceback"][-6:]).splitlines()
             click.echo("\n".join(f"  {line}" for line in lines))
+
+
+def _models_of(backend: Any, record: Any) -> dict[str, list[dict[str, Any]]]:
+    """The task's input and output models, each with the name the task gives it."""
+    from clearnb.task import Task
+
+    found = Task.from_record(record, backend).models
+    return {
+        kind: [
+            {
+                "name": name,
+                "id": model.record.id,
+                "model_name": model.name,
+                "framework": model.framework,
+                "url": model.url,
+                "size": model.record.size,
+                "hash": model.record.hash,
+            }
+            for name, model in zip(found[kind].keys(), found[kind], strict=True)
+        ]
+        for kind in ("input", "output")
+    }
 
 
 def _task_dict(record: Any) -> dict[str, Any]:
