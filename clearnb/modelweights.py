@@ -154,11 +154,7 @@ def local_copy(backend: Backend, model: ModelRecord, *, extract: bool, refresh: 
         )
     record = weights_record(model)
     path = backend.artifacts.local_copy(record, refresh=refresh)
-    if not extract:
-        return str(path)
-    if model.codec == "folder":
-        return str(backend.artifacts.load(record))
-    if not (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
+    if not extract or not (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
         return str(path)
     workdir = backend.artifacts.cache_dir / "models" / model.hash
     make_private_folder(workdir)

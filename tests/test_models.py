@@ -316,3 +316,27 @@ def test_task_show_lists_the_models_of_a_task(tmp_path: Path, home: Path) -> Non
     as_json = json.loads(clearnb(home, "task", "show", made.task or "", "--json").stdout)
     assert [m["id"] for m in as_json["models"]["output"]] == [made.id]
     assert as_json["models"]["output"][0]["name"] == "shown"
+
+
+BY_HAND = """
+from pathlib import Path
+from clearnb import Task, OutputModel
+
+task = Task.init(project_name="by hand", task_name="trains")
+Path("net.pt").write_bytes(b"weights made by hand")
+model = OutputModel(name="by hand")
+model.update_weights("net.pt")
+print(model.id)
+"""
+
+
+def test_an_output_model_made_by_hand_belongs_to_the_task_of_task_init(tmp_path: Path) -> None:
+    from tests.test_task import run_script
+
+    done = run_script(tmp_path, BY_HAND)
+    assert done.returncode == 0, done.stderr
+    model = Model(done.stdout.strip().splitlines()[-1])
+    trains = Task.get_task(project_name="by hand", task_name="trains")
+    assert model.task == trains.id and model.project == "by hand"
+    assert Path(str(model.get_local_copy())).read_bytes() == b"weights made by hand"
+    assert trains.models["output"]["net"].id == model.id
