@@ -331,7 +331,7 @@ print(model.id)
 
 
 def test_an_output_model_made_by_hand_belongs_to_the_task_of_task_init(tmp_path: Path) -> None:
-    from tests.test_task import run_script
+    from tests.test_task_api import run_script
 
     done = run_script(tmp_path, BY_HAND)
     assert done.returncode == 0, done.stderr

@@ -4,6 +4,8 @@ dequeueing, task queries, scalars, parameters as dicts, configuration objects.""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,23 @@ def draft(name: str = "draft", project: str = "api") -> Task:
 
 def ids(tasks: list[Task]) -> list[str]:
     return [t.id for t in tasks]
+
+
+def run_script(folder: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as ``python user_script.py`` in ``folder`` (its working folder too),
+    with this tree first on the path and this test's store."""
+    from tests.test_task import script_env
+
+    script = folder / "user_script.py"
+    script.write_text(code)
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=folder,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 # -- status marks -----------------------------------------------------------------------------
@@ -293,8 +312,6 @@ print(json.dumps({"warnings": said, "same": again is task}))
 def test_task_init_records_and_names_the_arguments_that_do_nothing_here(tmp_path: Path) -> None:
     import json
 
-    from tests.test_task import run_script
-
     done = run_script(tmp_path, INIT_WITH_CLEARML_ARGUMENTS)
     assert done.returncode == 0, done.stderr
     said = json.loads(done.stdout.strip().splitlines()[-1])
@@ -339,8 +356,6 @@ print(json.dumps(said))
 
 def test_a_task_started_by_hand_records_the_configuration_it_connects(tmp_path: Path) -> None:
     import json
-
-    from tests.test_task import run_script
 
     done = run_script(tmp_path, BY_HAND)
     assert done.returncode == 0, done.stderr
