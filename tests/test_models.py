@@ -202,6 +202,34 @@ def test_metadata_is_kept_as_text_with_its_type(tmp_path: Path) -> None:
     assert sorted(Model(model.id).get_all_metadata()) == ["more", "only"]
 
 
+def test_an_output_model_can_take_over_a_stored_model(tmp_path: Path) -> None:
+    first = task("first")
+    model = OutputModel(task=first, name="resumed", tags=["a"])
+    model.update_weights(str(weights_file(tmp_path / "work", "resumed.pt")))
+    second = task("second")
+    again = OutputModel(task=second, base_model_id=model.id, comment="continued")
+    assert again.id == model.id and again.task == second.id
+    assert again.tags == ["a"], "what is not given is kept"
+    assert f"Overwritten by task id: {second.id}\ncontinued" in again.comment
+    assert second.models["output"]["resumed"].id == model.id
+
+
+def test_weights_stored_remotely_are_downloaded_once_and_again_on_request(
+    tmp_path: Path,
+) -> None:
+    model = OutputModel(task=task(), name="remote")
+    bucket = f"memory://clearnb-tests/{tmp_path.name}"
+    url = model.update_weights(str(weights_file(tmp_path / "work")), upload_uri=bucket)
+    assert url.startswith(bucket)
+    first = Path(str(model.get_local_copy(raise_on_error=True)))
+    assert first.read_bytes() == WEIGHTS and not str(first).startswith("memory")
+    cached = first.stat().st_ino
+    assert Path(str(model.get_local_copy())).stat().st_ino == cached, "the cached copy"
+    refreshed = Path(str(model.get_local_copy(force_download=True)))
+    assert refreshed == first and refreshed.stat().st_ino != cached, "downloaded again"
+    assert refreshed.read_bytes() == WEIGHTS
+
+
 def test_an_output_model_needs_a_task() -> None:
     with pytest.raises(ModelError, match="no current task"):
         OutputModel(name="orphan")
@@ -265,7 +293,9 @@ USES_A_MODEL = (
     "task.connect(model, name='weights')\n"
     "path = model.get_local_copy()\n"
     "digest = hashlib.sha256(open(path, 'rb').read()).hexdigest()\n"
-    "task.upload_artifact('loaded', {'id': model.id, 'sha256': digest})\n"
+    "kept = InputModel(name='tiny', project='model steps')\n"
+    "task.connect(kept, name='weights', ignore_remote_overrides=True)\n"
+    "task.upload_artifact('loaded', {'id': model.id, 'sha256': digest, 'kept': kept.id})\n"
 )
 
 
@@ -280,7 +310,11 @@ def test_a_step_makes_a_model_and_a_later_step_loads_it(tmp_path: Path) -> None:
         made = maker.artifacts["made"].get()
         user = runner.execute(user_nb, project_name="model steps", raise_on_error=True)
         loaded = user.artifacts["loaded"].get()
-        assert loaded == {"id": made["id"], "sha256": hashlib.sha256(WEIGHTS).hexdigest()}
+        assert loaded == {
+            "id": made["id"],
+            "sha256": hashlib.sha256(WEIGHTS).hexdigest(),
+            "kept": made["id"],
+        }
         model = Model(made["id"])
         assert (model.task, model.framework, model.tags) == (maker.id, "PyTorch", ["from a step"])
         assert model.get_metadata_casted("accuracy") == 0.93 and model.record.iteration == 3
@@ -297,6 +331,8 @@ def test_a_step_makes_a_model_and_a_later_step_loads_it(tmp_path: Path) -> None:
         switched = rerun.artifacts["loaded"].get()
         assert switched["id"] == other.id, "the run uses the model its task carries"
         assert switched["sha256"] == hashlib.sha256(b"other").hexdigest()
+        assert switched["kept"] == made["id"], "ignore_remote_overrides keeps the code's"
+        assert rerun.models["input"]["weights"].id == made["id"], "and records it"
 
 
 def test_task_show_lists_the_models_of_a_task(tmp_path: Path, home: Path) -> None:

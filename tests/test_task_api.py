@@ -276,6 +276,16 @@ def test_tags_in_one_string_are_split_and_comments_are_kept() -> None:
     assert Task.get_task(task.id).comment == "second try"
 
 
+def test_connect_can_ignore_what_a_draft_holds() -> None:
+    task = draft("holds values")
+    task.set_parameter("Train/lr", 0.5)
+    applied = task.connect({"lr": 0.1}, name="Train")
+    assert applied == {"lr": 0.5}, "the draft's value wins"
+    kept = task.connect({"lr": 0.2}, name="Train", ignore_remote_overrides=True)
+    assert kept == {"lr": 0.2}
+    assert Task.get_task(task.id).get_parameters()["Train/lr"] == 0.2
+
+
 def test_a_process_that_runs_no_task_for_clearnb_runs_locally() -> None:
     assert Task.running_locally() is True
 
