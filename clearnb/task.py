@@ -4,7 +4,10 @@ Inside a notebook run by clearnb, ``Task.init()`` attaches to the run's task (it
 the kernel's environment); run interactively in Jupyter it records a new task and
 registers the notebook as a template under its project and name. Which task is this
 process's is :mod:`clearnb.current`'s; preparing, queueing and following a task is
-:mod:`clearnb.dispatch`'s; the logger is :mod:`clearnb.logger`'s.
+:mod:`clearnb.dispatch`'s; the logger is :mod:`clearnb.logger`'s. Parts of ``Task`` live in
+their own modules: status changes in :mod:`clearnb.taskstatus`, configuration objects in
+:mod:`clearnb.taskconfig`, ClearML's task filters in :mod:`clearnb.taskquery`; its models
+are :mod:`clearnb.model`'s.
 """
 
 from __future__ import annotations
@@ -647,7 +650,8 @@ class Task(ConfigurationObjects, StatusChanges):
                 CURRENT.task = None
 
     def flush(self, wait: bool = False) -> bool:
-        """Write reports still buffered by this task's logger."""
+        """Write reports still buffered by this task's logger, and record the connected
+        dicts (parameters, configurations) changed since they were last recorded."""
         if self._logger is not None:
             self._logger.flush()
         self._record_connected()
