@@ -125,7 +125,7 @@ def ls_command(
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_command(task_id: str, as_json: bool) -> None:
-    """Show a task: parameters, artifacts, models, status, output notebook and error."""
+    """Show a task: parameters, artifacts, status, output notebook and error."""
     from clearnb.backend import Backend
 
     backend = backend_or_exit(Backend)
@@ -149,22 +149,13 @@ def show_command(task_id: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     _print_task(record, verbose=True)
+    _print_models(models)
     artifacts = store.get_artifacts(task_id)
     if artifacts:
         click.echo("artifacts:")
         for name, a in artifacts.items():
             click.echo(f"  {name:24} {a.type:24} {size_text(a.size):>9}  {a.preview}")
             click.echo(f"  {'':24} {a.url}")
-    if models["input"] or models["output"]:
-        click.echo("models:")
-        for kind, listed in models.items():
-            for m in listed:
-                size = size_text(m["size"]) if m["size"] else "-"
-                framework = m["framework"] or "-"
-                click.echo(
-                    f"  {kind:6} {m['name']:20} {m['model_name']:20} {framework:12} {size:>9}  "
-                    f"{m['id']}  {m['url'] or '(no weights yet)'}"
-                )
     logs = {r.title: r.payload.get("text", "") for r in store.get_reports(task_id, kind="log")}
     for stream in ("stdout", "stderr"):
         text = logs.get(stream, "")
@@ -203,6 +194,21 @@ def _print_task(record: Any, verbose: bool) -> None:
         if verbose and record.error.get("traceback"):
             lines = "\n".join(record.error["traceback"][-6:]).splitlines()
             click.echo("\n".join(f"  {line}" for line in lines))
+
+
+def _print_models(models: dict[str, list[dict[str, Any]]]) -> None:
+    """One line per model: how the task uses it, its name there, the model, its weights."""
+    if not (models["input"] or models["output"]):
+        return
+    click.echo("models:")
+    for kind, listed in models.items():
+        for m in listed:
+            size = size_text(m["size"]) if m["size"] else "-"
+            framework = m["framework"] or "-"
+            click.echo(
+                f"  {kind:6} {m['name']:20} {m['model_name']:20} {framework:12} {size:>9}  "
+                f"{m['id']}  {m['url'] or '(no weights yet)'}"
+            )
 
 
 def _models_of(backend: Any, record: Any) -> dict[str, list[dict[str, Any]]]:
