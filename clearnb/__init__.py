@@ -14,6 +14,9 @@ _EXPORTS = {
     "Task": "clearnb.task",
     "TaskTypes": "clearnb.tasktypes",
     "Artifact": "clearnb.artifacts",
+    "InputModel": "clearnb.model",
+    "Model": "clearnb.model",
+    "OutputModel": "clearnb.model",
     "Logger": "clearnb.logger",
     "StorageManager": "clearnb.storage",
     "NotebookRunner": "clearnb.execution.runner",
@@ -28,8 +31,11 @@ __all__ = [
     "Artifact",
     "Config",
     "Dataset",
+    "InputModel",
     "Logger",
+    "Model",
     "NotebookRunner",
+    "OutputModel",
     "PipelineController",
     "PipelineDecorator",
     "StorageManager",
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     from clearnb.datasets import Dataset
     from clearnb.execution.runner import NotebookRunner, execute_notebook
     from clearnb.logger import Logger
+    from clearnb.model import InputModel, Model, OutputModel
     from clearnb.pipeline.controller import PipelineController
     from clearnb.pipeline.decorator import PipelineDecorator
     from clearnb.storage import StorageManager

@@ -1,4 +1,5 @@
-"""Dicts connected to a task, so that changes made after ``task.connect`` are recorded.
+"""Dicts connected to a task, so that changes made after ``task.connect`` are recorded, and
+the values of connected dicts as they are recorded.
 
 ClearML records a connected dict again whenever it changes (a dict connected empty and
 filled afterwards ends up recorded with its values). Here the task keeps the dicts it
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
+
+from clearnb.notebook.parameters import split_key
 
 
 class ConnectedSections:
@@ -45,3 +48,30 @@ def _snapshot(values: MutableMapping[Any, Any]) -> str:
         return json.dumps(values, sort_keys=True, default=repr)
     except (TypeError, ValueError):  # keys of mixed types cannot be sorted
         return repr(sorted(values.items(), key=repr))
+
+
+def recordable(value: Any) -> Any:
+    """``value`` as something JSON can store (numbers of numpy become Python numbers)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [recordable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): recordable(v) for k, v in value.items()}
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return recordable(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def group_values(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"Section/name": value}`` as ``{"Section": {"name": value}}`` (a bare name is in
+    ``General``), each value made :func:`recordable`."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, name = split_key(str(key))
+        grouped.setdefault(section, {})[name] = recordable(value)
+    return grouped

@@ -143,8 +143,12 @@ def prepare_run(
         parent=parent or (draft.id if draft else None),
         runtime=facts,
         cache_key=cache_key,
+        configuration=dict(draft.configuration) if draft else {},
     )
-    return store.create_task(record)
+    created = store.create_task(record)
+    if draft is not None:  # a template's run uses the models the template uses, as a clone
+        store.copy_task_models(draft.id, created.id, kind="input")
+    return created
 
 
 def _qualified(key: str) -> str:

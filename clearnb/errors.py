@@ -67,6 +67,19 @@ class TaskNotFoundError(ClearnbError, LookupError):
     """No task has the id, or the project and name, that was asked for."""
 
 
+class ModelNotFoundError(ClearnbError, LookupError, ValueError):
+    """No model has the id, or matches the name, project and tags, that were asked for
+    (a ``ValueError`` too, as ClearML raises for a model it cannot locate)."""
+
+
+class ModelError(ClearnbError, ValueError):
+    """A model cannot be changed or read as asked (a published model, no weights, ...)."""
+
+
+class ConfigurationObjectError(ClearnbError, ValueError):
+    """A task's configuration object cannot be stored or read as asked."""
+
+
 class NotebookError(ClearnbError):
     """A notebook path is missing or the file is not a notebook."""
 

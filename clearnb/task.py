@@ -4,7 +4,10 @@ Inside a notebook run by clearnb, ``Task.init()`` attaches to the run's task (it
 the kernel's environment); run interactively in Jupyter it records a new task and
 registers the notebook as a template under its project and name. Which task is this
 process's is :mod:`clearnb.current`'s; preparing, queueing and following a task is
-:mod:`clearnb.dispatch`'s; the logger is :mod:`clearnb.logger`'s.
+:mod:`clearnb.dispatch`'s; the logger is :mod:`clearnb.logger`'s. Parts of ``Task`` live in
+their own modules: status changes in :mod:`clearnb.taskstatus`, configuration objects in
+:mod:`clearnb.taskconfig`, ClearML's task filters in :mod:`clearnb.taskquery`; its models
+are :mod:`clearnb.model`'s.
 """
 
 from __future__ import annotations
@@ -13,21 +16,22 @@ import argparse
 import atexit
 import json
 import logging
+import math
 import os
-import time
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import current, dispatch
+from clearnb import compat, connected, current, dispatch, initargs, taskquery, taskstatus
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.connected import ConnectedSections
 from clearnb.current import CURRENT
 from clearnb.dispatch import ExecutedRemotely
-from clearnb.errors import ClearnbError, ParameterError, TaskFailedError, TaskNotFoundError
+from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
 from clearnb.logger import Logger
+from clearnb.model import InputModel, OutputModel
 from clearnb.notebook.files import code_fingerprint, load_notebook
 from clearnb.notebook.parameters import (
     GENERAL,
@@ -37,6 +41,9 @@ from clearnb.notebook.parameters import (
     split_key,
 )
 from clearnb.store.records import TaskRecord
+from clearnb.taskconfig import ConfigurationObjects
+from clearnb.taskmodels import TaskModels
+from clearnb.taskstatus import StatusChanges, TaskStatusEnum
 from clearnb.tasktypes import TaskTypes
 
 __all__ = ["Artifact", "ExecutedRemotely", "Task", "TaskStatusEnum", "TaskTypes"]
@@ -46,20 +53,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 
 
-class TaskStatusEnum:
-    """Status names of a task."""
-
-    created = "created"
-    queued = "queued"
-    running = "running"
-    in_progress = "running"
-    completed = "completed"
-    failed = "failed"
-    aborted = "aborted"
-    stopped = "aborted"
-
-
-class Task:
+class Task(ConfigurationObjects, StatusChanges):
     """One run of a notebook or function, or a draft/template of one."""
 
     TaskStatusEnum = TaskStatusEnum
@@ -70,6 +64,7 @@ class Task:
         self._backend = backend
         self._logger: Logger | None = None
         self._connected = ConnectedSections()
+        super().__init__()
 
     @classmethod
     def from_record(cls, record: TaskRecord, backend: Backend) -> Task:
@@ -88,28 +83,43 @@ class Task:
         task_name: str | None = None,
         task_type: str = "notebook",
         tags: Sequence[str] | None = None,
-        reuse_last_task_id: bool = True,
-        continue_last_task: bool = False,
-        output_uri: str | None = None,
+        reuse_last_task_id: bool | str = True,
+        continue_last_task: bool | str | int = False,
+        output_uri: str | bool | None = None,
         auto_connect_arg_parser: bool = True,
-        auto_connect_frameworks: bool = True,
-        auto_resource_monitoring: bool = True,
-        auto_connect_streams: bool = True,
+        auto_connect_frameworks: bool | Mapping[str, Any] = True,
+        auto_resource_monitoring: bool | Mapping[str, Any] = True,
+        auto_connect_streams: bool | Mapping[str, bool] = True,
         notebook: str | os.PathLike[str] | None = None,
+        deferred_init: bool = False,
     ) -> Task:
         """The task of this run: attach to it when clearnb runs the notebook, else record one.
 
         Run interactively, the notebook (found from the kernel's environment, or given as
         ``notebook=``) is registered as a template under ``project_name``/``task_name``.
-        ``output_uri`` and the ``auto_*`` flags are accepted for compatibility.
+        Outside a run every call records a new task (``reuse_last_task_id=False`` is what
+        happens anyway). ``output_uri``, ``auto_connect_frameworks``,
+        ``auto_resource_monitoring``, ``auto_connect_streams``, ``deferred_init``, a task
+        id as ``reuse_last_task_id`` and ``continue_last_task`` have no effect here: given
+        away from their defaults they are recorded in the task's runtime
+        (``unused_arguments``) and named in a :class:`~clearnb.errors.CompatibilityWarning`.
         """
+        unused = initargs.unused_init_arguments(
+            reuse_last_task_id=reuse_last_task_id,
+            continue_last_task=continue_last_task,
+            output_uri=output_uri,
+            auto_connect_frameworks=auto_connect_frameworks,
+            auto_resource_monitoring=auto_resource_monitoring,
+            auto_connect_streams=auto_connect_streams,
+            deferred_init=deferred_init,
+        )
         with CURRENT.lock:
             backend = Backend.for_config(Config.from_env())
             attached = current.attached_task_id()
             if attached:
                 existing = CURRENT.task
                 if existing is not None and existing.id == attached:
-                    return existing
+                    return _with_unused(existing, unused)
                 record = backend.store.get_task(attached)
                 names = current.init_names(record, project_name, task_name)
                 if names:  # started without names (clearnb task run nb.ipynb): Task.init's
@@ -120,7 +130,7 @@ class Task:
                     task._logger = early
                 CURRENT.task, CURRENT.logger = task, None
                 current.watch_cells(task.flush)
-                return task
+                return _with_unused(task, unused)
             existing = CURRENT.task
             if existing is not None and existing.status == "running":
                 if (project_name and project_name != existing.project) or (
@@ -133,14 +143,20 @@ class Task:
                         existing.project,
                         existing.name,
                     )
-                return existing
+                return _with_unused(existing, unused)
             record = current.interactive_record(project_name, task_name, task_type, tags, notebook)
             task = cls(backend.store.create_task(record), backend)
             CURRENT.task = task
             current.watch_cells(task.flush)
             current.watch_failures(task._fail_on)
             atexit.register(task._close_at_exit)
-            return task
+            return _with_unused(task, unused)
+
+    @staticmethod
+    def running_locally() -> bool:
+        """False when this process runs a task for clearnb (an agent's or a runner's
+        kernel, a pipeline step); True otherwise (a notebook or script run by hand)."""
+        return current.attached_task_id() is None
 
     @classmethod
     def current_task(cls) -> Task | None:
@@ -159,7 +175,8 @@ class Task:
         allow_archived: bool = True,
         task_filter: Mapping[str, Any] | None = None,
     ) -> Task:
-        """A task by id, or the newest with this project and name."""
+        """A task by id, or the newest with exactly this project and name (and the tags
+        and ``task_filter`` of :meth:`get_tasks`)."""
         backend = Backend.for_config()
         if task_id:
             return cls(backend.store.get_task(task_id), backend)
@@ -167,8 +184,15 @@ class Task:
             raise ClearnbError(
                 "Task.get_task needs task_id=..., or project_name=... and/or task_name=..."
             )
-        found = backend.store.find_tasks(
-            project=project_name, name=task_name, tags=tags or None, limit=1
+        found = taskquery.find_tasks(
+            backend.store,
+            project_name=project_name,
+            task_name=task_name,
+            tags=tags,
+            allow_archived=allow_archived,
+            task_filter=task_filter,
+            exact_name=True,
+            where="Task.get_task",
         )
         if not found:
             raise TaskNotFoundError(
@@ -183,18 +207,22 @@ class Task:
     def get_tasks(
         cls,
         task_ids: Sequence[str] | None = None,
-        project_name: str | None = None,
+        project_name: str | Sequence[str] | None = None,
         task_name: str | None = None,
         tags: Sequence[str] | None = None,
+        allow_archived: bool = True,
         task_filter: Mapping[str, Any] | None = None,
     ) -> list[Task]:
-        """Tasks by ids, or every task matching project, name and tags (newest first)."""
+        """Tasks by ids, or every task matching ClearML's filters, newest first.
+
+        ``project_name`` is a name or a list of names; ``task_name`` a regular expression
+        that may match part of a name; ``task_filter`` takes ClearML's keys (``status``,
+        ``type``, ``parent``, ``order_by``, ``page``, ``page_size``, ...): see
+        :mod:`clearnb.taskquery`.
+        """
         backend = Backend.for_config()
-        if task_ids:
-            return [cls(backend.store.get_task(i), backend) for i in task_ids]
-        status = (task_filter or {}).get("status")
-        records = backend.store.find_tasks(
-            project=project_name, name=task_name, tags=tags or None, status=status
+        records = taskquery.find_tasks(
+            backend.store, task_ids, project_name, task_name, tags, allow_archived, task_filter
         )
         return [cls(r, backend) for r in records]
 
@@ -255,8 +283,11 @@ class Task:
             parent=parent or source.id,
             comment=comment or f"cloned from {source.id}",
             runtime={k: v for k, v in source.runtime.items() if k in ("code_hash", "kernel_name")},
+            configuration=json.loads(json.dumps(source.configuration)),
         )
-        return cls(backend.store.create_task(record), backend)
+        clone = cls(backend.store.create_task(record), backend)
+        backend.store.copy_task_models(source.id, clone.id, kind="input")
+        return clone
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -316,10 +347,25 @@ class Task:
         return self._record
 
     @property
+    def backend(self) -> Backend:
+        """The store and artifact storage the task lives in."""
+        return self._backend
+
+    @property
     def artifacts(self) -> dict[str, Artifact]:
         """The task's artifacts by name, read fresh from the store."""
         stored = self._backend.store.get_artifacts(self.id)
         return {name: Artifact(rec, self._backend.artifacts) for name, rec in stored.items()}
+
+    @property
+    def models(self) -> TaskModels:
+        """The task's models, read fresh: ``{"input": [...], "output": [...]}``, each list
+        also indexable by the model's name on the task (``task.models["output"]["best"]``)."""
+        return TaskModels(self)
+
+    def get_models(self) -> TaskModels:
+        """The task's models (as :attr:`models`)."""
+        return TaskModels(self)
 
     def get_project_name(self) -> str:
         """The task's project."""
@@ -334,10 +380,23 @@ class Task:
         return list(self._record.tags)
 
     def add_tags(self, tags: str | Iterable[str]) -> None:
-        """Add tags to the task."""
-        new = [tags] if isinstance(tags, str) else list(tags)
-        merged = list(dict.fromkeys([*self._record.tags, *new]))
+        """Add tags to the task (a string holds tags separated by spaces, as in ClearML)."""
+        new = tags.split() if isinstance(tags, str) else list(tags)
+        merged = list(dict.fromkeys([*self.reload()._record.tags, *new]))
         self._record = self._backend.store.update_task(self.id, tags=merged)
+
+    @property
+    def comment(self) -> str:
+        """The task's comment (its description)."""
+        return self._record.comment
+
+    @comment.setter
+    def comment(self, value: str) -> None:
+        self.set_comment(value)
+
+    def set_comment(self, comment: str) -> None:
+        """Set the task's comment (its description)."""
+        self._record = self._backend.store.update_task(self.id, comment=str(comment or ""))
 
     def reload(self) -> Task:
         """Read the task again from the store; returns self."""
@@ -346,8 +405,11 @@ class Task:
 
     # -- parameters ---------------------------------------------------------------------------
 
-    def connect(self, mutable: M, name: str | None = None) -> M:
-        """Connect a dict (or argparse Namespace) as parameter section ``name``.
+    def connect(
+        self, mutable: M, name: str | None = None, ignore_remote_overrides: bool = False
+    ) -> M:
+        """Connect a dict (or argparse Namespace) as parameter section ``name``; or a
+        model, recorded as the task's input (:class:`~clearnb.model.InputModel`) or output.
 
         Values the task holds for that section (overrides of a run, or of a cloned
         draft) are written into ``mutable`` in place, typed like its current values; then
@@ -355,10 +417,14 @@ class Task:
         (``Task.init`` outside a run) has no overrides: ``mutable`` is recorded as it is,
         so editing the dict and running the cell again records the new values. Later
         changes to ``mutable`` are recorded too (at the end of each cell, when the run ends
-        and when parameters are read), as ClearML records them. Returns ``mutable``.
+        and when parameters are read), as ClearML records them. With
+        ``ignore_remote_overrides`` a run records ``mutable`` as it is. Returns ``mutable``.
         """
         section = name or GENERAL
         values: MutableMapping[Any, Any]
+        if isinstance(mutable, InputModel | OutputModel):
+            mutable.connect(self, name, ignore_remote_overrides=ignore_remote_overrides)
+            return mutable
         if isinstance(mutable, argparse.Namespace):
             values = vars(mutable)
         elif isinstance(mutable, MutableMapping):
@@ -369,7 +435,7 @@ class Task:
                 f"{type(mutable).__name__}; put the parameters in a dict first."
             )
         record = self.reload()._record
-        if record.runtime.get("interactive"):
+        if record.runtime.get("interactive") or ignore_remote_overrides:
             self._set_section(section, dict(values), replace=False)
             self._connected.add(section, values)
             return mutable
@@ -402,9 +468,41 @@ class Task:
             for key, value in values.items()
         }
 
-    def get_parameters_as_dict(self) -> dict[str, dict[str, Any]]:
-        """All parameters by section: ``{"Section": {"name": value}}``."""
-        return json.loads(json.dumps(self._record_connected()._record.parameters))  # type: ignore[no-any-return]
+    def get_parameters_as_dict(self, cast: bool = False) -> dict[str, Any]:
+        """All parameters by section: ``{"Section": {"name": value}}``; a name with ``/``
+        in it nests further (``"opt/lr"`` is ``{"opt": {"lr": ...}}``), as in ClearML.
+
+        Values are stored with their types here, so they come back typed whether or not
+        ``cast`` is asked for (ClearML gives text unless ``cast``).
+        """
+        nested: dict[str, Any] = {}
+        for section, values in self._record_connected()._record.parameters.items():
+            top = nested.setdefault(section, {})
+            for key, value in sorted(values.items(), key=lambda item: item[0].count("/")):
+                *parents, leaf = key.split("/")
+                place = top
+                for parent in parents:
+                    place = place.setdefault(parent, {})
+                    if not isinstance(place, dict):  # "a" holds a value and "a/b" another
+                        place, leaf = top, key
+                        break
+                place[leaf] = json.loads(json.dumps(value))
+        return nested
+
+    def set_parameters_as_dict(self, dictionary: Mapping[str, Any]) -> None:
+        """Set parameters from a nested dict, ``{"Section": {"name": value, "group": {...}}}``
+        (nested names are joined with ``/``); the others are kept, as ClearML's update."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, values: Mapping[Any, Any]) -> None:
+            for key, value in values.items():
+                if isinstance(value, Mapping) and value:
+                    walk(f"{prefix}{key}/", value)
+                else:
+                    flat[f"{prefix}{key}"] = value
+
+        walk("", dictionary)
+        self.update_parameters(flat)
 
     def get_parameter(self, name: str, default: Any = None) -> Any:
         """One parameter by ``"Section/name"`` (a bare name means ``General``)."""
@@ -413,12 +511,12 @@ class Task:
 
     def set_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Replace all parameters with ``{"Section/name": value}`` (bare names: ``General``)."""
-        grouped = _group({**(parameters or {}), **kwargs})
+        grouped = connected.group_values({**(parameters or {}), **kwargs})
         self._record = self._backend.store.update_task(self.id, parameters=grouped)
 
     def update_parameters(self, parameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Set or change some parameters, keeping the others."""
-        for section, values in _group({**(parameters or {}), **kwargs}).items():
+        for section, values in connected.group_values({**(parameters or {}), **kwargs}).items():
             self._set_section(section, values, replace=False)
 
     def set_parameter(self, name: str, value: Any) -> None:
@@ -432,7 +530,7 @@ class Task:
         return self.reload()
 
     def _set_section(self, section: str, values: Mapping[str, Any], replace: bool) -> None:
-        clean = {str(k): _jsonable(v) for k, v in values.items()}
+        clean = {str(k): connected.recordable(v) for k, v in values.items()}
         if replace:
             parameters = dict(self.reload()._record.parameters)
             parameters[section] = clean
@@ -483,94 +581,20 @@ class Task:
             series["y"].append(row.value)
         return result
 
-    # -- status --------------------------------------------------------------------------------
-
-    def mark_started(self, force: bool = False) -> None:
-        """Set status ``running``."""
-        self._record = self._backend.store.update_task(
-            self.id, status="running", started=time.time()
-        )
-
-    def mark_completed(self, ignore_errors: bool = True, status_message: str | None = None) -> None:
-        """Set status ``completed``."""
-        self._finish("completed", None)
-
-    def mark_failed(self, ignore_errors: bool = True, status_reason: str | None = None) -> None:
-        """Set status ``failed`` with ``status_reason``."""
-        self._finish("failed", {"reason": status_reason or "marked failed"})
-
-    def mark_stopped(self, force: bool = False, status_message: str | None = None) -> None:
-        """Set status ``aborted``; a task running on an agent is stopped by that agent."""
-        record = self.reload()._record
-        if record.worker is not None and record.status == "running":
-            self._record = self._backend.store.request_abort(
-                self.id, status_message or "stopped by the user"
-            )
-            return
-        self._finish("aborted", {"reason": status_message or "stopped"})
-
-    # -- queues ------------------------------------------------------------------------------
-
-    @classmethod
-    def enqueue(
-        cls,
-        task: Task | str,
-        queue_name: str | None = None,
-        queue_id: str | None = None,
-        force: bool = False,
-    ) -> dict[str, Any]:
-        """Send ``task`` to a queue; an agent serving it runs it (``clearnb agent``).
-
-        The task must be a draft (``Task.clone``, ``Task.create``) or, with ``force``, a
-        task that ended, which is reset. Bad parameters are refused here, before queueing.
-        Warns (:class:`~clearnb.dispatch.QueueWarning`) if no agent serves the queue.
-        """
-        name = queue_name or queue_id
-        if not name:
-            raise ClearnbError(
-                "Task.enqueue needs a queue: Task.enqueue(task, queue_name='default')"
-            )
-        backend = task._backend if isinstance(task, Task) else Backend.for_config()
-        task_id = task.id if isinstance(task, Task) else task
-        record = dispatch.enqueue(backend, task_id, name, force=force)
-        if isinstance(task, Task):
-            task._record = record if record.id == task.id else task.reload()._record
-        return {"queued": 1, "task": record.id, "queue": name, "status": record.status}
-
-    def wait_for_status(
-        self,
-        status: Iterable[str] = ("completed", "aborted"),
-        raise_on_status: Iterable[str] | None = ("failed",),
-        check_interval_sec: float = 0.5,
-        timeout: float | None = None,
-    ) -> Task:
-        """Wait until the task reaches one of ``status``; returns it, reloaded.
-
-        Reaching one of ``raise_on_status`` raises :class:`TaskFailedError` with the
-        reason. ``timeout`` (seconds) raises :class:`TimeoutError` when it runs out.
-        """
-        wanted = {TaskStatusEnum.__dict__.get(s, s) for s in status}
-        raising = {TaskStatusEnum.__dict__.get(s, s) for s in raise_on_status or ()}
-        record = dispatch.follow(
-            self._backend,
-            self.id,
-            until=wanted | raising,
-            timeout=timeout,
-            interval=check_interval_sec,
-        )
-        self._record = record
-        if record.status in raising:
-            reason = (record.error or {}).get("reason", record.status)
-            raise TaskFailedError(
-                f"Task {record.id} ({record.name}) ended {record.status}: {reason}",
-                task_id=record.id,
-                error=record.error,
-            )
-        if record.status not in wanted:
-            raise TimeoutError(
-                f"Task {record.id} ({record.name}) is still {record.status} after {timeout:g} s"
-            )
-        return self
+    def get_last_scalar_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{title: {series: {"last": v, "min": v, "max": v}}}``: each series' value at the
+        last iteration reported, and its smallest and largest value (NaN left out of those
+        unless it is the only value)."""
+        self.flush()
+        reported: dict[tuple[str, str], list[float]] = {}
+        for row in self._backend.store.get_scalars(self.id):  # by title, series, iteration
+            reported.setdefault((row.title, row.series), []).append(row.value)
+        summary: dict[str, dict[str, dict[str, float]]] = {}
+        for (title, series), values in reported.items():
+            finite = [v for v in values if not math.isnan(v)] or values
+            last = {"last": values[-1], "min": min(finite), "max": max(finite)}
+            summary.setdefault(title, {})[series] = last
+        return summary
 
     def execute_remotely(
         self, queue_name: str | None = None, clone: bool = False, exit_process: bool = True
@@ -626,17 +650,12 @@ class Task:
                 CURRENT.task = None
 
     def flush(self, wait: bool = False) -> bool:
-        """Write reports still buffered by this task's logger."""
+        """Write reports still buffered by this task's logger, and record the connected
+        dicts (parameters, configurations) changed since they were last recorded."""
         if self._logger is not None:
             self._logger.flush()
         self._record_connected()
-        return True
-
-    def _finish(self, status: str, error: dict[str, Any] | None) -> None:
-        self.flush()
-        self._record = self._backend.store.update_task(
-            self.id, status=status, error=error, completed=time.time()
-        )
+        return super().flush(wait)
 
     def _fail_on(self, exc: BaseException) -> None:
         """Record the end of a task started by hand whose code raised ``exc``."""
@@ -646,9 +665,9 @@ class Task:
         if record.status != "running" or record.worker is not None:
             return
         if isinstance(exc, KeyboardInterrupt):
-            self._finish("aborted", {"reason": "interrupted (Ctrl-C)"})
+            taskstatus.end(self, "aborted", {"reason": "interrupted (Ctrl-C)"})
         else:
-            self._finish("failed", current.error_of(exc))
+            taskstatus.end(self, "failed", current.error_of(exc))
 
     def _close_at_exit(self) -> None:
         try:
@@ -663,26 +682,10 @@ class Task:
         return f"<Task {self.id} {self.project}/{self.name} [{self.status}]>"
 
 
-def _group(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    grouped: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, name = split_key(str(key))
-        grouped.setdefault(section, {})[name] = _jsonable(value)
-    return grouped
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as something JSON can store (numbers of numpy become Python numbers)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return _jsonable(item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)
+def _with_unused(task: Task, unused: Mapping[str, Any]) -> Task:
+    """``task``, with the ``Task.init`` arguments that do nothing here in its runtime."""
+    if unused:
+        task._record = task._backend.store.update_runtime(
+            task.id, compat.UNUSED_KEY, lambda recorded: {**(recorded or {}), **unused}
+        )
+    return task

@@ -450,11 +450,12 @@ class ArtifactStorage:
                 codec=codec.name,
             ) from exc
 
-    def local_copy(self, record: ArtifactRecord) -> Path:
+    def local_copy(self, record: ArtifactRecord, *, refresh: bool = False) -> Path:
         """A local file holding the artifact's verified bytes.
 
         Local artifacts are checked in place; remote ones are downloaded (atomically) into
-        ``cache_dir/artifacts/{hash[:2]}/{hash}/`` once and reused while they stay valid.
+        ``cache_dir/artifacts/{hash[:2]}/{hash}/`` once and reused while they stay valid
+        (with ``refresh``, downloaded again all the same).
         """
         fs, path = filesystem(record.url)
         if is_local(fs):
@@ -466,7 +467,7 @@ class ArtifactStorage:
         if filename in ("", ".", ".."):
             filename = "artifact"
         target = slot / filename
-        if target.is_file():
+        if target.is_file() and not refresh:
             try:
                 self._verify(record, target, where=f"{target} (cached copy of {record.url})")
                 return target

@@ -135,11 +135,14 @@ def show_command(task_id: str, as_json: bool) -> None:
     from clearnb.backend import Backend
     from clearnb.reports import summary
 
-    store = backend_or_exit(Backend).store
+    backend = backend_or_exit(Backend)
+    store = backend.store
     store.expire_leases()
     record = task_or_exit(store, task_id)
+    models = _models_of(backend, record)
     if as_json:
         data = _task_dict(record)
+        data["models"] = models
         data["artifacts"] = {
             name: {
                 "url": a.url,
@@ -165,6 +168,7 @@ def show_command(task_id: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     _print_task(record, verbose=True)
+    _print_models(models)
     artifacts = store.get_artifacts(task_id)
     if artifacts:
         click.echo("artifacts:")
@@ -227,6 +231,43 @@ def _print_task(record: Any, verbose: bool) -> None:
         if verbose and record.error.get("traceback"):
             lines = "\n".join(record.error["traceback"][-6:]).splitlines()
             click.echo("\n".join(f"  {line}" for line in lines))
+
+
+def _print_models(models: dict[str, list[dict[str, Any]]]) -> None:
+    """One line per model: how the task uses it, its name there, the model, its weights."""
+    if not (models["input"] or models["output"]):
+        return
+    click.echo("models:")
+    for kind, listed in models.items():
+        for m in listed:
+            size = size_text(m["size"]) if m["size"] else "-"
+            framework = m["framework"] or "-"
+            click.echo(
+                f"  {kind:6} {m['name']:20} {m['model_name']:20} {framework:12} {size:>9}  "
+                f"{m['id']}  {m['url'] or '(no weights yet)'}"
+            )
+
+
+def _models_of(backend: Any, record: Any) -> dict[str, list[dict[str, Any]]]:
+    """The task's input and output models, each with the name the task gives it."""
+    from clearnb.task import Task
+
+    found = Task.from_record(record, backend).models
+    return {
+        kind: [
+            {
+                "name": name,
+                "id": model.record.id,
+                "model_name": model.name,
+                "framework": model.framework,
+                "url": model.url,
+                "size": model.record.size,
+                "hash": model.record.hash,
+            }
+            for name, model in zip(found[kind].keys(), found[kind], strict=True)
+        ]
+        for kind in ("input", "output")
+    }
 
 
 def _task_dict(record: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The metadata store: tasks, artifacts, scalars, reports, events and queues behind one
-interface.
+"""The metadata store: tasks, artifacts, scalars, reports, events, queues and models behind
+one interface.
 
 ``open_store(url)`` opens SQLite (the default, a file under ``CLEARNB_HOME``) or
 PostgreSQL through SQLAlchemy Core, creating or migrating the schema on first use.
@@ -13,8 +13,10 @@ from clearnb.store.records import (
     TASK_STATUSES,
     ArtifactRecord,
     EventRecord,
+    ModelRecord,
     ReportRecord,
     ScalarRecord,
+    TaskModelRecord,
     TaskRecord,
     WorkerRecord,
     new_id,
@@ -29,9 +31,11 @@ __all__ = [
     "TASK_STATUSES",
     "ArtifactRecord",
     "EventRecord",
+    "ModelRecord",
     "ReportRecord",
     "ScalarRecord",
     "Store",
+    "TaskModelRecord",
     "TaskRecord",
     "WorkerRecord",
     "new_id",

@@ -78,6 +78,33 @@ class QueueOperations:
 
         return database.run(op, write=True)
 
+    def remove_from_queue(self, task_id: str) -> TaskRecord:
+        """Take a queued task out of its queue, back to a draft (status ``created``);
+        a task that is not queued is refused with a :class:`StoreError` saying what it is."""
+        database = self.database
+
+        def op(conn: Connection) -> TaskRecord:
+            record = database.select_task(conn, task_id, lock=True)
+            if record.status != "queued":
+                hint = (
+                    f"abort it instead (clearnb task abort {task_id})"
+                    if record.status == "running"
+                    else "only a queued task can be dequeued"
+                )
+                raise StoreError(
+                    f"Task {task_id} ({record.name}) is {record.status}, not queued: {hint}.",
+                    task_id=task_id,
+                    status=record.status,
+                )
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(status="created", queue=None, enqueued=None, last_update=time.time())
+            )
+            return database.select_task(conn, task_id)
+
+        return database.run(op, write=True)
+
     def has_queued(self, queues: Sequence[str]) -> bool:
         """Whether any task waits in one of ``queues`` (a cheap read before dequeuing)."""
         query = (

@@ -58,6 +58,9 @@ class TaskRecord:
     """The running task's agent must renew its lease before this time, or lose the task."""
     abort_requested: str | None = None
     """Why someone asked to stop the task; the agent running it stops its kernel."""
+    configuration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Configuration objects by name: ``{"name": {"value": text, "type": ..., "description":
+    ...}}`` (``task.connect_configuration``)."""
 
 
 @dataclass
@@ -94,6 +97,51 @@ class ArtifactRecord:
     """Size in bytes of the stored file."""
     preview: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+
+@dataclass
+class ModelRecord:
+    """A model: its weights (a stored file or folder, or a registered URL) and what
+    describes them."""
+
+    name: str
+    id: str = field(default_factory=new_id)
+    project: str = "default"
+    task_id: str | None = None
+    """Id of the task that created the model."""
+    framework: str = ""
+    tags: list[str] = field(default_factory=list)
+    system_tags: list[str] = field(default_factory=list)
+    """``package`` (the weights are a folder), ``archived``."""
+    comment: str = ""
+    design: str = ""
+    """The model's configuration as text (``config_text``; ``config_dict`` as JSON)."""
+    labels: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    """``{key: {"key": key, "value": text, "type": type name}}``, as ClearML's."""
+    uri: str | None = None
+    """Where the weights are: the stored file, or a URL registered as it is."""
+    hash: str = ""
+    """sha256 of the stored weights file (empty for a registered URL)."""
+    size: int = 0
+    codec: str = ""
+    """How the weights were stored (``file``, ``folder``); empty for a registered URL."""
+    iteration: int | None = None
+    published: bool = False
+    created: float = field(default_factory=time.time)
+    last_update: float = field(default_factory=time.time)
+
+
+@dataclass
+class TaskModelRecord:
+    """A model connected to a task, as its input or its output, under a name."""
+
+    task_id: str
+    kind: str
+    """``input`` or ``output``."""
+    name: str
+    model_id: str
     created: float = field(default_factory=time.time)
 
 

@@ -14,11 +14,18 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from clearnb.store.records import TASK_STATUSES, ArtifactRecord, TaskRecord, WorkerRecord
+from clearnb.store.records import (
+    TASK_STATUSES,
+    ArtifactRecord,
+    ModelRecord,
+    TaskModelRecord,
+    TaskRecord,
+    WorkerRecord,
+)
 
 TASK_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord))
 """The fields of a task, in the order of :class:`TaskRecord`."""
-TASK_JSON_FIELDS = frozenset({"parameters", "tags", "error", "runtime"})
+TASK_JSON_FIELDS = frozenset({"parameters", "tags", "error", "runtime", "configuration"})
 """Task fields stored as JSON text."""
 WORKER_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerRecord))
 _WORKER_JSON_FIELDS = ("queues", "running")
@@ -71,6 +78,7 @@ def row_to_task(row: Row[Any]) -> TaskRecord:
     for name in TASK_JSON_FIELDS:
         if values[name] is not None:
             values[name] = json.loads(values[name])
+    values["configuration"] = values["configuration"] or {}  # NULL in a migrated store
     return TaskRecord(**{name: values[name] for name in TASK_FIELDS})
 
 
@@ -94,6 +102,60 @@ def row_to_artifact(row: Row[Any]) -> ArtifactRecord:
         size=int(values["size"]),
         preview=values["preview"],
         metadata=json.loads(values["metadata"]),
+        created=float(values["created"]),
+    )
+
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelRecord))
+"""The fields of a model, in the order of :class:`ModelRecord`."""
+MODEL_JSON_FIELDS = frozenset({"tags", "system_tags", "labels", "metadata"})
+"""Model fields stored as JSON text."""
+
+
+def encode_model_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The column values of model ``fields`` to change, checked: a :class:`ValueError`
+    names an unknown field or the id (which cannot change)."""
+    unknown = sorted(set(fields) - set(MODEL_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"Unknown model field(s) {', '.join(unknown)}; "
+            f"a model has: {', '.join(f for f in MODEL_FIELDS if f != 'id')}."
+        )
+    if "id" in fields:
+        raise ValueError("The id of a model cannot change; create a new model instead.")
+    return {
+        name: dumps(value, f"model {name}") if name in MODEL_JSON_FIELDS else value
+        for name, value in fields.items()
+    }
+
+
+def model_to_row(record: ModelRecord) -> dict[str, Any]:
+    """The ``models`` row of ``record``."""
+    values = {name: getattr(record, name) for name in MODEL_FIELDS}
+    del values["id"]
+    return {"id": record.id, **encode_model_fields(values)}
+
+
+def row_to_model(row: Row[Any]) -> ModelRecord:
+    """The model a ``models`` row holds."""
+    values = dict(row._mapping)
+    for name in MODEL_JSON_FIELDS:
+        values[name] = json.loads(values[name])
+    values["size"] = int(values["size"])
+    values["published"] = bool(values["published"])
+    if values["iteration"] is not None:
+        values["iteration"] = int(values["iteration"])
+    return ModelRecord(**{name: values[name] for name in MODEL_FIELDS})
+
+
+def row_to_task_model(row: Row[Any]) -> TaskModelRecord:
+    """The link a ``task_models`` row holds."""
+    values = row._mapping
+    return TaskModelRecord(
+        task_id=values["task_id"],
+        kind=values["kind"],
+        name=values["name"],
+        model_id=values["model_id"],
         created=float(values["created"]),
     )
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from clearnb.errors import SchemaVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this clearnb writes and reads."""
 
 CLEARNB_VERSION_KEY = "clearnb_version"
@@ -162,13 +162,62 @@ def _v2_tables(metadata: sa.MetaData) -> None:
     )
 
 
+def _v3_task_columns() -> list[sa.Column[Any]]:
+    """Columns version 3 adds to ``tasks``: the configuration objects."""
+    return [sa.Column("configuration", JSON_TEXT, nullable=True)]
+
+
+def _v3_tables(metadata: sa.MetaData) -> None:
+    """Define the tables version 3 adds on ``metadata``: models, and the models of tasks."""
+    sa.Table(
+        "models",
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("project", sa.Text, nullable=False),
+        # No foreign key: a model outlives the task that created it, as in ClearML.
+        sa.Column("task_id", sa.String(64), nullable=True),
+        sa.Column("framework", sa.Text, nullable=False),
+        sa.Column("tags", JSON_TEXT, nullable=False),
+        sa.Column("system_tags", JSON_TEXT, nullable=False),
+        sa.Column("comment", sa.Text, nullable=False),
+        sa.Column("design", sa.Text, nullable=False),
+        sa.Column("labels", JSON_TEXT, nullable=False),
+        sa.Column("metadata", JSON_TEXT, nullable=False),
+        sa.Column("uri", sa.Text, nullable=True),
+        sa.Column("hash", sa.String(128), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("codec", sa.String(64), nullable=False),
+        sa.Column("iteration", sa.BigInteger, nullable=True),
+        sa.Column("published", sa.Boolean, nullable=False),
+        sa.Column("created", sa.Double, nullable=False),
+        sa.Column("last_update", sa.Double, nullable=False),
+        sa.Index("ix_models_project_name_created", "project", "name", "created"),
+        sa.Index("ix_models_task_id", "task_id"),
+        sa.Index("ix_models_created", "created"),
+    )
+    sa.Table(
+        "task_models",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(64), _task_fk(), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("model_id", sa.String(64), nullable=False),
+        sa.Column("created", sa.Double, nullable=False),
+        sa.UniqueConstraint("task_id", "kind", "name", name="uq_task_models_task_kind_name"),
+        sa.Index("ix_task_models_model_id", "model_id"),
+    )
+
+
 METADATA = sa.MetaData()
 """The current schema, used by the queries of :mod:`clearnb.store.sql` and
 :mod:`clearnb.store.queues`."""
 schema_version_table = _version_table(METADATA)
 _v1_tables(METADATA)
 _v2_tables(METADATA)
-for _column in _v2_task_columns():
+_v3_tables(METADATA)
+for _column in [*_v2_task_columns(), *_v3_task_columns()]:
     METADATA.tables["tasks"].append_column(_column)
 tasks_table = METADATA.tables["tasks"]
 sa.Index(
@@ -183,6 +232,8 @@ reports_table = METADATA.tables["reports"]
 events_table = METADATA.tables["events"]
 workers_table = METADATA.tables["workers"]
 store_info_table = METADATA.tables["store_info"]
+models_table = METADATA.tables["models"]
+task_models_table = METADATA.tables["task_models"]
 
 
 def _migrate_0_to_1(conn: Connection) -> None:
@@ -192,15 +243,20 @@ def _migrate_0_to_1(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
-def _migrate_1_to_2(conn: Connection) -> None:
-    """Add the queue columns of ``tasks``, the ``workers`` table (agents) and ``store_info``."""
+def _add_task_columns(conn: Connection, columns: Sequence[sa.Column[Any]]) -> None:
+    """Add the nullable ``columns`` to ``tasks``, leaving out those it has already."""
     existing = {column["name"] for column in sa.inspect(conn).get_columns("tasks")}
     preparer = conn.dialect.identifier_preparer
-    for column in _v2_task_columns():
+    for column in columns:
         if column.name in existing:
             continue
         kind = column.type.compile(dialect=conn.dialect)
         conn.execute(sa.text(f"ALTER TABLE tasks ADD COLUMN {preparer.quote(column.name)} {kind}"))
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    """Add the queue columns of ``tasks``, the ``workers`` table (agents) and ``store_info``."""
+    _add_task_columns(conn, _v2_task_columns())
     conn.execute(
         sa.text(
             "CREATE INDEX IF NOT EXISTS ix_tasks_queue_status_enqueued "
@@ -212,9 +268,23 @@ def _migrate_1_to_2(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    """Add the ``configuration`` column of ``tasks`` and the ``models`` and ``task_models``
+    tables."""
+    _add_task_columns(conn, _v3_task_columns())
+    metadata = sa.MetaData()
+    _v1_tables(metadata)  # task_models refers to tasks: the table must be known
+    _v3_tables(metadata)
+    metadata.create_all(
+        conn,
+        tables=[metadata.tables["models"], metadata.tables["task_models"]],
+        checkfirst=True,
+    )
+
+
 Migration = Callable[[Connection], None]
 
-MIGRATIONS: Sequence[Migration] = (_migrate_0_to_1, _migrate_1_to_2)
+MIGRATIONS: Sequence[Migration] = (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3)
 """``MIGRATIONS[n - 1]`` upgrades a store from schema version ``n - 1`` to ``n``."""
 
 

@@ -1,7 +1,8 @@
 """The metadata store on SQLAlchemy Core: SQLite by default, PostgreSQL for teams.
 
 :class:`Store` is the one interface: tasks, artifacts, scalars, reports and events here,
-the queue tables from :mod:`clearnb.store.queues`, all through one :class:`Database`
+the queue tables from :mod:`clearnb.store.queues`, the model tables from
+:mod:`clearnb.store.models`, all through one :class:`Database`
 (:mod:`clearnb.store.engine`), which makes concurrent writers from several processes safe.
 """
 
@@ -27,6 +28,7 @@ from clearnb.store.engine import (
     lock_event_numbers,
     task_exists,
 )
+from clearnb.store.models import ModelOperations
 from clearnb.store.queues import QueueOperations
 from clearnb.store.records import (
     ArtifactRecord,
@@ -51,13 +53,12 @@ from clearnb.store.schema import (
     events_table,
     reports_table,
     scalars_table,
+    task_models_table,
     tasks_table,
 )
+from clearnb.store.tags import TagFilter
 
 __all__ = ["Store", "open_store"]
-
-_ALL_TAGS = "__$all"
-_ANY_TAGS = "__$any"
 
 
 def open_store(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Store:
@@ -69,8 +70,9 @@ def open_store(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Store
     return Store(url, lock_timeout=lock_timeout)
 
 
-class Store(QueueOperations):
-    """Tasks, artifacts, scalars, reports, events and queues of one clearnb installation.
+class Store(QueueOperations, ModelOperations):
+    """Tasks, artifacts, scalars, reports, events, queues and models of one clearnb
+    installation.
 
     Safe to share between the threads of a process; each process opens its own Store.
     """
@@ -226,6 +228,22 @@ class Store(QueueOperations):
 
         self.database.run(op, write=True)
 
+    def set_configuration(self, task_id: str, items: Mapping[str, Mapping[str, Any]]) -> TaskRecord:
+        """Set the task's configuration objects ``items`` (by name; the others are kept) in
+        one transaction with the task's row locked; returns the task."""
+
+        def op(conn: Connection) -> TaskRecord:
+            record = self.database.select_task(conn, task_id, lock=True)
+            merged = {**record.configuration, **{name: dict(item) for name, item in items.items()}}
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(configuration=dumps(merged, "configuration"), last_update=time.time())
+            )
+            return self.database.select_task(conn, task_id)
+
+        return self.database.run(op, write=True)
+
     def find_tasks(
         self,
         project: str | None = None,
@@ -244,7 +262,7 @@ class Store(QueueOperations):
         having ``tag``; a first element ``"__$all"`` asks for all the tags instead.
         """
         statuses = status_list(status)
-        tag_filter = _TagFilter.parse(tags)
+        tag_filter = TagFilter.parse(tags)
         query = sa.select(tasks_table)
         if project is not None:
             query = query.where(tasks_table.c.project == project)
@@ -280,12 +298,20 @@ class Store(QueueOperations):
         return self.database.run(op, write=False)
 
     def delete_task(self, task_id: str) -> None:
-        """Delete a task with its artifact rows, scalars, reports and events."""
+        """Delete a task with its artifact rows, scalars, reports, events and the connections
+        of models to it (the models it created stay, as in ClearML)."""
 
         def op(conn: Connection) -> None:
             if not task_exists(conn, task_id):
                 raise self.database.task_not_found(task_id)
-            for table in (events_table, reports_table, scalars_table, artifacts_table):
+            tables = (
+                events_table,
+                reports_table,
+                scalars_table,
+                artifacts_table,
+                task_models_table,
+            )
+            for table in tables:
                 conn.execute(sa.delete(table).where(table.c.task_id == task_id))
             conn.execute(sa.delete(tasks_table).where(tasks_table.c.id == task_id))
 
@@ -495,36 +521,3 @@ class Store(QueueOperations):
             ]
 
         return self.database.run(op, write=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class _TagFilter:
-    """ClearML's tag filter: any (default) or all of ``wanted``, none of ``excluded``."""
-
-    wanted: frozenset[str]
-    excluded: frozenset[str]
-    require_all: bool
-
-    @classmethod
-    def parse(cls, tags: Iterable[str] | None) -> _TagFilter | None:
-        if tags is None:
-            return None
-        items = [tags] if isinstance(tags, str) else list(tags)
-        require_all = False
-        if items and items[0] in (_ALL_TAGS, _ANY_TAGS):
-            require_all = items.pop(0) == _ALL_TAGS
-        wanted = frozenset(tag for tag in items if not tag.startswith("-"))
-        excluded = frozenset(tag[1:] for tag in items if tag.startswith("-"))
-        if not wanted and not excluded:
-            return None
-        return cls(wanted, excluded, require_all)
-
-    def matches(self, tags: Iterable[str]) -> bool:
-        have = set(tags)
-        if have & self.excluded:
-            return False
-        if not self.wanted:
-            return True
-        if self.require_all:
-            return self.wanted <= have
-        return bool(self.wanted & have)

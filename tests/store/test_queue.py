@@ -154,13 +154,16 @@ def test_a_version_1_store_is_upgraded_keeping_its_tasks(tmp_path: Path) -> None
     # Turn the file back into what clearnb wrote at schema version 1.
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE workers")
+        conn.execute("DROP TABLE task_models")  # from version 3
+        conn.execute("DROP TABLE models")
         conn.execute("DROP INDEX ix_tasks_queue_status_enqueued")
         for column in ("queue", "enqueued", "worker", "lease_expires", "abort_requested"):
             conn.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        conn.execute("ALTER TABLE tasks DROP COLUMN configuration")
         conn.execute("UPDATE schema_version SET version = 1")
-    assert SCHEMA_VERSION == 2 and len(schema.MIGRATIONS) == 2
+    assert SCHEMA_VERSION == 3 and len(schema.MIGRATIONS) == 3
     with open_store(url) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert store.get_task(kept.id).name == "kept"
         assert store.enqueue_task(kept.id, "default").queue == "default"
         assert store.get_workers() == []
