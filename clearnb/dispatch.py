@@ -20,6 +20,7 @@ from clearnb.current import in_ipython
 from clearnb.errors import ClearnbError
 from clearnb.notebook.files import check_kernel, code_fingerprint, kernel_name_of, load_notebook
 from clearnb.notebook.parameters import GENERAL, NotebookParameters
+from clearnb.notebook.scripts import is_script
 from clearnb.store.records import FINAL_STATUSES, EventRecord, TaskRecord, WorkerRecord
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def prepare_run(
     facts = {
         **(runtime or {}),
         "overrides": overridden,
-        "injected": declared.injected(resolved),
+        "injected": declared.injected(resolved, connected=is_script(path)),
         "kernel_name": kernel_name_of(nb),
         "code_hash": code_fingerprint(nb),
     }

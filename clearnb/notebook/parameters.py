@@ -320,9 +320,13 @@ class NotebookParameters:
                 found[f"{section}/{name}"] = sorted(declared or {})
         return found
 
-    def injected(self, resolved: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    def injected(
+        self, resolved: Mapping[str, Mapping[str, Any]], *, connected: bool = False
+    ) -> dict[str, Any]:
         """The ``General`` values papermill injects: those of ``parameters`` cell variables,
         and names (valid as variables) the notebook does not declare, as ClearML sets them.
+        With ``connected``, the keys of connected dicts too (a script's notebook: it has no
+        ``parameters`` cell, so the injected cell is where its run's values show).
 
         papermill writes None, bools, numbers, strings, lists and dicts with string keys as
         Python literals; tuples are passed as lists. Any other value would reach the
@@ -333,7 +337,7 @@ class NotebookParameters:
         values = {
             k: v
             for k, v in resolved.get(GENERAL, {}).items()
-            if k in cell or (k not in general and k.isidentifier())
+            if k in cell or (k.isidentifier() and (connected or k not in general))
         }
         problems: list[str] = []
         injected: dict[str, Any] = {}
