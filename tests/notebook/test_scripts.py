@@ -2,7 +2,7 @@
 
 A script is converted with jupytext (cells at ``# %%`` markers, else one per top-level
 block), runs on a real kernel as ``python script.py`` would (``sys.argv``, ``__file__``),
-and leaves an executed notebook.
+and leaves an executed notebook; ``python script.py`` with ``Task.init`` registers it.
 """
 
 from __future__ import annotations
@@ -254,3 +254,56 @@ def test_task_run_runs_a_script(home: Path, tmp_path: Path) -> None:
     task = Task.get_task(task_id=task_id_in(result.stdout))
     assert task.status == "completed", task.error
     assert task.artifacts["seen"].get()["args"]["rows"] == 8
+
+
+# -- registering ------------------------------------------------------------------------------
+
+REGISTERS = """
+    from clearnb import Task
+
+    task = Task.init(project_name="scripts", task_name="registered")
+    args = {"rows": 3, "label": "plain"}
+    task.connect(args)
+    task.execute_remotely()
+
+    print("not here")
+"""
+
+
+def test_python_script_registers_the_script_as_a_template(home: Path, tmp_path: Path) -> None:
+    script = write(tmp_path / "register_me.py", REGISTERS)
+    done = run_python(script, home)
+    assert done.returncode == 0, done.stderr
+    assert "not here" not in done.stdout
+    assert "could not tell which notebook" not in done.stderr
+    template = Task.get_task(project_name="scripts", task_name="registered")
+    assert template.notebook == str(script)
+    assert template.status == "created", "execute_remotely() without a queue: a draft"
+    assert template.get_parameters_as_dict() == {"General": {"rows": 3, "label": "plain"}}
+    assert template.runtime["template"] is True
+    assert template.runtime["code_hash"] == code_fingerprint(load_notebook(script))
+
+
+def test_a_package_main_is_no_template(home: Path, tmp_path: Path) -> None:
+    package = tmp_path / "stepkit"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    write(package / "__main__.py", REGISTERS.replace("registered", "from a package"))
+    done = subprocess.run(
+        [sys.executable, "-m", "stepkit"],
+        env=script_environment(home),
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not tell which notebook" in done.stderr, "python -m package runs no file alone"
+
+
+def test_task_create_registers_a_script(home: Path, tmp_path: Path) -> None:
+    script = write(tmp_path / "created.py", LIGHT)
+    task = Task.create(project_name="scripts", task_name="created", notebook=script)
+    assert task.notebook == str(script) and task.status == "created"
+    assert task.get_parameters_as_dict() == {"General": {"rows": 3}}
+    assert task.runtime["code_hash"] == code_fingerprint(load_notebook(script))
