@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import current, dispatch
+from clearnb import arguments, current, dispatch
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
@@ -91,7 +91,7 @@ class Task:
         reuse_last_task_id: bool = True,
         continue_last_task: bool = False,
         output_uri: str | None = None,
-        auto_connect_arg_parser: bool = True,
+        auto_connect_arg_parser: bool | Mapping[str, bool] = True,
         auto_connect_frameworks: bool = True,
         auto_resource_monitoring: bool = True,
         auto_connect_streams: bool = True,
@@ -100,8 +100,10 @@ class Task:
         """The task of this run: attach to it when clearnb runs the notebook, else record one.
 
         Run interactively, the notebook (found from the kernel's environment, or given as
-        ``notebook=``) is registered as a template under ``project_name``/``task_name``.
-        ``output_uri`` and the ``auto_*`` flags are accepted for compatibility.
+        ``notebook=``) is registered as a template under ``project_name``/``task_name``;
+        so is a script run with ``python script.py``. ``auto_connect_arg_parser`` records
+        argparse arguments in section ``Args`` (see :mod:`clearnb.arguments`).
+        ``output_uri`` and the other ``auto_*`` flags are accepted for compatibility.
         """
         with CURRENT.lock:
             backend = Backend.for_config(Config.from_env())
@@ -120,6 +122,7 @@ class Task:
                     task._logger = early
                 CURRENT.task, CURRENT.logger = task, None
                 current.watch_cells(task.flush)
+                arguments.connect_arguments(task.id, auto_connect_arg_parser)
                 return task
             existing = CURRENT.task
             if existing is not None and existing.status == "running":
@@ -140,6 +143,7 @@ class Task:
             current.watch_cells(task.flush)
             current.watch_failures(task._fail_on)
             atexit.register(task._close_at_exit)
+            arguments.connect_arguments(task.id, auto_connect_arg_parser)
             return task
 
     @classmethod

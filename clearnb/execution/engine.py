@@ -434,7 +434,8 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         script: str | None = None,
     ) -> None:
         """Set the run's environment variables and working folder inside the kernel; for a
-        notebook made from ``script``, its ``sys.argv`` and ``__file__`` too."""
+        notebook made from ``script``, its ``sys.argv`` and ``__file__`` too, and put
+        argparse's recording in place (:func:`clearnb.arguments.install`)."""
         lines = ["import os as _cnb_os"]
         if env:
             lines.append(f"_cnb_os.environ.update({dict(env)!r})")
@@ -444,6 +445,11 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         if script is not None:  # the kernel's own argv (-f connection.json) would reach argparse
             lines.append(f"_cnb_sys.argv = [{script!r}]")
             lines.append(f"__file__ = {script!r}")
+            # before its first line, so that a script parsing before Task.init gets the run's
+            # Args too
+            lines.append("import clearnb.arguments as _cnb_arguments")
+            lines.append("_cnb_arguments.install()")
+            lines.append("del _cnb_arguments")
         lines.append("del _cnb_sys")
         lines.append("del _cnb_os")
         msg_id = client.kc.execute("\n".join(lines), silent=True, store_history=False)
