@@ -25,18 +25,15 @@ import inspect
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, NoReturn, Union
 
 from clearnb.backend import Backend
 from clearnb.current import CURRENT, attached_task_id
 from clearnb.errors import ParameterError
-from clearnb.notebook.parameters import DeclaredParameter, coerce
+from clearnb.notebook.parameters import ARGS, DeclaredParameter, coerce
 from clearnb.store import Store, TaskRecord
 
 __all__ = ["ARGS", "ArgumentRecorder", "Selection", "connect_arguments", "install"]
-
-ARGS = "Args"
-"""The parameter section of argparse arguments (ClearML's)."""
 
 Selection = Union[bool, Mapping[str, bool]]  # noqa: UP007 - an alias evaluated at run time
 """``Task.init``'s ``auto_connect_arg_parser``: all arguments or none, or per argument
@@ -121,21 +118,31 @@ class ArgumentRecorder:
         args: Sequence[str] | None,
         namespace: argparse.Namespace | None,
     ) -> tuple[argparse.Namespace, list[str]]:
-        """Parse with the run's ``values`` as defaults; one that argparse cannot convert is
-        a :class:`ParameterError` saying so (argparse itself would only exit with 2)."""
-        exits = parser.exit_on_error
-        parser.exit_on_error = False
+        """Parse with the run's ``values`` as defaults; what argparse refuses (a value it
+        cannot convert, a required argument the run has no command line for) is a
+        :class:`ParameterError` saying so, where argparse would only exit with status 2."""
+        given = ", ".join(f"{ARGS}/{k}={v!r}" for k, v in values.items())
+
+        def refuse(message: str) -> NoReturn:
+            hint = (
+                "; a run has no command line, so give such an argument a default"
+                if "required" in message
+                else "; give a value of the argument's type"
+            )
+            raise ParameterError(
+                f"the run's arguments do not parse: {message} (the run gives {given}){hint}",
+                reason=message,
+            )
+
+        own = vars(parser).get("error")  # argparse documents overriding error() to not exit
+        setattr(parser, "error", refuse)  # noqa: B010
         try:
             return self.original(parser, args, namespace)
-        except argparse.ArgumentError as exc:
-            given = ", ".join(f"{ARGS}/{k}={v!r}" for k, v in values.items())
-            raise ParameterError(
-                f"the run's arguments do not parse: {exc} (the run gives {given}); give "
-                "a value of the argument's type",
-                reason=str(exc),
-            ) from None
         finally:
-            parser.exit_on_error = exits
+            if own is None:
+                delattr(parser, "error")
+            else:
+                setattr(parser, "error", own)  # noqa: B010
 
 
 def task_of_process() -> str | None:

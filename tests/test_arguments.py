@@ -13,7 +13,10 @@ import pytest
 
 from clearnb import Task
 from clearnb.config import Config
+from clearnb.errors import ParameterError
 from clearnb.execution.runner import NotebookRunner
+from clearnb.notebook.files import load_notebook
+from clearnb.notebook.parameters import NotebookParameters
 from tests.notebook.test_scripts import run_python, write
 
 pytestmark = pytest.mark.timeout(180)
@@ -153,9 +156,50 @@ def test_a_run_gives_the_script_its_args_typed_by_each_argument(
 def test_a_run_value_the_argument_cannot_take_fails_the_run_saying_so(
     runner: NotebookRunner, tmp_path: Path
 ) -> None:
-    step = script(tmp_path, "bad_value.py", AFTER_INIT)
-    task = runner.execute(step, {"Args/lr": "fast"})
+    body = PARSER.replace("import sys\n", "import sys\n    from datetime import date\n") + (
+        '    parser.add_argument("--day", type=date.fromisoformat, default="2024-01-01")\n'
+        "    task = Task.init(project_name='args', task_name='bad value')\n"
+        "    parser.parse_args()\n"
+    )
+    task = runner.execute(write(tmp_path / "bad_value.py", body), {"Args/day": "someday"})
     assert task.status == "failed"
     assert task.error is not None
-    assert "argument --lr: invalid float value: 'fast'" in task.error["reason"]
-    assert "Args/lr='fast'" in task.error["reason"]
+    assert "argument --day: invalid fromisoformat value: 'someday'" in task.error["reason"]
+    assert "Args/day='someday'" in task.error["reason"]
+
+    required = PARSER + (
+        '    parser.add_argument("--data", required=True)\n'
+        "    task = Task.init(project_name='args', task_name='required')\n"
+        "    parser.parse_args()\n"
+    )
+    task = runner.execute(write(tmp_path / "required.py", required), {"Args/data": "x.csv"})
+    assert task.status == "failed" and task.error is not None
+    assert "the following arguments are required: --data" in task.error["reason"]
+    assert "a run has no command line" in task.error["reason"]
+
+
+def test_arguments_are_declared_by_the_code_and_checked_before_a_run(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    step = script(tmp_path, "declared.py", AFTER_INIT)
+    declared = NotebookParameters.of(load_notebook(step))
+    assert {name: p.type_name for name, p in declared.sections["Args"].items()} == {
+        "lr": "float",
+        "epochs": "int",
+        "name": "any",
+        "shuffle": "bool",
+        "sizes": "list",
+    }
+    assert declared.defaults()["Args"] == {
+        "lr": 0.01,
+        "epochs": 3,
+        "name": None,
+        "shuffle": False,
+        "sizes": [8, 4],
+    }
+    with pytest.raises(ParameterError) as refused:
+        runner.execute(step, {"Args/lr": "fast", "Args/lrr": 1.0})
+    message = str(refused.value)
+    assert "'Args/lr'" in message and "is a float" in message
+    assert "does not declare a parameter 'lrr' in section Args" in message
+    assert Task.get_tasks(project_name="args", task_name="declared.py") == [], "nothing ran"
