@@ -4,7 +4,8 @@ Everything that can be checked is checked before a kernel is touched (the notebo
 and is a notebook, overrides name declared parameters and convert to their types). The run
 itself is papermill's, through the ``clearnb`` engine and a :class:`KernelPool`; whatever
 happens in the notebook, the task ends ``completed`` or ``failed`` with the reason and the
-executed notebook stored.
+executed notebook stored. A Python script runs as the notebook it reads as, with its own
+``sys.argv`` and ``__file__``, and leaves an executed ``.ipynb`` all the same.
 """
 
 from __future__ import annotations

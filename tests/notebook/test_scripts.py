@@ -275,6 +275,7 @@ def test_python_script_registers_the_script_as_a_template(home: Path, tmp_path: 
     done = run_python(script, home)
     assert done.returncode == 0, done.stderr
     assert "not here" not in done.stdout
+    assert "The rest of the script does not run here." in done.stderr
     assert "could not tell which notebook" not in done.stderr
     template = Task.get_task(project_name="scripts", task_name="registered")
     assert template.notebook == str(script)
