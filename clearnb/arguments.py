@@ -24,6 +24,7 @@ import functools
 import inspect
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, Union
 
@@ -74,6 +75,11 @@ class ArgumentRecorder:
     def __init__(self, original: Parse) -> None:
         self.original = original
         self.selections: dict[str, Selection] = {}
+        self.parsed: weakref.WeakValueDictionary[int, argparse.Namespace] = (
+            weakref.WeakValueDictionary()
+        )
+        """Namespaces parsed here for a task (by ``id``; a namespace is unhashable): given
+        the run's values and recorded already."""
         self._local = threading.local()
 
     def parse(
@@ -109,6 +115,7 @@ class ArgumentRecorder:
             parser.set_defaults(**{k: default_for(parser, k, v) for k, v in values.items()})
             result = self._parse_with(values, parser, args, namespace)
         record(store, task_id, result[0], selection)
+        self.parsed[id(result[0])] = result[0]
         return result
 
     def _parse_with(
@@ -185,12 +192,15 @@ def connect_arguments(task_id: str, selection: Selection) -> None:
         if isinstance(found, ArgumentRecorder):  # put in place for a script step's run
             found.selections[task_id] = selection
         return
-    install().selections[task_id] = selection
+    recorder = install()
+    recorder.selections[task_id] = selection
     store = Backend.for_config().store
     values = run_values(store.get_task(task_id), selection)
     for namespace in parsed_before():
+        if recorder.parsed.get(id(namespace)) is namespace:  # parsed here with the run's values
+            continue
         for dest, value in values.items():
-            if hasattr(namespace, dest):
+            if hasattr(namespace, dest) and isinstance(getattr(namespace, dest), PLAIN):
                 setattr(namespace, dest, typed_like(getattr(namespace, dest), dest, value))
         record(store, task_id, namespace, selection)
 
@@ -220,6 +230,11 @@ def default_for(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:
         except ParameterError:
             pass  # e.g. type=float with an int default: argparse converts the text
     return value if isinstance(value, str) else str(value)
+
+
+PLAIN = (type(None), bool, int, float, str, list, tuple, dict)
+"""Values of a parsed namespace that a run's value can be typed like; another (a ``type=``
+function's result) is left as parsed, since the parser that could convert it is not known."""
 
 
 def typed_like(current: Any, dest: str, value: Any) -> Any:

@@ -153,6 +153,27 @@ def test_a_run_gives_the_script_its_args_typed_by_each_argument(
     assert task.get_parameters_as_dict()["Args"] == seen["options"], "recorded as parsed"
 
 
+def test_a_value_converted_by_a_type_function_before_init_stays_converted(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    body = """
+        import argparse
+        from datetime import date
+
+        from clearnb import Task
+
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--day", type=date.fromisoformat, default="2024-01-01")
+        options = parser.parse_args()
+        task = Task.init(project_name="args", task_name="typed day")
+        task.upload_artifact("seen", {"day": repr(options.day)})
+    """
+    task = runner.execute(write(tmp_path / "typed_day.py", body), {"Args/day": "2025-03-04"})
+    assert task.status == "completed", task.error
+    assert task.artifacts["seen"].get() == {"day": "datetime.date(2025, 3, 4)"}
+    assert task.get_parameter("Args/day") == "2025-03-04", "recorded as text"
+
+
 def test_a_run_value_the_argument_cannot_take_fails_the_run_saying_so(
     runner: NotebookRunner, tmp_path: Path
 ) -> None:
@@ -197,6 +218,11 @@ def test_arguments_are_declared_by_the_code_and_checked_before_a_run(
         "shuffle": False,
         "sizes": [8, 4],
     }
+    custom = write(
+        tmp_path / "custom_action.py",
+        PARSER + '    parser.add_argument("--level", action=argparse.BooleanOptionalAction)\n',
+    )
+    assert "level" not in NotebookParameters.of(load_notebook(custom)).sections["Args"]
     with pytest.raises(ParameterError) as refused:
         runner.execute(step, {"Args/lr": "fast", "Args/lrr": 1.0})
     message = str(refused.value)

@@ -449,8 +449,10 @@ def _argument_of(call: ast.Call, source: str) -> DeclaredParameter | None:
         return None
     given = {keyword.arg: keyword.value for keyword in call.keywords if keyword.arg}
     action = _constant(given.get("action"))
-    if action not in (None, "store", *_FLAGS, *_LISTS, "count"):
-        return None  # help, version, store_const: nothing to set from outside
+    if action not in (None, "store", *_FLAGS, *_LISTS, "count") or (
+        action is None and "action" in given
+    ):
+        return None  # help, version, store_const, an Action class: nothing to type it by
     dest = _constant(given.get("dest"))
     if not isinstance(dest, str):
         long = [name for name in names if name.startswith("--")]
