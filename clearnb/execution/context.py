@@ -38,7 +38,8 @@ class RunContext:
     None: the caller's working folder, as with papermill's own engine."""
     script: str | None = None
     """The Python script the notebook was made from, if any: the kernel then runs it as
-    ``python script`` would, with ``sys.argv == [script]`` and ``__file__ == script``."""
+    ``python script`` would, with ``sys.argv == [script]``, ``__file__ == script`` and the
+    script's folder first on ``sys.path``."""
     time_limit: float | None = None
     """Seconds the whole run may take; then the kernel is killed and the run fails."""
     memory_limit: int | None = None

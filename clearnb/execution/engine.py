@@ -445,6 +445,9 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         if script is not None:  # the kernel's own argv (-f connection.json) would reach argparse
             lines.append(f"_cnb_sys.argv = [{script!r}]")
             lines.append(f"__file__ = {script!r}")
+            folder = os.path.dirname(script)
+            if folder != cwd:  # python puts the script's folder first, whatever the cwd
+                lines.append(f"_cnb_sys.path.insert(0, {folder!r})")
             # before its first line, so that a script parsing before Task.init gets the run's
             # Args too
             lines.append("import clearnb.arguments as _cnb_arguments")

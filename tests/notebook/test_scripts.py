@@ -208,6 +208,30 @@ def test_a_script_runs_as_a_notebook_seeing_what_python_would(
     assert task.runtime["code_hash"] == code_fingerprint(load_notebook(script))
 
 
+def test_a_script_imports_its_neighbours_from_another_working_folder(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "helpers_of_step.py").write_text("ANSWER = 42\n")
+    script = write(
+        code / "uses_helper.py",
+        """
+        import os
+
+        from clearnb import Task
+        from helpers_of_step import ANSWER
+
+        Task.init().upload_artifact("seen", {"answer": ANSWER, "cwd": os.getcwd()})
+        """,
+    )
+    elsewhere = tmp_path / "data"
+    elsewhere.mkdir()
+    task = runner.execute(script, cwd=elsewhere)
+    assert task.status == "completed", task.error
+    assert task.artifacts["seen"].get() == {"answer": 42, "cwd": str(elsewhere)}
+
+
 def tagged_cell(cell: nbformat.NotebookNode) -> bool:
     return INJECTED in cell.get("metadata", {}).get("tags", [])
 
