@@ -3,7 +3,8 @@
 Inside a notebook run by clearnb, the kernel's environment names the run's task
 (:data:`TASK_ID_ENV`, as ClearML's ``CLEARML_TASK_ID``) and ``Task.init`` attaches to it.
 Run by hand in Jupyter, ``Task.init`` records a new task from the notebook the kernel runs
-(told by Jupyter or VS Code), so that it can serve as a template.
+(told by Jupyter or VS Code), so that it can serve as a template; run as ``python
+script.py``, from that script.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "in_ipython",
     "init_names",
     "interactive_record",
+    "running_script",
     "watch_cells",
     "watch_failures",
 ]
@@ -142,10 +144,31 @@ def error_of(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def running_script() -> Path | None:
+    """The script this process runs as ``python script.py`` (``__main__.__file__``).
+
+    None in IPython, for ``python -c`` and the interactive interpreter, and for a package's
+    ``__main__.py`` (``python -m package``), which cannot run on its own as a step.
+    """
+    if in_ipython():
+        return None
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not file:
+        return None
+    path = Path(file)
+    if path.suffix != ".py" or path.name == "__main__.py" or not path.is_file():
+        return None
+    return path.absolute()
+
+
 def find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
-    """The notebook this kernel runs: given, or told by Jupyter or VS Code."""
+    """The notebook this kernel runs, or the script this process runs: given, told by
+    Jupyter or VS Code, or the script of ``python script.py``."""
     if explicit:
         return Path(explicit).expanduser().absolute()
+    script = running_script()  # first: a script started from a notebook inherits its session
+    if script is not None:
+        return script
     session = os.environ.get("JPY_SESSION_NAME")
     if session and session.endswith(".ipynb") and Path(session).exists():
         return Path(session).absolute()
@@ -171,9 +194,10 @@ def interactive_record(
 ) -> TaskRecord:
     """The record of a task started by hand (status ``running``), not yet stored.
 
-    The notebook (``notebook``, or the one this kernel runs) is its template: its
-    parameters cell gives the ``General`` section, its code the fingerprint. Without a
-    readable notebook the task is recorded all the same, with a warning.
+    The notebook (``notebook``, the one this kernel runs, or the script this process
+    runs) is its template: its parameters cell gives the ``General`` section, its code
+    the fingerprint. Without a readable notebook the task is recorded all the same, with a
+    warning.
     """
     path = find_notebook(notebook)
     parameters: dict[str, dict[str, Any]] = {}
@@ -183,13 +207,15 @@ def interactive_record(
             nb = load_notebook(path)
             parameters = {GENERAL: defaults_of(nb)} if defaults_of(nb) else {}
             runtime["code_hash"] = code_fingerprint(nb)
+            # a pipeline step copies it, as it copies Task.create's; enqueued, it runs itself
+            runtime["template"] = True
         except ClearnbError as exc:
             log.warning("not registering %s as a template: %s", path, exc)
             path = None
     if path is None:
         log.warning(
-            "clearnb could not tell which notebook this is, so the task cannot serve "
-            "as a template; pass Task.init(..., notebook='path/to/step.ipynb')."
+            "clearnb could not tell which notebook or script this is, so the task cannot "
+            "serve as a template; pass Task.init(..., notebook='path/to/step.ipynb')."
         )
     return TaskRecord(
         project=project_name or "default",

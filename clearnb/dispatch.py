@@ -20,6 +20,7 @@ from clearnb.current import in_ipython
 from clearnb.errors import ClearnbError
 from clearnb.notebook.files import check_kernel, code_fingerprint, kernel_name_of, load_notebook
 from clearnb.notebook.parameters import GENERAL, NotebookParameters
+from clearnb.notebook.scripts import is_script
 from clearnb.store.records import FINAL_STATUSES, EventRecord, TaskRecord, WorkerRecord
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def prepare_run(
     facts = {
         **(runtime or {}),
         "overrides": overridden,
-        "injected": declared.injected(resolved),
+        "injected": declared.injected(resolved, connected=is_script(path)),
         "kernel_name": kernel_name_of(nb),
         "code_hash": code_fingerprint(nb),
     }
@@ -284,16 +285,17 @@ def stop_here(task_id: str, name: str, queue: str | None) -> NoReturn:
     In IPython the cell stops with :class:`ExecutedRemotely` (the kernel lives on); in a
     script the process exits with status 0.
     """
+    what = "notebook" if in_ipython() else "script"
     if queue is None:
         message = (
             f"Task {task_id} ({name}) was left as a draft (status created); send it to a "
             f"queue with `clearnb task enqueue {task_id} --queue default`. The rest of the "
-            "notebook does not run here."
+            f"{what} does not run here."
         )
     else:
         message = (
             f"Task {task_id} ({name}) was sent to queue {queue!r}; an agent "
-            "runs the notebook from the start. The rest of it does not run here."
+            f"runs the {what} from the start. The rest of it does not run here."
         )
     if in_ipython():
         raise ExecutedRemotely(message, task_id=task_id, queue=queue)

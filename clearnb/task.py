@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clearnb import compat, connected, current, dispatch, initargs, taskquery, taskstatus
+from clearnb import arguments, compat, connected, current, dispatch, initargs, taskquery, taskstatus
 from clearnb.artifacts import Artifact
 from clearnb.backend import Backend
 from clearnb.config import Config
@@ -86,7 +86,7 @@ class Task(ConfigurationObjects, StatusChanges):
         reuse_last_task_id: bool | str = True,
         continue_last_task: bool | str | int = False,
         output_uri: str | bool | None = None,
-        auto_connect_arg_parser: bool = True,
+        auto_connect_arg_parser: bool | Mapping[str, bool] = True,
         auto_connect_frameworks: bool | Mapping[str, Any] = True,
         auto_resource_monitoring: bool | Mapping[str, Any] = True,
         auto_connect_streams: bool | Mapping[str, bool] = True,
@@ -96,7 +96,9 @@ class Task(ConfigurationObjects, StatusChanges):
         """The task of this run: attach to it when clearnb runs the notebook, else record one.
 
         Run interactively, the notebook (found from the kernel's environment, or given as
-        ``notebook=``) is registered as a template under ``project_name``/``task_name``.
+        ``notebook=``) is registered as a template under ``project_name``/``task_name``;
+        so is a script run with ``python script.py``. ``auto_connect_arg_parser`` records
+        argparse arguments in section ``Args`` (see :mod:`clearnb.arguments`).
         Outside a run every call records a new task (``reuse_last_task_id=False`` is what
         happens anyway). ``output_uri``, ``auto_connect_frameworks``,
         ``auto_resource_monitoring``, ``auto_connect_streams``, ``deferred_init``, a task
@@ -130,6 +132,7 @@ class Task(ConfigurationObjects, StatusChanges):
                     task._logger = early
                 CURRENT.task, CURRENT.logger = task, None
                 current.watch_cells(task.flush)
+                arguments.connect_arguments(task.id, auto_connect_arg_parser)
                 return _with_unused(task, unused)
             existing = CURRENT.task
             if existing is not None and existing.status == "running":
@@ -150,6 +153,7 @@ class Task(ConfigurationObjects, StatusChanges):
             current.watch_cells(task.flush)
             current.watch_failures(task._fail_on)
             atexit.register(task._close_at_exit)
+            arguments.connect_arguments(task.id, auto_connect_arg_parser)
             return _with_unused(task, unused)
 
     @staticmethod

@@ -61,7 +61,7 @@ def run_command(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Run NOTEBOOK as a new task, with parameter overrides."""
+    """Run NOTEBOOK (or a Python script, as a notebook) as a new task, with overrides."""
     from clearnb import events
     from clearnb.events import RunEvent
     from clearnb.execution.runner import NotebookRunner

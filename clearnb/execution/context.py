@@ -36,6 +36,10 @@ class RunContext:
     cwd: str | None = None
     """Working folder of the kernel (the process running clearnb never changes folder);
     None: the caller's working folder, as with papermill's own engine."""
+    script: str | None = None
+    """The Python script the notebook was made from, if any: the kernel then runs it as
+    ``python script`` would, with ``sys.argv == [script]``, ``__file__ == script`` and the
+    script's folder first on ``sys.path``."""
     time_limit: float | None = None
     """Seconds the whole run may take; then the kernel is killed and the run fails."""
     memory_limit: int | None = None

@@ -287,7 +287,7 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
                     "a memory limit needs the kernel's process id and /proc to measure its "
                     "memory (Linux); run this step without memory_limit"
                 )
-            await cls._prepare_kernel(client, context.env, cwd, start_timeout)
+            await cls._prepare_kernel(client, context.env, cwd, start_timeout, context.script)
             await run_hook(client.on_notebook_start, notebook=client.nb)
             client.log.info(f"Executing notebook with kernel: {kernel_name}")
             stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -427,15 +427,32 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
 
     @staticmethod
     async def _prepare_kernel(
-        client: PapermillNotebookClient, env: Mapping[str, str], cwd: str, timeout: float
+        client: PapermillNotebookClient,
+        env: Mapping[str, str],
+        cwd: str,
+        timeout: float,
+        script: str | None = None,
     ) -> None:
-        """Set the run's environment variables and working folder inside the kernel."""
+        """Set the run's environment variables and working folder inside the kernel; for a
+        notebook made from ``script``, its ``sys.argv`` and ``__file__`` too, and put
+        argparse's recording in place (:func:`clearnb.arguments.install`)."""
         lines = ["import os as _cnb_os"]
         if env:
             lines.append(f"_cnb_os.environ.update({dict(env)!r})")
         lines.append(f"_cnb_os.chdir({cwd!r})")
         lines.append("import sys as _cnb_sys")
         lines.append(f"_cnb_sys.path.insert(0, {cwd!r})")
+        if script is not None:  # the kernel's own argv (-f connection.json) would reach argparse
+            lines.append(f"_cnb_sys.argv = [{script!r}]")
+            lines.append(f"__file__ = {script!r}")
+            folder = os.path.dirname(script)
+            if folder != cwd:  # python puts the script's folder first, whatever the cwd
+                lines.append(f"_cnb_sys.path.insert(0, {folder!r})")
+            # before its first line, so that a script parsing before Task.init gets the run's
+            # Args too
+            lines.append("import clearnb.arguments as _cnb_arguments")
+            lines.append("_cnb_arguments.install()")
+            lines.append("del _cnb_arguments")
         lines.append("del _cnb_sys")
         lines.append("del _cnb_os")
         msg_id = client.kc.execute("\n".join(lines), silent=True, store_history=False)

@@ -4,7 +4,8 @@ Everything that can be checked is checked before a kernel is touched (the notebo
 and is a notebook, overrides name declared parameters and convert to their types). The run
 itself is papermill's, through the ``clearnb`` engine and a :class:`KernelPool`; whatever
 happens in the notebook, the task ends ``completed`` or ``failed`` with the reason and the
-executed notebook stored.
+executed notebook stored. A Python script runs as the notebook it reads as, with its own
+``sys.argv`` and ``__file__``, and leaves an executed ``.ipynb`` all the same.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
 from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_LIMIT, RunContext
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.limits import format_size, parse_memory_limit
+from clearnb.notebook.files import load_notebook
+from clearnb.notebook.scripts import is_script
 from clearnb.store import pipelines
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 from clearnb.task import Task
@@ -225,9 +228,10 @@ class NotebookRunner:
         store = self.backend.store
         assert record.notebook is not None
         notebook = Path(record.notebook)
+        script = is_script(notebook)
         work_dir = self.config.home / "runs" / record.id
         work_dir.mkdir(parents=True, exist_ok=True)
-        output_path = work_dir / notebook.name
+        output_path = work_dir / notebook.with_suffix(".ipynb").name
         started = time.time()
         store.update_task(
             record.id, status="running", started=started, output_notebook=str(output_path)
@@ -245,6 +249,7 @@ class NotebookRunner:
                 "JPY_SESSION_NAME": str(notebook),
             },
             cwd=str(Path(cwd).absolute() if cwd else notebook.parent),
+            script=str(notebook) if script else None,
             time_limit=time_limit,
             memory_limit=memory_bytes,
             emit=emit,
@@ -257,8 +262,9 @@ class NotebookRunner:
         error: dict[str, Any] | None = None
         status = "completed"
         try:
+            source = _converted(notebook, work_dir) if script else notebook
             papermill.execute_notebook(
-                str(notebook),
+                str(source),
                 str(output_path),
                 parameters=record.runtime.get("injected") or None,
                 engine_name="clearnb",
@@ -393,6 +399,19 @@ class NotebookRunner:
         for stream, text in (("stdout", evidence.stdout), ("stderr", evidence.stderr)):
             if text:
                 store.add_report(ReportRecord(task_id, "log", title=stream, payload={"text": text}))
+
+
+def _converted(script: Path, work_dir: Path) -> Path:
+    """The notebook of ``script`` written in the run's folder, for papermill to run.
+
+    It is read again here (not taken from when the run was prepared) so that the run
+    executes the file as it is now, as it does a notebook.
+    """
+    import nbformat
+
+    converted = work_dir / f"{script.stem}.converted.ipynb"
+    nbformat.write(load_notebook(script), converted)  # type: ignore[no-untyped-call]
+    return converted
 
 
 def _as_image(file: Path) -> Any:

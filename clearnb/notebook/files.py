@@ -1,4 +1,9 @@
-"""Reading notebooks: clear errors for missing or malformed files, and a code fingerprint."""
+"""Reading notebooks: clear errors for missing or malformed files, and a code fingerprint.
+
+A Python script (``step.py``) is read as the notebook :mod:`clearnb.notebook.scripts` makes
+of it, so that everything that reads a step (validation, the cache key, the run) takes a
+script as it takes a notebook.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clearnb.errors import KernelNotInstalledError, NotANotebookError, NotebookNotFoundError
+from clearnb.notebook.scripts import is_script, script_notebook
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -18,7 +24,8 @@ PARAMETERS_TAG = "parameters"
 
 
 def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
-    """Read and validate the notebook at ``path`` (version 4).
+    """Read and validate the notebook at ``path`` (version 4); a ``.py`` script is read as
+    a notebook (see :func:`~clearnb.notebook.scripts.script_notebook`).
 
     Raises :class:`NotebookNotFoundError` when the path does not exist and
     :class:`NotANotebookError` when the file is not a Jupyter notebook.
@@ -36,6 +43,8 @@ def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
         raise NotANotebookError(
             f"{file} is a folder, not a notebook; give the path of an .ipynb file.", path=str(file)
         )
+    if is_script(file):
+        return _read_script(file)
     _check_looks_like_a_notebook(file)
     try:
         text = file.read_text(encoding="utf-8")
@@ -71,6 +80,25 @@ def load_notebook(path: str | os.PathLike[str]) -> NotebookNode:
             f"{file} is not a Jupyter notebook: it has no list of cells.", path=str(file)
         )
     return node
+
+
+def _read_script(file: Path) -> NotebookNode:
+    """The notebook of the Python script ``file``, refusing one that is not text."""
+    data = file.read_bytes()
+    advice = "Give the path of a Python script (UTF-8 text) or of an .ipynb file."
+    if b"\0" in data[:4096]:
+        raise NotANotebookError(
+            f"{file} is not a Python script: it is a binary file, not text. {advice}",
+            path=str(file),
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotANotebookError(
+            f"{file} is not a Python script: it is not UTF-8 text ({exc}). {advice}",
+            path=str(file),
+        ) from exc
+    return script_notebook(text)
 
 
 def _json_problem(text: str) -> str:

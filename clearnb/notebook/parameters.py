@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
 GENERAL = "General"
+ARGS = "Args"
+"""The section of the arguments an ``argparse`` parser declares (ClearML's)."""
 _NO_DEFAULT = object()
 
 
@@ -223,7 +225,8 @@ class NotebookParameters:
 
     ``General`` holds the variables of the ``parameters`` cell (injected by papermill)
     and the keys of dicts connected without a section name; other sections hold the keys
-    of dicts connected with ``task.connect(d, name="Section")``. Dicts are found in the
+    of dicts connected with ``task.connect(d, name="Section")``, and ``Args`` the
+    arguments of ``parser.add_argument(...)`` calls. Dicts and arguments are found in the
     code statically (a dict literal assigned to a name, then connected), and a template's
     recorded parameters can add what the code builds at run time.
     """
@@ -241,6 +244,8 @@ class NotebookParameters:
         sections: dict[str, dict[str, DeclaredParameter]] = {}
         for section, found in connected_parameters(nb).items():
             sections.setdefault(section, {}).update(found)
+        if arguments := argparse_parameters(nb):
+            sections.setdefault(ARGS, {}).update(arguments)
         sections.setdefault(GENERAL, {}).update(cell or {})
         for section, values in (recorded or {}).items():
             known = sections.setdefault(section, {})
@@ -320,9 +325,13 @@ class NotebookParameters:
                 found[f"{section}/{name}"] = sorted(declared or {})
         return found
 
-    def injected(self, resolved: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    def injected(
+        self, resolved: Mapping[str, Mapping[str, Any]], *, connected: bool = False
+    ) -> dict[str, Any]:
         """The ``General`` values papermill injects: those of ``parameters`` cell variables,
         and names (valid as variables) the notebook does not declare, as ClearML sets them.
+        With ``connected``, the keys of connected dicts too (a script's notebook: it has no
+        ``parameters`` cell, so the injected cell is where its run's values show).
 
         papermill writes None, bools, numbers, strings, lists and dicts with string keys as
         Python literals; tuples are passed as lists. Any other value would reach the
@@ -333,7 +342,7 @@ class NotebookParameters:
         values = {
             k: v
             for k, v in resolved.get(GENERAL, {}).items()
-            if k in cell or (k not in general and k.isidentifier())
+            if k in cell or (k.isidentifier() and (connected or k not in general))
         }
         problems: list[str] = []
         injected: dict[str, Any] = {}
@@ -387,14 +396,7 @@ def connected_parameters(nb: NotebookNode) -> dict[str, dict[str, DeclaredParame
     """Keys of dict literals passed to ``<task>.connect(d[, name=...])`` in the code cells."""
     found: dict[str, dict[str, DeclaredParameter]] = {}
     dicts: dict[str, dict[str, DeclaredParameter]] = {}
-    for cell in nb.cells:
-        if cell.get("cell_type") != "code":
-            continue
-        source = _python_only(cell.get("source", ""))
-        try:
-            tree = pysource.parse(source)
-        except SyntaxError:
-            continue
+    for source, tree in _code_trees(nb):
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
                 literal = _dict_literal(node.value, source)
@@ -417,6 +419,81 @@ def connected_parameters(nb: NotebookNode) -> dict[str, dict[str, DeclaredParame
                 if keys is not None:
                     found.setdefault(_section_of(node), {}).update(keys)
     return found
+
+
+def argparse_parameters(nb: NotebookNode) -> dict[str, DeclaredParameter]:
+    """Arguments of ``<parser>.add_argument(...)`` calls in the code cells, by ``dest``:
+    typed by ``type=`` (int, float, str, bool), a flag's action or ``nargs`` (a list)."""
+    found: dict[str, DeclaredParameter] = {}
+    for source, tree in _code_trees(nb):
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"
+            ):
+                declared = _argument_of(node, source)
+                if declared is not None:
+                    found[declared.name] = declared
+    return found
+
+
+_FLAGS = {"store_true": False, "store_false": True}
+_LISTS = {"append", "extend"}
+
+
+def _argument_of(call: ast.Call, source: str) -> DeclaredParameter | None:
+    """The parameter one ``add_argument`` call declares, if its names are literals."""
+    names = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    if not names or len(names) != len(call.args):
+        return None
+    given = {keyword.arg: keyword.value for keyword in call.keywords if keyword.arg}
+    action = _constant(given.get("action"))
+    if action not in (None, "store", *_FLAGS, *_LISTS, "count") or (
+        action is None and "action" in given
+    ):
+        return None  # help, version, store_const, an Action class: nothing to type it by
+    dest = _constant(given.get("dest"))
+    if not isinstance(dest, str):
+        long = [name for name in names if name.startswith("--")]
+        dest = (long or names)[0].lstrip("-").replace("-", "_") if names[0][:1] == "-" else names[0]
+    default: Any = _FLAGS.get(str(action)) if action in _FLAGS else None
+    text, literal = repr(default), True
+    if "default" in given:
+        text = ast.get_source_segment(source, given["default"]) or ""
+        try:
+            default = ast.literal_eval(given["default"])
+        except (ValueError, SyntaxError, TypeError):
+            default, literal = None, False
+    kind = given.get("type")
+    nargs = given.get("nargs")
+    if action in _FLAGS:
+        annotation = "bool"
+    elif action in _LISTS or (nargs is not None and _constant(nargs) != "?"):
+        annotation = "list"
+    elif action == "count":
+        annotation = "int"
+    elif isinstance(kind, ast.Name) and kind.id in {"int", "float", "str", "bool"}:
+        annotation = kind.id
+    else:
+        annotation = ""
+    return DeclaredParameter(dest, default, text, annotation, literal)
+
+
+def _constant(node: ast.expr | None) -> Any:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _code_trees(nb: NotebookNode) -> Iterator[tuple[str, ast.Module]]:
+    """Each code cell that parses: its source (magics blanked) and its syntax tree."""
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = _python_only(cell.get("source", ""))
+        try:
+            yield source, pysource.parse(source)
+        except SyntaxError:
+            continue
 
 
 def _python_only(source: str) -> str:

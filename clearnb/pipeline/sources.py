@@ -1,9 +1,10 @@
 """Where a step's notebook comes from: a file, a template in the store, or a function.
 
 A notebook step runs its file, or the notebook of its template (a registered task found by
-id, or by project and name). A function step runs a notebook generated from the function's
-source. Either way the step has a notebook to run, its overrides, and the hash of its code
-(for the cache key).
+id, or by project and name); a Python script is read as a notebook (see
+:mod:`clearnb.notebook.scripts`). A function step runs a notebook generated from the
+function's source. Either way the step has a notebook to run, its overrides, and the hash
+of its code (for the cache key).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ class Sources:
                     return record
             raise TaskNotFoundError(
                 f"no template {step.base_task_project}/{step.base_task_name}: run the step "
-                "notebook once in Jupyter (Task.init registers it), register it with "
-                "Task.create(project_name=..., task_name=..., notebook=...), or pass "
-                "notebook='path.ipynb' to add_step"
+                "notebook once in Jupyter, or the step script once with python (Task.init "
+                "registers it), register it with Task.create(project_name=..., "
+                "task_name=..., notebook=...), or pass notebook='path.ipynb' (or 'step.py') "
+                "to add_step"
             )
         return None
 
