@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv as csv_module
 import datetime as dt
 import io
+import itertools
 import math
 import mimetypes
 import re
@@ -176,7 +177,16 @@ def histogram(
     yaxis: str | None,
     mode: str | None,
 ) -> dict[str, Any]:
-    """A histogram already counted: one bar per value, a row of values per series."""
+    """A histogram already counted: one bar per value, a row of values per series.
+
+    ``numpy.histogram``'s answer, ``(counts, bin_edges)``, is taken as it is meant: the
+    counts, each bar labelled with its bin (unless ``xlabels`` are given).
+    """
+    counted = counts_and_edges(values)
+    if counted is not None:
+        values, edges = counted
+        if xlabels is None:
+            xlabels = [f"{low:g} to {high:g}" for low, high in itertools.pairwise(edges)]
     array = np.atleast_2d(np.asarray(values, dtype=float))
     if array.ndim != 2:
         raise ValueError(
@@ -197,6 +207,19 @@ def histogram(
         "shape": [rows, columns],
         "truncated": columns > MAX_BARS,
     }
+
+
+def counts_and_edges(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(counts, bin_edges)`` if ``values`` is what ``numpy.histogram`` returns, else None."""
+    if not isinstance(values, tuple) or len(values) != 2:
+        return None
+    try:
+        counts, edges = (np.asarray(part, dtype=float) for part in values)
+    except (TypeError, ValueError):
+        return None
+    if counts.ndim != 1 or edges.ndim != 1 or len(edges) != len(counts) + 1:
+        return None
+    return counts, edges
 
 
 def scatter2d(

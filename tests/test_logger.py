@@ -292,6 +292,16 @@ def test_a_histogram_keeps_its_rows_labels_and_mode(task: Task) -> None:
     assert flat["values"] == [[0.5, 1.5]] and flat["mode"] == "group" and flat["labels"] is None
 
 
+def test_numpy_histogram_output_is_its_counts_labelled_by_bin(task: Task) -> None:
+    import numpy as np
+
+    counts, edges = np.histogram([1, 2, 2, 3, 3, 3], bins=3, range=(0.5, 3.5))
+    task.get_logger().report_histogram("histogram", "age", values=(counts, edges))
+    payload = only(task, "histogram").payload
+    assert payload["values"] == [[1.0, 2.0, 3.0]]
+    assert payload["xlabels"] == ["0.5 to 1.5", "1.5 to 2.5", "2.5 to 3.5"]
+
+
 def test_a_histogram_refuses_a_bad_mode_or_labels(task: Task) -> None:
     logger = task.get_logger()
     with pytest.raises(ValueError, match="mode must be one of group, stack, relative"):
