@@ -25,7 +25,7 @@ from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
-from clearnb.pipeline.lazy import LazyValue, plain_value
+from clearnb.pipeline.lazy import LazyValue, plain_value, resolved
 from clearnb.pipeline.spec import FUNCTION, StepSpec, build_step, component_options
 from clearnb.status import CACHED, COMPLETED
 from clearnb.status import STEP_FINISHED as FINISHED
@@ -113,7 +113,7 @@ class _PipelineRun:
         if self.mode == DEBUG:
             return self._call_now(spec, name, arguments)
         function_kwargs = {
-            key: value.reference if isinstance(value, LazyValue) else value
+            key: value.reference if isinstance(value, LazyValue) else resolved(value)
             for key, value in arguments.items()
         }
         step = spec.step(name, function_kwargs)

@@ -119,3 +119,22 @@ for _op in ("neg", "pos", "abs"):
 def plain_value(value: Any) -> Any:
     """``value`` itself, or what a placeholder stands for (waiting for it)."""
     return value._clearnb_value() if isinstance(value, LazyValue) else value
+
+
+def resolved(value: Any) -> Any:
+    """``value`` with every placeholder inside a list, tuple, set or dict replaced by what
+    it stands for (waiting for those components), as ClearML does when it stores such an
+    argument; a value with no placeholder inside is returned as it is."""
+    if isinstance(value, LazyValue):
+        return value._clearnb_value()
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [resolved(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else type(value)(items)
+    if isinstance(value, dict):
+        pairs = {key: resolved(item) for key, item in value.items()}
+        if all(pairs[key] is item for key, item in value.items()):
+            return value
+        return pairs
+    return value

@@ -161,6 +161,26 @@ def test_independent_components_overlap_and_names_repeat(home: Path) -> None:
     assert one.started < two.completed and two.started < one.completed, "they ran together"
 
 
+@PipelineDecorator.component(return_values=["best"])
+def best_of(scores: list, by_name: dict):  # type: ignore[no-untyped-def]
+    return max(scores) * 10 + by_name["b"]
+
+
+@PipelineDecorator.pipeline(name="collected", project="tests")
+def collected() -> Any:
+    scores = [slow_value(0.0, value) for value in (3, 1)]
+    return best_of(scores, {"b": slow_value(0.0, 2)})
+
+
+def test_results_collected_in_a_list_or_dict_are_passed_as_their_values(home: Path) -> None:
+    PipelineDecorator.run_locally()
+    assert collected() == 32
+    nodes = pipelines()[0].runtime["pipeline"]["nodes"]
+    assert {name: node["status"] for name, node in nodes.items()} == dict.fromkeys(
+        ["slow_value", "slow_value_1", "slow_value_2", "best_of"], "completed"
+    )
+
+
 @PipelineDecorator.component(return_values=["never"])
 def broken(x: int):  # type: ignore[no-untyped-def]
     raise ValueError(f"broken {x}")
