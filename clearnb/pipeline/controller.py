@@ -25,13 +25,13 @@ from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
 from clearnb.pipeline import graph, serialize, validate, views
+from clearnb.pipeline.definition import DefinitionMethods
 from clearnb.pipeline.engine import RunEngine
 from clearnb.pipeline.node import Node as StepNode
 from clearnb.pipeline.persistence import RunRecorder, spec_of_run
 from clearnb.pipeline.remote import RemoteRun
 from clearnb.pipeline.sources import Sources
 from clearnb.pipeline.spec import (
-    FUNCTION,
     NOTEBOOK,
     PIPELINE_SECTION,
     PipelineSpec,
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PIPELINE_SECTION", "PipelineController"]
 
 
-class PipelineController:
+class PipelineController(DefinitionMethods):
     """A pipeline of steps; ``add_step``/``add_function_step``, then ``start``/``wait``/``stop``."""
 
     Node = StepNode  # ClearML's name for a step of the DAG
@@ -144,148 +144,10 @@ class PipelineController:
         """Set for a pipeline an agent took from a queue with ``force`` (re-run cached steps)."""
         self._widget: Any = None
 
-    # -- the definition ----------------------------------------------------------------
+    # -- the definition (the rest is DefinitionMethods') -------------------------------
 
-    @property
-    def name(self) -> str:
-        """The pipeline's name."""
-        return self.spec.name
-
-    @property
-    def project(self) -> str:
-        """The pipeline's project."""
-        return self.spec.project
-
-    @property
-    def version(self) -> str | None:
-        """The pipeline's version."""
-        return self.spec.version
-
-    @property
-    def abort_on_failure(self) -> bool:
-        """True if a failed step (that does not continue) aborts the whole run."""
-        return self.spec.abort_on_failure
-
-    @property
-    def default_execution_queue(self) -> str | None:
-        """The queue of steps that name none."""
-        return self.spec.default_execution_queue
-
-    @property
-    def max_workers(self) -> int:
-        """At most this many steps run at once."""
-        return self.spec.max_workers
-
-    def add_parameter(
-        self,
-        name: str,
-        default: Any = None,
-        description: str | None = None,
-        param_type: str | None = None,
-        section: str | None = None,
-    ) -> None:
-        """Add a pipeline argument, referenced in steps as ``${pipeline.<name>}``; its value
-        is stored in ``section`` of the pipeline Task's parameters (``Args`` by default)."""
-        self.spec.add_parameter(name, default, description)
-        if section and section != PIPELINE_SECTION:
-            self.spec.sections[name] = section
-
-    def get_parameters(self) -> dict[str, Any]:
-        """The pipeline's arguments and their values."""
-        return dict(self.spec.parameters)
-
-    def set_default_execution_queue(self, default_execution_queue: str | None) -> None:
-        """Queue for steps that name none; agents serving it run them."""
-        self.spec.default_execution_queue = default_execution_queue
-
-    def add_step(
-        self,
-        name: str,
-        base_task_id: str | None = None,
-        parents: Sequence[str] | None = None,
-        parameter_override: Mapping[str, Any] | None = None,
-        configuration_overrides: Mapping[str, Any] | None = None,
-        task_overrides: Mapping[str, Any] | None = None,
-        execution_queue: str | None = None,
-        monitor_metrics: list[Any] | None = None,
-        monitor_artifacts: list[Any] | None = None,
-        monitor_models: list[Any] | None = None,
-        time_limit: float | None = None,
-        base_task_project: str | None = None,
-        base_task_name: str | None = None,
-        clone_base_task: bool = True,
-        continue_on_fail: bool = False,
-        pre_execute_callback: Callable[..., Any] | None = None,
-        post_execute_callback: Callable[..., Any] | None = None,
-        cache_executed_step: bool = False,
-        base_task_factory: Callable[[StepNode], Any] | None = None,
-        retry_on_failure: int | Callable[[Any, StepNode, int], bool] | None = None,
-        status_change_callback: Callable[..., Any] | None = None,
-        recursively_parse_parameters: bool = False,
-        output_uri: str | bool | None = None,
-        continue_behaviour: Mapping[str, bool] | None = None,
-        notebook: str | os.PathLike[str] | None = None,
-        memory_limit: float | str | None = None,
-    ) -> bool:
-        """Add a notebook step: from a template (``base_task_id``, or ``base_task_project``
-        + ``base_task_name``) or straight from a file (``notebook=``).
-
-        ``parameter_override`` maps ``"Section/name"`` to values, which may reference
-        other steps (``${stage_data.artifacts.dataset.url}``); a referenced step becomes a
-        parent. ``time_limit`` is in seconds; ``memory_limit`` (bytes, or a size like
-        ``"500MB"``) bounds what the step's kernel and its processes hold together (over it,
-        the attempt fails). Problems are reported by :meth:`start`, all together.
-        """
-        return self._add(build_step(NOTEBOOK, {k: v for k, v in locals().items() if k != "self"}))
-
-    def add_function_step(
-        self,
-        name: str,
-        function: Callable[..., Any],
-        function_kwargs: Mapping[str, Any] | None = None,
-        function_return: Sequence[str] | None = None,
-        project_name: str | None = None,
-        task_name: str | None = None,
-        task_type: str | None = None,
-        auto_connect_frameworks: Any = None,
-        auto_connect_arg_parser: Any = None,
-        packages: str | Sequence[str] | None = None,
-        repo: str | None = None,
-        repo_branch: str | None = None,
-        repo_commit: str | None = None,
-        helper_functions: Sequence[Callable[..., Any]] | None = None,
-        docker: str | None = None,
-        docker_args: str | None = None,
-        docker_bash_setup_script: str | None = None,
-        parents: Sequence[str] | None = None,
-        execution_queue: str | None = None,
-        monitor_metrics: list[Any] | None = None,
-        monitor_artifacts: list[Any] | None = None,
-        monitor_models: list[Any] | None = None,
-        time_limit: float | None = None,
-        continue_on_fail: bool = False,
-        pre_execute_callback: Callable[..., Any] | None = None,
-        post_execute_callback: Callable[..., Any] | None = None,
-        cache_executed_step: bool = False,
-        retry_on_failure: int | Callable[[Any, StepNode, int], bool] | None = None,
-        status_change_callback: Callable[..., Any] | None = None,
-        tags: str | Sequence[str] | None = None,
-        output_uri: str | bool | None = None,
-        draft: bool = False,
-        working_dir: str | None = None,
-        continue_behaviour: Mapping[str, bool] | None = None,
-        memory_limit: float | str | None = None,
-    ) -> bool:
-        """Add a Python function as a step; it runs as a generated notebook.
-
-        ``function_kwargs`` values may be literals or references
-        (``"${step_one.data_frame}"`` passes that step's return value); the return
-        value(s) are stored as artifacts named by ``function_return``. ``time_limit`` and
-        ``memory_limit`` are those of :meth:`add_step`.
-        """
-        return self._add(build_step(FUNCTION, {k: v for k, v in locals().items() if k != "self"}))
-
-    def _add(self, step: StepSpec) -> bool:
+    def add_step_spec(self, step: StepSpec) -> bool:
+        """Add ``step`` (as ``add_step`` builds it); False if its name is taken."""
         with self._lock:
             if self.is_running():
                 raise PipelineError(
