@@ -24,7 +24,7 @@ from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
-from clearnb.pipeline import graph, serialize, validate, views
+from clearnb.pipeline import graph, outcome, serialize, validate, views
 from clearnb.pipeline.definition import DefinitionMethods
 from clearnb.pipeline.engine import RunEngine
 from clearnb.pipeline.node import Node as StepNode
@@ -42,7 +42,6 @@ from clearnb.pipeline.spec import (
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import (
     ABORTED,
-    COMPLETED,
     FAILED,
     PENDING,
     QUEUED,
@@ -219,8 +218,13 @@ class PipelineController(DefinitionMethods):
         return self._engine.running
 
     def is_successful(self, fail_on_step_fail: bool = True, fail_condition: str = "all") -> bool:
-        """True if the pipeline finished and every failure in it was allowed."""
-        return self._state.status == COMPLETED
+        """True if the run ended well: ``fail_condition`` ``"all"`` counts a failed or an
+        aborted run as a failure, ``"failed"`` only a failed one, ``"aborted"`` only an
+        aborted one; ``fail_on_step_fail`` judges the steps that way too (a failure the
+        pipeline allows, a skip or a cache hit never counts). False while it runs."""
+        return outcome.successful(
+            self.status, self._state.nodes.values(), fail_on_step_fail, fail_condition
+        )
 
     @property
     def status(self) -> str:

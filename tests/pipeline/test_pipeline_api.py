@@ -1,0 +1,100 @@
+"""The rest of ClearML's PipelineController API, on real kernels: is_successful, the run's
+time limit, drafts, configuration objects, run numbers, base task factories, monitors, and
+the arguments that only record."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearnb import PipelineController
+from clearnb.errors import PipelineError
+from clearnb.pipeline.node import Node
+from tests.helpers import NOTEBOOKS, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+STEPS = NOTEBOOKS / "pipeline"
+
+
+def step(name: str) -> str:
+    return str(STEPS / f"{name}.ipynb")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("CLEARNB_HOME", str(tmp_path))
+    yield tmp_path
+
+
+def run(pipe: PipelineController, **start: Any) -> dict[str, Node]:
+    pipe.start(**start)
+    pipe.wait()
+    with contextlib.suppress(PipelineError):
+        pipe.stop()
+    return pipe.get_pipeline_dag()
+
+
+def verdicts(pipe: PipelineController) -> dict[tuple[bool, str], bool]:
+    """``is_successful`` for every combination of its arguments."""
+    return {
+        (on_steps, condition): pipe.is_successful(
+            fail_on_step_fail=on_steps, fail_condition=condition
+        )
+        for on_steps in (True, False)
+        for condition in ("all", "failed", "aborted")
+    }
+
+
+def in_last_cell(node: Node) -> bool:
+    cells = node.progress.get("cells")
+    return node.status == "running" and cells is not None and node.progress.get("cell") == cells - 1
+
+
+def test_is_successful_judges_by_the_fail_condition(home: Path) -> None:
+    fine = PipelineController(name="fine", project="tests")
+    fine.add_step("one", notebook=step("trivial"))
+    assert not fine.is_successful(), "a pipeline that has not run has not succeeded"
+    run(fine)
+    assert set(verdicts(fine).values()) == {True}
+
+    failing = PipelineController(name="failing", project="tests")
+    failing.add_step("broken", notebook=step("maybe_fail"))
+    run(failing)
+    assert failing.status == "failed"
+    assert verdicts(failing) == {
+        (True, "all"): False,
+        (True, "failed"): False,
+        (True, "aborted"): True,
+        (False, "all"): False,
+        (False, "failed"): False,
+        (False, "aborted"): True,
+    }
+
+    stopped = PipelineController(name="stopped", project="tests", max_workers=2)
+    stopped.add_step("broken", notebook=step("maybe_fail"))
+    stopped.add_step("slow", notebook=step("sleepy"), parameter_override={"General/seconds": 60})
+    stopped.start()
+    dag = stopped.get_pipeline_dag()
+    wait_until(
+        lambda: dag["broken"].status == "failed" and in_last_cell(dag["slow"]),
+        120,
+        "one step to fail while the other sleeps",
+    )
+    stopped.abort("stopped by the test")
+    stopped.wait()
+    assert stopped.status == "aborted" and dag["slow"].status == "aborted"
+    assert verdicts(stopped) == {
+        (True, "all"): False,
+        (True, "failed"): False,  # the controller was aborted, but a step failed
+        (True, "aborted"): False,
+        (False, "all"): False,
+        (False, "failed"): True,  # only the controller counts: it was aborted, not failed
+        (False, "aborted"): False,
+    }
+    with pytest.raises(PipelineError, match="fail_condition must be one of"):
+        stopped.is_successful(fail_condition="sometimes")
