@@ -503,6 +503,7 @@ class PipelineController(DefinitionMethods):
         pipe.spec.default_execution_queue = loaded.default_execution_queue
         pipe.spec.max_workers = loaded.max_workers
         pipe.spec.strict = loaded.strict
+        pipe.spec.time_limit = loaded.time_limit
         pipe._state.sync()
         if task is not None:
             pipe._recorder.adopt(task)

@@ -84,6 +84,11 @@ class DefinitionMethods:
         """Queue for steps that name none; agents serving it run them."""
         self.spec.default_execution_queue = default_execution_queue
 
+    def set_pipeline_execution_time_limit(self, max_execution_minutes: float | None) -> None:
+        """Stop the run once it has taken ``max_execution_minutes`` (None or 0: no limit):
+        its running steps are aborted with that reason, the rest skipped, and it fails."""
+        self.spec.time_limit = max_execution_minutes * 60.0 if max_execution_minutes else None
+
     def add_step(
         self,
         name: str,

@@ -41,6 +41,7 @@ PIPELINE_KEYS: dict[str, str] = {
     "default_execution_queue": "the queue of steps that name none",
     "max_workers": "at most this many steps run at once",
     "strict": "refuse an override of a parameter a step does not declare",
+    "time_limit": "seconds the whole run may take (set_pipeline_execution_time_limit)",
     "steps": "the steps, in the order they were added",
     "force": "run cached steps again (set for a run sent to a queue)",
 }
@@ -64,6 +65,7 @@ def to_dict(spec: PipelineSpec, *, portable: bool = False) -> dict[str, Any]:
         "default_execution_queue": spec.default_execution_queue,
         "max_workers": spec.max_workers,
         "strict": spec.strict,
+        **({"time_limit": spec.time_limit} if spec.time_limit else {}),
         "steps": [step_entry(step, portable=portable) for step in spec.steps.values()],
     }
 
@@ -144,6 +146,9 @@ def definition_problems(data: Mapping[str, Any]) -> list[str]:
     for key in ("parameters", "descriptions"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             problems.append(f'{key!r} must be an object ({{"name": value}})')
+    limit = data.get("time_limit")
+    if limit is not None and (not isinstance(limit, int | float) or isinstance(limit, bool)):
+        problems.append("'time_limit' must be a number of seconds")
     steps = data.get("steps")
     if not isinstance(steps, list):
         problems.append(
@@ -202,6 +207,8 @@ def from_dict(data: Mapping[str, Any], functions_folder: Path) -> PipelineSpec:
     )
     if data.get("max_workers"):
         spec.max_workers = max(1, int(data["max_workers"]))
+    if data.get("time_limit"):
+        spec.time_limit = float(data["time_limit"])
     descriptions = data.get("descriptions") or {}
     for key, value in (data.get("parameters") or {}).items():
         spec.add_parameter(key, value, descriptions.get(key))
@@ -249,6 +256,8 @@ def to_code(spec: PipelineSpec) -> str:
         + (", strict=True" if spec.strict else "")
         + ")",
     ]
+    if spec.time_limit:
+        lines.append(f"pipe.set_pipeline_execution_time_limit({spec.time_limit / 60:g})")
     for key, value in spec.parameters.items():
         description = spec.descriptions.get(key)
         lines.append(

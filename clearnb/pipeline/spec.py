@@ -430,6 +430,8 @@ class PipelineSpec:
     max_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     strict: bool = False
     """Refuse an override of a parameter a step does not declare (ClearML sets it, warned)."""
+    time_limit: float | None = None
+    """Seconds the whole run may take; then it is stopped and fails (None: no limit)."""
 
     def add_parameter(self, name: str, default: Any = None, description: str | None = None) -> None:
         """Add (or change) a pipeline argument."""

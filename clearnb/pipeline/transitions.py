@@ -202,6 +202,7 @@ class RunState:
                 "order": list(self.nodes),
                 "nodes": {name: node.state() for name, node in self.nodes.items()},
                 **({CONTROLLER_KEY: self.controller} if self.controller else {}),
+                **({"time_limit": self.spec.time_limit} if self.spec.time_limit else {}),
             }
 
 

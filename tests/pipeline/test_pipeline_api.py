@@ -14,7 +14,7 @@ import pytest
 from clearnb import PipelineController
 from clearnb.errors import PipelineError
 from clearnb.pipeline.node import Node
-from tests.helpers import NOTEBOOKS, wait_until
+from tests.helpers import NOTEBOOKS, kernel_pids_of, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -98,3 +98,25 @@ def test_is_successful_judges_by_the_fail_condition(home: Path) -> None:
     }
     with pytest.raises(PipelineError, match="fail_condition must be one of"):
         stopped.is_successful(fail_condition="sometimes")
+
+
+def test_the_time_limit_aborts_a_long_step_and_fails_the_run(home: Path) -> None:
+    pipe = PipelineController(name="limited", project="tests")
+    pipe.set_pipeline_execution_time_limit(0.05)  # minutes, as in ClearML: 3 s
+    pipe.add_step("slow", notebook=step("sleepy"), parameter_override={"General/seconds": 90})
+    pipe.add_step("after", notebook=step("trivial"), parents=["slow"])
+    dag = run(pipe)
+    assert dag["slow"].status == "aborted"
+    assert "time limit of 0.05 minutes" in (dag["slow"].error or {}).get("reason", "")
+    assert dag["after"].status == "skipped"
+    assert "time limit" in (dag["after"].error or {}).get("reason", "")
+    assert pipe.elapsed() < 60, "the 90 s step was stopped at the limit"
+    assert pipe.status == "failed" and not pipe.is_successful()
+    record = pipe.store.get_task(pipe.id)
+    assert record.status == "failed"
+    assert "time limit" in (record.error or {}).get("reason", "")
+    assert record.runtime["pipeline"]["time_limit"] == 3.0
+    assert pipe.store.get_task(dag["slow"].executed or "").status == "aborted"
+    wait_until(lambda: kernel_pids_of(home) == [], 60, "the step's kernel to end")
+    assert pipe.to_dict()["time_limit"] == 3.0
+    assert "pipe.set_pipeline_execution_time_limit(0.05)" in pipe.to_code()
