@@ -460,6 +460,15 @@ class PipelineController(DefinitionMethods):
                 steps=failed,
             )
 
+    def update_execution_plot(self) -> None:
+        """Store the run's state and redraw the stored DAG picture now, and tell the
+        listeners (the widget redraws); a run on an agent is read from the store first."""
+        if self._remote is not None:
+            self._remote.poll()
+            self._state.push(lambda document: None)  # the agent's controller stores it
+            return
+        self._engine.update_plot()
+
     def wait_for_picture(self, timeout: float = 30.0) -> bool:
         """Wait until the stored DAG picture shows the last change; True if it does."""
         renderer = self._engine.renderer

@@ -261,6 +261,22 @@ class RunEngine:
         if self._picture is not None:
             self._picture.finish()
 
+    def update_plot(self) -> None:
+        """Store the run's state and redraw its DAG picture now; the listeners hear of it.
+
+        Before a run (or after it) the state is stored with the pipeline's Task all the
+        same, so that its picture shows the steps waiting (or as the run left them).
+        """
+        if self.running:
+            self.state.push()
+        else:
+            task = self.recorder.ensure_task()
+            self.state.push(self.recorder.write)
+            if self.renderer is None or self.renderer.task_id != task.id:
+                self.renderer = PictureRenderer(task.id, {**os.environ, **self.config.environ()})
+        if self.renderer is not None:
+            self.renderer.request()
+
     def _tick(self) -> None:
         """At every turn of the run loop: the controller's lease, and the time limit."""
         reason = self.recorder.keep_lease()

@@ -120,3 +120,26 @@ def test_the_time_limit_aborts_a_long_step_and_fails_the_run(home: Path) -> None
     wait_until(lambda: kernel_pids_of(home) == [], 60, "the step's kernel to end")
     assert pipe.to_dict()["time_limit"] == 3.0
     assert "pipe.set_pipeline_execution_time_limit(0.05)" in pipe.to_code()
+
+
+def test_update_execution_plot_stores_draws_and_tells_now(home: Path) -> None:
+    pipe = PipelineController(name="plotted", project="tests")
+    pipe.add_step("one", notebook=step("trivial"))
+    pipe.add_step("two", notebook=step("trivial"), parents=["one"])
+    heard: list[Any] = []
+    pipe.add_listener(heard.append)
+    pipe.update_execution_plot()
+    assert [(e.kind, e.status) for e in heard] == [("pipeline_state", "pending")]
+    assert set(heard[0].payload["nodes"]) == {"one", "two"}
+    stored = pipe.store.get_task(pipe.id).runtime["pipeline"]
+    assert [n["status"] for n in stored["nodes"].values()] == ["pending", "pending"]
+    assert pipe.wait_for_picture(60)
+    picture = pipe.store.get_artifacts(pipe.id)["pipeline_dag"]
+    run(pipe)
+    assert pipe.wait_for_picture(60)
+    heard.clear()
+    pipe.update_execution_plot()
+    assert [(e.kind, e.status) for e in heard] == [("pipeline_state", "completed")]
+    assert pipe.wait_for_picture(60)
+    redrawn = pipe.store.get_artifacts(pipe.id)["pipeline_dag"]
+    assert redrawn.hash != picture.hash, "the picture shows the finished run now"
