@@ -25,6 +25,7 @@ from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
 from clearnb.pipeline import graph, outcome, serialize, validate, views
+from clearnb.pipeline.configuration import CONFIGURATION_KEY, ConnectedConfigurations
 from clearnb.pipeline.definition import DefinitionMethods
 from clearnb.pipeline.engine import RunEngine
 from clearnb.pipeline.node import Node as StepNode
@@ -142,6 +143,7 @@ class PipelineController(DefinitionMethods):
         self._force_next = False
         """Set for a pipeline an agent took from a queue with ``force`` (re-run cached steps)."""
         self._widget: Any = None
+        self._configurations = ConnectedConfigurations(self.config.home / "configuration")
 
     # -- the definition (the rest is DefinitionMethods') -------------------------------
 
@@ -265,6 +267,25 @@ class PipelineController(DefinitionMethods):
     def listeners(self) -> list[Listener]:
         """The listeners of the pipeline's events, in the order they were added."""
         return self._broadcaster.listeners
+
+    def connect_configuration(
+        self,
+        configuration: Mapping[str, Any] | list[Any] | str | os.PathLike[str],
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Store a configuration object (a dict, a list, or a file's text) as ``name``
+        (``General`` by default) with the pipeline's Task and every later run's.
+
+        Returns ``configuration``; a Task that held an object of that name before (a draft
+        edited, a pipeline taken from a queue) overrides it: a dict or list changes in
+        place, a file comes back as the path of a copy of the stored text.
+        """
+        value = self._configurations.connect(
+            self.task.reload().runtime, configuration, name, description
+        )
+        self._recorder.keep_runtime(CONFIGURATION_KEY, self._configurations.entries)
+        return value
 
     def upload_artifact(
         self,

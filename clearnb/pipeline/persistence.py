@@ -53,6 +53,9 @@ class RunRecorder:
         """True when the Task is the run of the notebook this controller runs in."""
         self.runs = 0
         """Runs recorded so far; every run after the first is its own Task."""
+        self.runtime: dict[str, Any] = {}
+        """Facts every run's Task holds in its runtime (configuration objects, arguments
+        recorded for compatibility), by key."""
         self._lease_holder: str | None = None
         self._lease_due = 0.0
 
@@ -83,8 +86,17 @@ class RunRecorder:
             status="created",
             parent=parent,
             tags=list(self.tags),
+            runtime=dict(self.runtime),
         )
         return Task.from_record(self.store.create_task(record), self.backend)
+
+    def keep_runtime(self, key: str, value: dict[str, Any]) -> None:
+        """Store ``value`` under ``key`` of the runtime of the pipeline's Task (merged, by
+        name, with what it holds there) and of every later run's."""
+        self.runtime[key] = dict(value)
+        task = self.ensure_task()
+        self.store.update_runtime(task.id, key, lambda stored: {**(stored or {}), **value})
+        task.reload()
 
     def adopt(self, task_id: str) -> Task:
         """Use the existing controller Task ``task_id`` (the one an agent took from a queue)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clearnb.backend import Backend
@@ -42,6 +42,7 @@ def send(
     callbacks: Sequence[Callable[..., Any] | None],
     tags: list[str],
     queue_name: str,
+    runtime: Mapping[str, Any] | None = None,
 ) -> TaskRecord:
     """Create the controller Task holding ``spec`` (portable) and put it in ``queue_name``.
 
@@ -64,7 +65,7 @@ def send(
         task_type="controller",
         parameters=spec.parameter_sections(storable),
         tags=tags,
-        runtime={"definition": definition},
+        runtime={**(runtime or {}), "definition": definition},
     )
     backend.store.create_task(record)
     return enqueue(backend, record.id, queue_name)
@@ -94,7 +95,13 @@ class RemoteRun:
     ) -> RemoteRun:
         """Send ``spec`` to ``queue_name`` and follow its run in ``state`` from now on."""
         record = send(
-            backend, spec, force=force, callbacks=callbacks, tags=tags, queue_name=queue_name
+            backend,
+            spec,
+            force=force,
+            callbacks=callbacks,
+            tags=tags,
+            queue_name=queue_name,
+            runtime=recorder.runtime,
         )
         recorder.adopt(record.id)
         state.detach()  # the agent's controller stores the run; this side follows

@@ -143,3 +143,52 @@ def test_update_execution_plot_stores_draws_and_tells_now(home: Path) -> None:
     assert pipe.wait_for_picture(60)
     redrawn = pipe.store.get_artifacts(pipe.id)["pipeline_dag"]
     assert redrawn.hash != picture.hash, "the picture shows the finished run now"
+
+
+def configurations(pipe: PipelineController) -> dict[str, Any]:
+    stored: dict[str, Any] = pipe.store.get_task(pipe.id).runtime["configuration"]
+    return stored
+
+
+def test_configuration_objects_are_stored_with_every_run(home: Path, tmp_path: Path) -> None:
+    pipe = PipelineController(name="configured", project="tests")
+    pipe.add_step("one", notebook=step("trivial"))
+    params = {"lr": 0.1, "layers": [8, 4]}
+    assert pipe.connect_configuration(params, description="training") is params
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("batch: 32\n")
+    assert pipe.connect_configuration(settings, name="Settings") == settings
+    assert configurations(pipe) == {
+        "General": {"value": params, "type": "dictionary", "description": "training"},
+        "Settings": {"value": "batch: 32\n", "type": "file", "description": None},
+    }
+    first = pipe.id
+    run(pipe)
+    run(pipe)
+    assert pipe.id != first, "a second run is its own Task"
+    assert configurations(pipe)["General"]["value"] == params, "later runs hold it too"
+    with pytest.raises(PipelineError, match="cannot be read"):
+        pipe.connect_configuration(tmp_path / "missing.yaml")
+
+
+def test_a_stored_configuration_overrides_the_code_s(home: Path, tmp_path: Path) -> None:
+    pipe = PipelineController(name="edited", project="tests")
+    pipe.add_step("one", notebook=step("trivial"))
+    settings = tmp_path / "settings.txt"
+    settings.write_text("old")
+    pipe.connect_configuration({"lr": 0.1})
+    pipe.connect_configuration(str(settings), name="Settings")
+
+    def edit(stored: dict[str, Any]) -> dict[str, Any]:  # as a person edits the draft
+        stored["General"]["value"] = {"lr": 0.5}
+        stored["Settings"]["value"] = "new"
+        return stored
+
+    pipe.store.update_runtime(pipe.id, "configuration", edit)
+    again = PipelineController.from_definition(pipe.to_dict(), task=pipe.id)
+    params = {"lr": 0.1}
+    assert again.connect_configuration(params) is params and params == {"lr": 0.5}
+    copy = again.connect_configuration(str(settings), name="Settings")
+    assert isinstance(copy, str) and copy != str(settings)
+    assert Path(copy).read_text() == "new" and settings.read_text() == "old"
+    assert configurations(again)["General"]["value"] == {"lr": 0.5}
