@@ -24,7 +24,7 @@ from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
-from clearnb.pipeline import graph, outcome, serialize, validate, views
+from clearnb.pipeline import drafts, graph, outcome, serialize, validate, views
 from clearnb.pipeline.configuration import CONFIGURATION_KEY, ConnectedConfigurations
 from clearnb.pipeline.definition import DefinitionMethods
 from clearnb.pipeline.engine import RunEngine
@@ -403,6 +403,93 @@ class PipelineController(DefinitionMethods):
         if wait:
             self.wait()
         return True
+
+    def create_draft(self) -> None:
+        """Store the pipeline as a draft controller Task (status ``created``) without
+        running it: :meth:`enqueue` (or ``clearnb task enqueue ID --queue Q``) sends it to
+        an agent later, and :meth:`get` opens it again. :attr:`id` is the draft's."""
+        self.validate()
+        tags = ["pipeline"] if self.add_pipeline_tags else []
+        record = drafts.controller_record(
+            self.spec, force=False, callbacks=(), tags=tags, runtime=self._recorder.runtime
+        )
+        self._recorder.store_draft(record)
+
+    @classmethod
+    def get(
+        cls,
+        pipeline_id: str | None = None,
+        pipeline_project: str | None = None,
+        pipeline_name: str | None = None,
+        pipeline_version: str | None = None,
+        pipeline_tags: Sequence[str] | None = None,
+        shallow_search: bool = False,
+    ) -> PipelineController:
+        """A stored pipeline: by id, or by project and name (the highest semantic version,
+        or ``pipeline_version``; else the newest). A draft comes back ready to
+        :meth:`start` in its own Task; a past run as :meth:`from_run` opens it.
+        ``shallow_search`` looks only at the newest 500 pipelines."""
+        if pipeline_id and (pipeline_project or pipeline_name):
+            raise PipelineError("PipelineController.get takes pipeline_id or project and name")
+        store = Backend.for_config(Config.from_env()).store
+        if pipeline_id:
+            record = drafts.stored_pipeline(store, pipeline_id)
+        else:
+            record = drafts.find(
+                store,
+                project=pipeline_project,
+                name=pipeline_name,
+                version=pipeline_version,
+                tags=pipeline_tags,
+                shallow=shallow_search,
+            )
+        definition = drafts.definition_of(record)
+        if record.status == "created" and definition is not None:
+            return cls.from_definition(definition, task=record.id)
+        return cls.from_run(record.id)
+
+    @classmethod
+    def clone(
+        cls,
+        pipeline_controller: PipelineController | str,
+        name: str | None = None,
+        comment: str | None = None,
+        parent: str | None = None,
+        project: str | None = None,
+        version: str | None = None,
+    ) -> PipelineController:
+        """A draft copy of a stored pipeline (one with a definition: a draft, or one sent
+        to a queue), renamed, moved or versioned as asked; ready to :meth:`enqueue`."""
+        store = Backend.for_config(Config.from_env()).store
+        source = pipeline_controller
+        record = store.get_task(source if isinstance(source, str) else source.id)
+        copied = drafts.clone_record(
+            record, name=name, comment=comment, parent=parent, project=project, version=version
+        )
+        store.create_task(copied)
+        definition = drafts.definition_of(copied)
+        assert definition is not None
+        return cls.from_definition(definition, task=copied.id)
+
+    @classmethod
+    def enqueue(
+        cls,
+        pipeline_controller: PipelineController | str,
+        queue_name: str | None = None,
+        queue_id: str | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Put a stored pipeline (an id, or a controller: made a draft first if it is not
+        stored yet) in a queue; an agent serving it runs the controller. ``force`` sends
+        again one that ended."""
+        if isinstance(pipeline_controller, PipelineController):
+            held = pipeline_controller.store.get_task(pipeline_controller.id)
+            if drafts.definition_of(held) is None:
+                pipeline_controller.create_draft()
+            target: Task | str = pipeline_controller.task
+        else:
+            target = pipeline_controller
+        return Task.enqueue(target, queue_name=queue_name, queue_id=queue_id, force=force)
 
     def abort(self, reason: str = "the pipeline was stopped") -> None:
         """Stop the run without waiting: no step starts any more, running ones are aborted,

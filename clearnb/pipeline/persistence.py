@@ -104,6 +104,24 @@ class RunRecorder:
         self.attached = False
         return self.task
 
+    def store_draft(self, record: TaskRecord) -> Task:
+        """Make the pipeline's Task the draft ``record`` describes (status ``created``):
+        the Task itself while it is an unused draft, else a new one (a child of it)."""
+        task = self.task
+        if task is not None and not self.attached and not self.runs and task.status == "created":
+            held = self.store.get_task(task.id).runtime
+            self.store.update_task(
+                task.id,
+                parameters=record.parameters,
+                tags=record.tags,
+                runtime={**held, **record.runtime},
+            )
+            return task.reload()
+        record.parent = task.id if task is not None else None
+        self.store.create_task(record)
+        self.runs = 0  # the draft is the Task the next run here uses
+        return self.adopt(record.id)
+
     def start_run(self) -> None:
         """A run begins: the first uses the pipeline's Task, later ones get their own."""
         if self.runs:

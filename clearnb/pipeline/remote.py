@@ -17,13 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clearnb.backend import Backend
-from clearnb.errors import PipelineError, TaskNotFoundError
+from clearnb.errors import TaskNotFoundError
 from clearnb.events import STEP_STATUS, PipelineEvent, from_payload
-from clearnb.pipeline import serialize
+from clearnb.pipeline.drafts import controller_record
 from clearnb.pipeline.node import StepJob
 from clearnb.pipeline.persistence import RunRecorder
-from clearnb.pipeline.sources import storable
-from clearnb.pipeline.spec import PipelineSpec, steps_with_callbacks
+from clearnb.pipeline.spec import PipelineSpec
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import PENDING, QUEUED, RUNNING, STEP_FINISHED, TASK_FINAL
 from clearnb.store import pipelines as runs
@@ -50,23 +49,7 @@ def send(
     """
     from clearnb.executors.queue import enqueue
 
-    local = steps_with_callbacks(spec.steps.values())
-    if any(callbacks) or local:
-        raise PipelineError(
-            "callbacks run in the process that defines them and cannot travel to an "
-            f"agent (steps with callbacks: {', '.join(local) or '-'}); drop them, or run "
-            "the pipeline here with start() without a queue"
-        )
-    definition = serialize.to_dict(spec, portable=True)
-    definition["force"] = force
-    record = TaskRecord(
-        project=spec.project,
-        name=spec.name,
-        task_type="controller",
-        parameters=spec.parameter_sections(storable),
-        tags=tags,
-        runtime={**(runtime or {}), "definition": definition},
-    )
+    record = controller_record(spec, force=force, callbacks=callbacks, tags=tags, runtime=runtime)
     backend.store.create_task(record)
     return enqueue(backend, record.id, queue_name)
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from clearnb import PipelineController
-from clearnb.errors import PipelineError
+from clearnb import PipelineController, Task
+from clearnb.errors import PipelineError, TaskNotFoundError
 from clearnb.pipeline.node import Node
+from tests.executors.agents import Agents, agent_environ
 from tests.helpers import NOTEBOOKS, kernel_pids_of, wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -192,3 +193,67 @@ def test_a_stored_configuration_overrides_the_code_s(home: Path, tmp_path: Path)
     assert isinstance(copy, str) and copy != str(settings)
     assert Path(copy).read_text() == "new" and settings.read_text() == "old"
     assert configurations(again)["General"]["value"] == {"lr": 0.5}
+
+
+def drafted(version: str) -> PipelineController:
+    pipe = PipelineController(name="drafted", project="tests", version=version)
+    pipe.add_parameter("x", 4)
+    pipe.add_step(
+        "one", notebook=step("trivial"), parameter_override={"General/x": "${pipeline.x}"}
+    )
+    pipe.add_step("two", notebook=step("trivial"), parents=["one"])
+    return pipe
+
+
+def test_a_draft_is_stored_not_run_and_runs_later(home: Path) -> None:
+    pipe = drafted("1.0.2")
+    pipe.connect_configuration({"lr": 0.1})
+    pipe.create_draft()
+    store = pipe.store
+    record = store.get_task(pipe.id)
+    assert (record.task_type, record.status) == ("controller", "created")
+    assert record.parameters["Args"] == {"x": 4}
+    assert [s["name"] for s in record.runtime["definition"]["steps"]] == ["one", "two"]
+    assert record.runtime["configuration"]["General"]["value"] == {"lr": 0.1}
+    assert store.find_tasks(parent=pipe.id) == [], "a draft runs nothing"
+    older = drafted("1.0.10")
+    older.create_draft()
+    newest = drafted("0.9")
+    newest.create_draft()
+
+    found = PipelineController.get(pipeline_project="tests", pipeline_name="drafted")
+    assert found.id == older.id, "the highest semantic version, not the newest draft"
+    found = PipelineController.get(
+        pipeline_project="tests", pipeline_name="drafted", pipeline_version="1.0.2"
+    )
+    assert found.id == pipe.id and list(found.get_pipeline_dag()) == ["one", "two"]
+    with pytest.raises(TaskNotFoundError, match="no pipeline with"):
+        PipelineController.get(pipeline_project="tests", pipeline_name="missing")
+
+    found.start(wait=True)
+    found.stop()
+    assert found.id == pipe.id and found.is_successful(), "the draft's own Task runs"
+    assert store.get_task(pipe.id).status == "completed"
+    one = Task.get_task(task_id=found.get_pipeline_dag()["one"].executed)
+    assert one.get_parameter("General/x") == 4 and one.parent == pipe.id
+
+
+def test_a_draft_and_its_clone_run_on_an_agent(home: Path, tmp_path: Path) -> None:
+    pipe = drafted("2.0")
+    pipe.create_draft()
+    copy = PipelineController.clone(pipe.id, name="drafted copy", version="2.1")
+    store = pipe.store
+    cloned = store.get_task(copy.id)
+    assert (cloned.name, cloned.status, cloned.parent) == ("drafted copy", "created", pipe.id)
+    assert cloned.runtime["definition"]["version"] == "2.1"
+    with Agents(store, agent_environ(home), tmp_path) as agents:
+        agents.start("services-agent", ["services"])
+        assert PipelineController.enqueue(pipe, queue_name="services")["queued"] == 1
+        assert PipelineController.enqueue(copy.id, queue_name="services")["queued"] == 1
+        for task_id in (pipe.id, copy.id):
+            done = Task.get_task(task_id=task_id).wait_for_status(timeout=180)
+            assert done.status == "completed", agents.output()
+    for task_id in (pipe.id, copy.id):
+        state = store.get_task(task_id).runtime["pipeline"]
+        assert [n["status"] for n in state["nodes"].values()] == ["completed", "completed"]
+        assert store.get_task(task_id).runtime["agent"] == "services-agent"
