@@ -40,6 +40,7 @@ from clearnb.pipeline.spec import (
     build_step,
     recorded_pipeline_options,
 )
+from clearnb.pipeline.stored import StoredMethods
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import (
     ABORTED,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PIPELINE_SECTION", "PipelineController"]
 
 
-class PipelineController(DefinitionMethods):
+class PipelineController(DefinitionMethods, StoredMethods):
     """A pipeline of steps; ``add_step``/``add_function_step``, then ``start``/``wait``/``stop``."""
 
     Node = StepNode  # ClearML's name for a step of the DAG
@@ -414,62 +415,6 @@ class PipelineController(DefinitionMethods):
             self.spec, force=False, callbacks=(), tags=tags, runtime=self._recorder.runtime
         )
         self._recorder.store_draft(record)
-
-    @classmethod
-    def get(
-        cls,
-        pipeline_id: str | None = None,
-        pipeline_project: str | None = None,
-        pipeline_name: str | None = None,
-        pipeline_version: str | None = None,
-        pipeline_tags: Sequence[str] | None = None,
-        shallow_search: bool = False,
-    ) -> PipelineController:
-        """A stored pipeline: by id, or by project and name (the highest semantic version,
-        or ``pipeline_version``; else the newest). A draft comes back ready to
-        :meth:`start` in its own Task; a past run as :meth:`from_run` opens it.
-        ``shallow_search`` looks only at the newest 500 pipelines."""
-        if pipeline_id and (pipeline_project or pipeline_name):
-            raise PipelineError("PipelineController.get takes pipeline_id or project and name")
-        store = Backend.for_config(Config.from_env()).store
-        if pipeline_id:
-            record = drafts.stored_pipeline(store, pipeline_id)
-        else:
-            record = drafts.find(
-                store,
-                project=pipeline_project,
-                name=pipeline_name,
-                version=pipeline_version,
-                tags=pipeline_tags,
-                shallow=shallow_search,
-            )
-        definition = drafts.definition_of(record)
-        if record.status == "created" and definition is not None:
-            return cls.from_definition(definition, task=record.id)
-        return cls.from_run(record.id)
-
-    @classmethod
-    def clone(
-        cls,
-        pipeline_controller: PipelineController | str,
-        name: str | None = None,
-        comment: str | None = None,
-        parent: str | None = None,
-        project: str | None = None,
-        version: str | None = None,
-    ) -> PipelineController:
-        """A draft copy of a stored pipeline (one with a definition: a draft, or one sent
-        to a queue), renamed, moved or versioned as asked; ready to :meth:`enqueue`."""
-        store = Backend.for_config(Config.from_env()).store
-        source = pipeline_controller
-        record = store.get_task(source if isinstance(source, str) else source.id)
-        copied = drafts.clone_record(
-            record, name=name, comment=comment, parent=parent, project=project, version=version
-        )
-        store.create_task(copied)
-        definition = drafts.definition_of(copied)
-        assert definition is not None
-        return cls.from_definition(definition, task=copied.id)
 
     @classmethod
     def enqueue(
