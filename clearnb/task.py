@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -453,10 +453,17 @@ class Task:
         preview: Any = None,
         wait_on_upload: bool = True,
         extension_name: str | None = None,
+        serialization_function: Callable[[Any], bytes | bytearray] | None = None,
     ) -> bool:
-        """Store ``artifact_object`` under ``name`` (re-uploading a name replaces it)."""
+        """Store ``artifact_object`` under ``name`` (re-uploading a name replaces it);
+        ``serialization_function`` stores the bytes it makes of the object instead (read
+        back with ``artifacts[name].get(deserialization_function=...)``)."""
         record = self._backend.artifacts.save(
-            self.id, name, artifact_object, metadata=dict(metadata or {})
+            self.id,
+            name,
+            artifact_object,
+            metadata=dict(metadata or {}),
+            serialization_function=serialization_function,
         )
         if preview is not None:
             record.preview = str(preview)[:500]
