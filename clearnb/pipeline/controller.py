@@ -36,6 +36,7 @@ from clearnb.pipeline.spec import (
     NOTEBOOK,
     PIPELINE_SECTION,
     PipelineSpec,
+    Serialization,
     StepSpec,
     build_step,
     recorded_pipeline_options,
@@ -88,7 +89,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
         repo_branch: str | None = None,
         repo_commit: str | None = None,
         always_create_from_code: bool = True,
-        artifact_serialization_function: Callable[[Any], bytes] | None = None,
+        artifact_serialization_function: Callable[[Any], bytes | bytearray] | None = None,
         artifact_deserialization_function: Callable[[bytes], Any] | None = None,
         output_uri: str | bool | None = None,
         skip_global_imports: bool = False,
@@ -111,6 +112,9 @@ class PipelineController(DefinitionMethods, StoredMethods):
             abort_on_failure=abort_on_failure,
             default_execution_queue=default_execution_queue,
             strict=strict,
+            serialization=Serialization(
+                artifact_serialization_function, artifact_deserialization_function
+            ),
         )
         if max_workers:
             self.spec.max_workers = max(1, max_workers)
@@ -297,14 +301,19 @@ class PipelineController(DefinitionMethods, StoredMethods):
         auto_pickle: bool = True,
         preview: Any = None,
         wait_on_upload: bool = False,
+        serialization_function: Callable[[Any], bytes | bytearray] | None = None,
     ) -> bool:
-        """Store an artifact with the pipeline's Task."""
+        """Store an artifact with the pipeline's Task (as the bytes
+        ``serialization_function`` makes, if given)."""
         return self.task.upload_artifact(
             name,
             artifact_object,
             metadata=metadata,
-            preview=preview,
             delete_after_upload=delete_after_upload,
+            auto_pickle=auto_pickle,
+            preview=preview,
+            wait_on_upload=wait_on_upload,
+            serialization_function=serialization_function,
         )
 
     def get_logger(self) -> Logger:

@@ -176,7 +176,9 @@ class _PipelineRun:
         else:
             from clearnb.task import Task
 
-            value = Task.get_task(task_id=node.executed).artifacts[name].get()
+            artifact = Task.get_task(task_id=node.executed).artifacts[name]
+            deserialize = self.controller.spec.serialization.deserialize
+            value = artifact.get(deserialization_function=deserialize)
         self.values[key] = value
         return value
 
@@ -292,9 +294,13 @@ class PipelineDecorator:
         repo: str | None = None,
         repo_branch: str | None = None,
         repo_commit: str | None = None,
-        auto_version_bump: bool | None = None,
+        artifact_serialization_function: Callable[[Any], bytes | bytearray] | None = None,
+        artifact_deserialization_function: Callable[[bytes], Any] | None = None,
         output_uri: str | bool | None = None,
+        skip_global_imports: bool = False,
         working_dir: str | None = None,
+        enable_local_imports: bool = True,
+        auto_version_bump: bool | None = None,
         max_workers: int | None = None,
     ) -> Any:
         """Mark the function whose component calls make the pipeline.
@@ -323,8 +329,13 @@ class PipelineDecorator:
                     repo=repo,
                     repo_branch=repo_branch,
                     repo_commit=repo_commit,
+                    artifact_serialization_function=artifact_serialization_function,
+                    artifact_deserialization_function=artifact_deserialization_function,
                     output_uri=output_uri,
+                    skip_global_imports=skip_global_imports,
                     working_dir=working_dir,
+                    enable_local_imports=enable_local_imports,
+                    auto_version_bump=auto_version_bump,
                     default_execution_queue=default_queue or cls.settings.default_queue,
                     max_workers=max_workers,
                 )
@@ -357,7 +368,7 @@ class PipelineDecorator:
                 with controller.engine.running_here():
                     result = function(*bound.args, **bound.kwargs)
                     if return_value:
-                        controller.upload_artifact(return_value, result)
+                        cls._store_result(controller, return_value, result)
                 return result
             if settings.resume:
                 run.earlier = controller.earlier_results(settings.resume)
@@ -370,12 +381,19 @@ class PipelineDecorator:
                 controller.close_steps()
                 controller.wait()
             if return_value:
-                controller.upload_artifact(return_value, result)
+                cls._store_result(controller, return_value, result)
             return result
         finally:
             _ACTIVE.run = previous
             if previous is None:
                 _ACTIVE.controller = None
+
+    @staticmethod
+    def _store_result(controller: PipelineController, name: str, result: Any) -> None:
+        """Store the pipeline function's result with the pipeline's Task (as its own
+        serialization function makes it, if it has one: ClearML stores it so)."""
+        serialize = controller.spec.serialization.serialize
+        controller.upload_artifact(name, result, serialization_function=serialize)
 
     @classmethod
     def run_locally(cls, force: bool = False, resume: bool | str = False) -> None:
@@ -422,10 +440,18 @@ class PipelineDecorator:
         auto_pickle: bool = True,
         preview: Any = None,
         wait_on_upload: bool = False,
+        serialization_function: Callable[[Any], bytes | bytearray] | None = None,
     ) -> bool:
         """Store an artifact with the running pipeline's Task."""
         return cls._require_pipeline().upload_artifact(
-            name, artifact_object, metadata=metadata, preview=preview
+            name,
+            artifact_object,
+            metadata=metadata,
+            delete_after_upload=delete_after_upload,
+            auto_pickle=auto_pickle,
+            preview=preview,
+            wait_on_upload=wait_on_upload,
+            serialization_function=serialization_function,
         )
 
     @classmethod

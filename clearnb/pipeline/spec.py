@@ -411,6 +411,20 @@ def referenced_steps(step: StepSpec) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Serialization:
+    """The pipeline's own functions for the values its function steps pass and return
+    (ClearML's ``artifact_serialization_function`` and ``artifact_deserialization_function``):
+    those values are stored as the bytes ``serialize`` makes, and read with ``deserialize``."""
+
+    serialize: Callable[[Any], bytes | bytearray] | None = None
+    deserialize: Callable[[bytes], Any] | None = None
+
+    def pair(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
+        """``(serialize, deserialize)``."""
+        return self.serialize, self.deserialize
+
+
 @dataclass
 class PipelineSpec:
     """A pipeline as defined: its steps in the order added, and its parameters."""
@@ -432,6 +446,7 @@ class PipelineSpec:
     """Refuse an override of a parameter a step does not declare (ClearML sets it, warned)."""
     time_limit: float | None = None
     """Seconds the whole run may take; then it is stopped and fails (None: no limit)."""
+    serialization: Serialization = field(default_factory=Serialization)
 
     def add_parameter(self, name: str, default: Any = None, description: str | None = None) -> None:
         """Add (or change) a pipeline argument."""
@@ -484,6 +499,8 @@ class PipelineSpec:
         self.parameters = dict(other.parameters)
         self.descriptions = dict(other.descriptions)
         self.duplicates = list(other.duplicates)
+        if other.serialization != Serialization():  # a file without them keeps this one's
+            self.serialization = other.serialization
 
     def edges(self) -> dict[str, list[str]]:
         """``{step: its parents}``, for the graph algorithms."""

@@ -100,7 +100,7 @@ class StepExecution:
                 self.skip_below(node, f"skipped because step {step.name!r} was skipped")
                 return
         notebook, overrides, code_hash = self.sources.materialize(
-            step, node.run.resolved, self._stash
+            step, node.run.resolved, self._stash, self.state.spec.serialization
         )
         key = self.resolver.cache_key(step, node.run.resolved, code_hash)
         if step.cache_executed_step and not (self.force or node.run.force):
@@ -243,7 +243,8 @@ class StepExecution:
         """Store a function step's argument that cannot travel as JSON with the pipeline."""
         pipeline_task = self.pipeline_task()
         name = f"{step}.{key}"
-        pipeline_task.upload_artifact(name, value)
+        serialize = self.state.spec.serialization.serialize
+        pipeline_task.upload_artifact(name, value, serialization_function=serialize)
         return functions.artifact_input(pipeline_task.id, name)
 
     def _monitor(self, node: Node) -> None:

@@ -257,3 +257,67 @@ def test_a_draft_and_its_clone_run_on_an_agent(home: Path, tmp_path: Path) -> No
         state = store.get_task(task_id).runtime["pipeline"]
         assert [n["status"] for n in state["nodes"].values()] == ["completed", "completed"]
         assert store.get_task(task_id).runtime["agent"] == "services-agent"
+
+
+def framed(value: Any) -> bytes:
+    import pickle
+
+    return b"FRAME" + pickle.dumps(value)
+
+
+def unframed(data: bytes) -> Any:
+    import pickle
+
+    assert data.startswith(b"FRAME"), data[:10]
+    return pickle.loads(data[5:])
+
+
+def squares(count: int) -> set[int]:
+    return {i * i for i in range(count)}
+
+
+def largest(numbers: set[int]) -> int:
+    return max(numbers)
+
+
+def careless(value: Any) -> bytes:
+    return pickle.dumps(value)  # type: ignore[name-defined]  # noqa: F821
+
+
+def test_function_steps_pass_values_with_the_pipelines_functions(home: Path) -> None:
+    pipe = PipelineController(
+        name="framed",
+        project="tests",
+        artifact_serialization_function=framed,
+        artifact_deserialization_function=unframed,
+    )
+    pipe.add_function_step(
+        "squares", squares, function_kwargs={"count": 4}, function_return=["numbers"]
+    )
+    pipe.add_function_step(
+        "largest",
+        largest,
+        function_kwargs={"numbers": "${squares.numbers}"},
+        function_return=["top"],
+    )
+    dag = run(pipe)
+    assert pipe.is_successful(), {n: d.error for n, d in dag.items()}
+    numbers = Task.get_task(task_id=dag["squares"].executed).artifacts["numbers"]
+    assert Path(numbers.get_local_copy()).read_bytes().startswith(b"FRAME")
+    assert numbers.get(deserialization_function=unframed) == {0, 1, 4, 9}
+    top = Task.get_task(task_id=dag["largest"].executed).artifacts["top"]
+    assert top.codec == "serialized" and top.get(deserialization_function=unframed) == 9
+
+    portable = pipe.to_dict(portable=True)
+    assert portable["serialization"]["serialize"]["function"].endswith(":framed")
+    again = PipelineController.from_definition(portable)
+    serialize, deserialize = again.spec.serialization.pair()
+    assert serialize is not None and deserialize is not None and serialize is not framed
+    assert deserialize(serialize({1})) == {1}, "an agent gets the functions from their source"
+
+    sloppy = PipelineController(
+        name="sloppy", project="tests", artifact_serialization_function=careless
+    )
+    sloppy.add_function_step("squares", squares, function_kwargs={"count": 2})
+    with pytest.raises(PipelineError, match="careless uses 'pickle', which it neither imports"):
+        sloppy.validate()
