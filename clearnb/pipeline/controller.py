@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearnb import compat
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
@@ -35,11 +36,12 @@ from clearnb.pipeline.sources import Sources
 from clearnb.pipeline.spec import (
     NOTEBOOK,
     PIPELINE_SECTION,
+    UNUSED_WHY,
     PipelineSpec,
     Serialization,
     StepSpec,
     build_step,
-    recorded_pipeline_options,
+    unused_pipeline_arguments,
 )
 from clearnb.pipeline.stored import StoredMethods
 from clearnb.pipeline.transitions import RunState
@@ -119,12 +121,14 @@ class PipelineController(DefinitionMethods, StoredMethods):
         if max_workers:
             self.spec.max_workers = max(1, max_workers)
         self.add_pipeline_tags = add_pipeline_tags
-        self.target_project = (
-            target_project if isinstance(target_project, str) and target_project else project
-        )
+        named = target_project if isinstance(target_project, str) and target_project else None
+        self.target_project = project if target_project is True else named
+        """The project of the steps' Tasks (True: the pipeline's; None or False: a
+        template's own, else the pipeline's)."""
         self.retry_on_failure = retry_on_failure
         self.config = config or Config.from_env()
-        self.recorded = recorded_pipeline_options(given)
+        self.recorded: dict[str, Any] = {}
+        """ClearML arguments that do nothing here, as recorded with every run's Task."""
         self._backend = Backend.for_config(self.config)
         self._broadcaster = Broadcaster()
         self._state = RunState(self.spec, self._broadcaster)
@@ -149,6 +153,22 @@ class PipelineController(DefinitionMethods, StoredMethods):
         """Set for a pipeline an agent took from a queue with ``force`` (re-run cached steps)."""
         self._widget: Any = None
         self._configurations = ConnectedConfigurations(self.config.home / "configuration")
+        self._recorder.numbered = add_run_number
+        unused = unused_pipeline_arguments(given)
+        self.record_unused(unused)
+        compat.warn_unused("PipelineController", unused, UNUSED_WHY)
+
+    def record_unused(self, arguments: Mapping[str, Any]) -> None:
+        """Record ClearML ``arguments`` that do nothing here with every run's Task (its
+        runtime's ``unused_arguments``); the caller names them in a warning."""
+        if arguments:
+            self.recorded.update(arguments)
+            self._recorder.keep_runtime(compat.UNUSED_KEY, self.recorded)
+
+    def use_own_task(self) -> None:
+        """Record runs in a Task of their own even inside a notebook clearnb runs (whose
+        Task becomes the parent): several pipelines launched from one notebook."""
+        self._recorder.own_task = True
 
     # -- the definition (the rest is DefinitionMethods') -------------------------------
 
@@ -409,6 +429,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
             pre=step_task_created_callback,
             post=step_task_completed_callback,
             accept_steps=accept_steps,
+            tag_steps=self.add_pipeline_tags,
         )
         if wait:
             self.wait()

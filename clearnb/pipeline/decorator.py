@@ -21,12 +21,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from clearnb import compat
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value
-from clearnb.pipeline.spec import FUNCTION, StepSpec, build_step, component_options
+from clearnb.pipeline.spec import (
+    FUNCTION,
+    UNUSED_WHY,
+    StepSpec,
+    build_step,
+    component_options,
+    unused_pipeline_arguments,
+    unused_step_options,
+)
 from clearnb.status import CACHED, COMPLETED
 from clearnb.status import STEP_FINISHED as FINISHED
 
@@ -240,17 +249,23 @@ class PipelineDecorator:
     ) -> Any:
         """Mark a function as a pipeline step. Outside a pipeline it is a plain function.
 
-        ``docker``, ``repo`` and the other container arguments are recorded with the step;
-        they apply to queued execution. ``time_limit`` (seconds) and ``memory_limit``
-        (bytes, or a size like ``"2GB"``) bound each run of the step, as in ``add_step``.
+        ``docker``, ``repo`` and the other arguments that do nothing here are recorded
+        with the step and named in one CompatibilityWarning. ``time_limit`` (seconds) and
+        ``memory_limit`` (bytes, or a size like ``"2GB"``) bound each run of the step, as
+        in ``add_step``.
         """
         returns = [return_values] if isinstance(return_values, str) else list(return_values or [])
+        declared = component_options()
         options = {
             key: value
             for key, value in locals().items()
-            if key in component_options() and key != "return_values"
+            if key in declared and key != "return_values"
         }
         options["memory_limit"] = parse_memory_limit(memory_limit)
+        given = {declared[key].name: value for key, value in options.items()}
+        compat.warn_unused(
+            "PipelineDecorator.component", unused_step_options(FUNCTION, given), UNUSED_WHY
+        )
 
         def decorate(function: F) -> F:
             spec = ComponentSpec(function, returns, name or innermost(function).__name__, options)
@@ -308,12 +323,24 @@ class PipelineDecorator:
         Calling it runs the pipeline (mode set by :meth:`run_locally` or
         :meth:`debug_pipeline`) and returns the function's result. Its arguments are the
         pipeline's parameters, stored by section as ``args_map`` says (``Args`` otherwise).
+        Arguments that do nothing here (``docker``, ``repo``, ...) are recorded with every
+        run's Task and named in one CompatibilityWarning.
         """
         sections = {arg: section for section, args in (args_map or {}).items() for arg in args}
+        unused = unused_pipeline_arguments(locals())
+        if not start_controller_locally:  # the controller always runs here
+            unused.update(
+                compat.unused_arguments(
+                    {"pipeline_execution_queue": pipeline_execution_queue},
+                    {"pipeline_execution_queue": "services"},
+                )
+            )
+        compat.warn_unused("PipelineDecorator.pipeline", unused, UNUSED_WHY)
 
         def decorate(function: F) -> F:
-            @functools.wraps(function)
-            def run_pipeline(*args: Any, **kwargs: Any) -> Any:
+            def run_pipeline(
+                settings: DecoratorSettings, own_task: bool, *args: Any, **kwargs: Any
+            ) -> Any:
                 controller = PipelineController(
                     name=name,
                     project=project,
@@ -321,32 +348,27 @@ class PipelineDecorator:
                     add_pipeline_tags=add_pipeline_tags,
                     target_project=target_project or True,
                     abort_on_failure=abort_on_failure,
+                    add_run_number=add_run_number,
                     retry_on_failure=retry_on_failure,
-                    docker=docker,
-                    docker_args=docker_args,
-                    docker_bash_setup_script=docker_bash_setup_script,
-                    packages=packages,
-                    repo=repo,
-                    repo_branch=repo_branch,
-                    repo_commit=repo_commit,
                     artifact_serialization_function=artifact_serialization_function,
                     artifact_deserialization_function=artifact_deserialization_function,
-                    output_uri=output_uri,
-                    skip_global_imports=skip_global_imports,
-                    working_dir=working_dir,
-                    enable_local_imports=enable_local_imports,
-                    auto_version_bump=auto_version_bump,
-                    default_execution_queue=default_queue or cls.settings.default_queue,
+                    default_execution_queue=default_queue or settings.default_queue,
                     max_workers=max_workers,
                 )
-                controller.recorded["pipeline_execution_queue"] = pipeline_execution_queue
+                controller.record_unused(unused)
+                if own_task:
+                    controller.use_own_task()
                 bound = inspect.signature(function).bind(*args, **kwargs)
                 bound.apply_defaults()
                 for key, value in bound.arguments.items():
                     controller.add_parameter(key, value, section=sections.get(key, DEFAULT_SECTION))
-                return cls._run(controller, function, bound, return_value)
+                return cls._run(controller, function, bound, return_value, settings)
 
-            return run_pipeline  # type: ignore[return-value]
+            @functools.wraps(function)
+            def pipeline_call(*args: Any, **kwargs: Any) -> Any:
+                return run_pipeline(cls.settings, False, *args, **kwargs)
+
+            return pipeline_call  # type: ignore[return-value]
 
         return decorate(_func) if _func is not None else decorate
 
@@ -357,8 +379,8 @@ class PipelineDecorator:
         function: Callable[..., Any],
         bound: inspect.BoundArguments,
         return_value: str | None,
+        settings: DecoratorSettings,
     ) -> Any:
-        settings = cls.settings
         run = _PipelineRun(controller, settings.mode)
         previous = getattr(_ACTIVE, "run", None)
         _ACTIVE.run = run

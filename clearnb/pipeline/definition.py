@@ -12,14 +12,17 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from clearnb import compat
 from clearnb.pipeline.node import Node as StepNode
 from clearnb.pipeline.spec import (
     FUNCTION,
     NOTEBOOK,
     PIPELINE_SECTION,
+    UNUSED_WHY,
     PipelineSpec,
     StepSpec,
     build_step,
+    unused_step_options,
 )
 
 
@@ -128,7 +131,9 @@ class DefinitionMethods:
         the attempt fails). Problems are reported by :meth:`start`, all together.
         """
         given = {k: v for k, v in locals().items() if k != "self"}
-        return self.add_step_spec(build_step(NOTEBOOK, given))
+        step = build_step(NOTEBOOK, given)
+        compat.warn_unused("add_step", unused_step_options(NOTEBOOK, given), UNUSED_WHY)
+        return self.add_step_spec(step)
 
     def add_function_step(
         self,
@@ -176,4 +181,6 @@ class DefinitionMethods:
         ``memory_limit`` are those of :meth:`add_step`.
         """
         given = {k: v for k, v in locals().items() if k != "self"}
-        return self.add_step_spec(build_step(FUNCTION, given))
+        step = build_step(FUNCTION, given)
+        compat.warn_unused("add_function_step", unused_step_options(FUNCTION, given), UNUSED_WHY)
+        return self.add_step_spec(step)

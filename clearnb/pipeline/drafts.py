@@ -36,8 +36,10 @@ def controller_record(
     callbacks: Sequence[Callable[..., Any] | None],
     tags: list[str],
     runtime: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> TaskRecord:
-    """A controller Task (not yet stored) holding ``spec``, for an agent to run.
+    """A controller Task (not yet stored) holding ``spec``, for an agent to run; ``name``
+    is its Task's (the pipeline's by default).
 
     Callbacks run in the process that defines them, so a pipeline with any is refused.
     """
@@ -52,7 +54,7 @@ def controller_record(
     definition["force"] = force
     return TaskRecord(
         project=spec.project,
-        name=spec.name,
+        name=name or spec.name,
         task_type=runs.CONTROLLER_TASK_TYPE,
         parameters=spec.parameter_sections(storable),
         tags=tags,

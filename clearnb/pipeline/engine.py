@@ -119,12 +119,13 @@ class RunEngine:
         self,
         *,
         name: str,
-        target_project: str,
+        target_project: str | None,
         force: bool,
         retry_default: Any,
         pre: Callable[..., Any] | None,
         post: Callable[..., Any] | None,
         accept_steps: bool,
+        tag_steps: bool = False,
     ) -> None:
         """Start the run's thread (after :meth:`begin`); outside IPython the process waits
         for the run before it exits, as ClearML's ``start()`` does in a script."""
@@ -134,6 +135,7 @@ class RunEngine:
             retry_default=retry_default,
             pre=pre,
             post=post,
+            tag_steps=tag_steps,
         )
         scheduler.accept_steps(accept_steps)
         self._waiter.started()
@@ -145,11 +147,12 @@ class RunEngine:
     def _make_scheduler(
         self,
         *,
-        target_project: str,
+        target_project: str | None,
         force: bool,
         retry_default: Any,
         pre: Callable[..., Any] | None,
         post: Callable[..., Any] | None,
+        tag_steps: bool,
     ) -> Scheduler:
         local = LocalExecutor(self.config, min(self.spec.max_workers, max(1, len(self.spec.steps))))
         self._local = local
@@ -185,6 +188,7 @@ class RunEngine:
             retry_default=retry_default,
             pre_callback=pre,
             post_callback=post,
+            tag_steps=tag_steps,
         )
         self.scheduler = Scheduler(
             self.state,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -56,6 +57,12 @@ class RunRecorder:
         self.runtime: dict[str, Any] = {}
         """Facts every run's Task holds in its runtime (configuration objects, arguments
         recorded for compatibility), by key."""
+        self.numbered = False
+        """Name the pipeline's Task ``name #N`` when N-1 pipelines of that name exist in
+        the project (ClearML's ``add_run_number``)."""
+        self.own_task = False
+        """Record the run in a Task of its own even inside a notebook clearnb runs (that
+        notebook's Task becomes its parent), for pipelines launched side by side."""
         self._lease_holder: str | None = None
         self._lease_due = 0.0
 
@@ -69,19 +76,42 @@ class RunRecorder:
         else a new controller Task (created on first use)."""
         if self.task is None:
             attached = os.environ.get(TASK_ID_ENV)
-            if attached:
+            if attached and not self.own_task:
                 with contextlib.suppress(TaskNotFoundError):
                     self.task = Task.init()
                     self.attached = True
+                    for key, value in self.runtime.items():
+                        self._merge_runtime(key, value)
             if self.task is None:
-                self.task = self.new_task()
+                parent = attached if attached and self.own_task else None
+                self.task = self.new_task(parent=parent)
+                name = self.task_name(self.task.record)
+                if name != self.task.name:
+                    self.store.update_task(self.task.id, name=name)
+                    self.task.reload()
         return self.task
 
-    def new_task(self, parent: str | None = None) -> Task:
+    def task_name(self, record: TaskRecord | None = None) -> str:
+        """The name of the run's Task ``record`` (None: of one not yet stored): the
+        pipeline's, numbered ``#N`` if ``numbered`` and N-1 controller Tasks of that name
+        (numbered or not) were created in the project before it. Counting only earlier
+        ones keeps the numbers apart for pipelines started at the same time."""
+        if not self.numbered:
+            return self.name
+        pattern = re.compile(rf"^{re.escape(self.name)}( #\d+)?$")
+        earlier = [
+            other
+            for other in self.store.find_tasks(project=self.project, task_type="controller")
+            if pattern.match(other.name)
+            and (record is None or (other.created, other.id) < (record.created, record.id))
+        ]
+        return f"{self.name} #{len(earlier) + 1}" if earlier else self.name
+
+    def new_task(self, parent: str | None = None, name: str | None = None) -> Task:
         """A new controller Task for this pipeline (each run after the first is one)."""
         record = TaskRecord(
             project=self.project,
-            name=self.name,
+            name=name or self.name,
             task_type="controller",
             status="created",
             parent=parent,
@@ -92,11 +122,15 @@ class RunRecorder:
 
     def keep_runtime(self, key: str, value: dict[str, Any]) -> None:
         """Store ``value`` under ``key`` of the runtime of the pipeline's Task (merged, by
-        name, with what it holds there) and of every later run's."""
+        name, with what it holds there, once there is a Task) and of every later run's."""
         self.runtime[key] = dict(value)
-        task = self.ensure_task()
-        self.store.update_runtime(task.id, key, lambda stored: {**(stored or {}), **value})
-        task.reload()
+        if self.task is not None:
+            self._merge_runtime(key, value)
+
+    def _merge_runtime(self, key: str, value: dict[str, Any]) -> None:
+        assert self.task is not None
+        self.store.update_runtime(self.task.id, key, lambda stored: {**(stored or {}), **value})
+        self.task.reload()
 
     def adopt(self, task_id: str) -> Task:
         """Use the existing controller Task ``task_id`` (the one an agent took from a queue)."""
@@ -118,6 +152,7 @@ class RunRecorder:
             )
             return task.reload()
         record.parent = task.id if task is not None else None
+        record.name = self.task_name()
         self.store.create_task(record)
         self.runs = 0  # the draft is the Task the next run here uses
         return self.adopt(record.id)
@@ -131,7 +166,7 @@ class RunRecorder:
     def next_run(self) -> None:
         """Give the next run its own Task, a child of the last one."""
         if self.task is not None:
-            self.task = self.new_task(parent=self.task.id)
+            self.task = self.new_task(parent=self.task.id, name=self.task.name)
             self.attached = False
 
     def open(self, sections: Mapping[str, Mapping[str, Any]], started: float) -> None:
@@ -142,7 +177,7 @@ class RunRecorder:
             "parameters": {**self.store.get_task(task.id).parameters, **sections},
         }
         if self.attached:  # the notebook's own run becomes the pipeline's Task
-            fields.update(project=self.project, name=self.name)
+            fields.update(project=self.project, name=self.task_name(task.record))
         else:
             fields.update(status="running", started=started, completed=None, error=None)
         self.store.update_task(task.id, **fields)

@@ -42,14 +42,18 @@ def send(
     tags: list[str],
     queue_name: str,
     runtime: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> TaskRecord:
-    """Create the controller Task holding ``spec`` (portable) and put it in ``queue_name``.
+    """Create the controller Task holding ``spec`` (portable), named ``name`` (the
+    pipeline's by default), and put it in ``queue_name``.
 
     Callbacks run in the process that defines them, so a pipeline with any is refused.
     """
     from clearnb.executors.queue import enqueue
 
-    record = controller_record(spec, force=force, callbacks=callbacks, tags=tags, runtime=runtime)
+    record = controller_record(
+        spec, force=force, callbacks=callbacks, tags=tags, runtime=runtime, name=name
+    )
     backend.store.create_task(record)
     return enqueue(backend, record.id, queue_name)
 
@@ -85,6 +89,7 @@ class RemoteRun:
             tags=tags,
             queue_name=queue_name,
             runtime=recorder.runtime,
+            name=recorder.task_name(),
         )
         recorder.adopt(record.id)
         state.detach()  # the agent's controller stores the run; this side follows

@@ -126,5 +126,12 @@ def signature_defaults(function: Callable[..., Any]) -> dict[str, Any]:
 
 
 def missing_template(step: StepSpec) -> bool:
-    """True if ``step`` names no notebook in any way."""
-    return not (step.notebook or step.base_task_id or step.base_task_name)
+    """True if ``step`` names no notebook in any way (a base task factory makes one)."""
+    return not (step.notebook or step.base_task_id or step.base_task_name or step.base_task_factory)
+
+
+def made_when_run(step: StepSpec) -> bool:
+    """True if ``step``'s notebook is known only when it runs (its base task factory)."""
+    return step.base_task_factory is not None and not (
+        step.notebook or step.base_task_id or step.base_task_name
+    )

@@ -23,7 +23,7 @@ from clearnb.notebook.files import check_kernel
 from clearnb.notebook.parameters import GENERAL, split_key
 from clearnb.pipeline import functions, graph, references
 from clearnb.pipeline.references import Reference
-from clearnb.pipeline.sources import Sources, missing_template, signature_defaults
+from clearnb.pipeline.sources import Sources, made_when_run, missing_template, signature_defaults
 from clearnb.pipeline.spec import PipelineSpec, StepSpec, has_reference
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ def step_problems(
             "base_task_id=..., or base_task_project=... and base_task_name=..."
         )
         return found
+    if made_when_run(step):
+        return found  # its notebook is made when it is to run
     try:
         path, declared, nb = sources.declared(step)
     except ClearnbError as exc:

@@ -65,6 +65,32 @@ def serialized(start: int = 3) -> Any:
     return (kind, total)
 
 
+@PipelineDecorator.component(return_values=["value"])
+def slow_add(x: int, seconds: float = 0.0) -> int:
+    import time
+
+    time.sleep(seconds)
+    return x + 1
+
+
+@PipelineDecorator.component(return_values=["value"])
+def explode(x: int) -> int:
+    raise ValueError(f"exploded on {x}")
+
+
+@PipelineDecorator.component(return_values=["total"], monitor_metrics=[("loss", "train")])
+def reports(x: int) -> int:
+    from clearnb import Task
+
+    Task.current_task().get_logger().report_scalar("loss", "train", value=0.5, iteration=3)
+    return x
+
+
+@PipelineDecorator.pipeline(name="monitored", project="tests")
+def monitored() -> int:
+    return reports(1) + 0
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("CLEARNB_HOME", str(tmp_path))
@@ -86,3 +112,11 @@ def test_component_values_travel_as_the_pipelines_own_bytes(home: Path) -> None:
     assert described.get(deserialization_function=untagged) == ("tuple", 7)
     result = Task.get_task(task_id=controller.id).artifacts["result"]
     assert Path(result.get_local_copy()).read_bytes().startswith(b"TAGGED:")
+
+
+def test_a_component_s_metrics_reach_the_pipeline(home: Path) -> None:
+    assert monitored() == 1
+    store = Backend.for_config().store
+    (controller,) = store.find_tasks(task_type="controller")
+    scalars = Task.get_task(task_id=controller.id).get_reported_scalars()
+    assert scalars["loss"]["train"] == {"x": [3], "y": [0.5]}

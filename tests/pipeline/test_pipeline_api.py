@@ -321,3 +321,90 @@ def test_function_steps_pass_values_with_the_pipelines_functions(home: Path) -> 
     sloppy.add_function_step("squares", squares, function_kwargs={"count": 2})
     with pytest.raises(PipelineError, match="careless uses 'pickle', which it neither imports"):
         sloppy.validate()
+
+
+def test_a_base_task_factory_makes_the_template_when_the_step_runs(home: Path) -> None:
+    made: list[tuple[str, str]] = []
+
+    def factory(node: Node) -> Task:
+        template = Task.create(
+            project_name="templates", task_name=f"for {node.name}", notebook=step("data_step")
+        )
+        made.append((node.name, template.id))
+        return template
+
+    pipe = PipelineController(
+        name="factory", project="tests", target_project=False, add_pipeline_tags=True
+    )
+    pipe.add_step(
+        "data",
+        base_task_factory=factory,
+        parameter_override={"General/rows": 3},
+        configuration_overrides={"Settings": {"depth": 2}, "Notes": "hello"},
+    )
+    assert made == [], "the template is made when the step is to run"
+    with pytest.raises(PipelineError, match="callbacks run in the process that defines them"):
+        pipe.start(queue="services")
+    dag = run(pipe)
+    assert pipe.is_successful(), {n: d.error for n, d in dag.items()}
+    assert [name for name, _ in made] == ["data"]
+    node = dag["data"]
+    assert node.base_task_id == made[0][1]
+    ran = pipe.store.get_task(node.executed or "")
+    assert ran.id != made[0][1] and ran.parent == pipe.id
+    assert ran.project == "templates", "target_project=False: the template's project"
+    assert ran.parameters["General"]["rows"] == 3
+    assert f"pipe: {pipe.id}" in ran.tags
+    assert ran.runtime["configuration"] == {
+        "Settings": {"value": {"depth": 2}, "type": "dictionary", "description": None},
+        "Notes": {"value": "hello", "type": "text", "description": None},
+    }
+    assert pipe.store.get_task(made[0][1]).status == "created", "the template never runs"
+
+
+def test_run_numbers_name_the_pipelines_tasks(home: Path) -> None:
+    names = []
+    for _ in range(3):
+        pipe = PipelineController(name="numbered", project="tests")
+        names.append(pipe.task.name)
+    assert names == ["numbered", "numbered #2", "numbered #3"]
+    assert PipelineController(name="numbered", project="elsewhere").task.name == "numbered"
+    plain = PipelineController(name="numbered", project="tests", add_run_number=False)
+    assert plain.task.name == "numbered"
+    pipe.add_step("one", notebook=step("trivial"))
+    run(pipe)
+    first = pipe.id
+    run(pipe)
+    assert pipe.id != first and pipe.task.name == "numbered #3", "a rerun keeps its number"
+    assert pipe.task.record.runtime["pipeline"]["name"] == "numbered"
+
+
+def test_a_retry_callback_that_raises_means_no_retry(home: Path) -> None:
+    pipe = PipelineController(name="retry raises", project="tests")
+    pipe.add_step("broken", notebook=step("maybe_fail"), retry_on_failure=lambda *a: 1 / 0)
+    pipe.add_step("other", notebook=step("trivial"))
+    dag = run(pipe)
+    assert dag["broken"].status == "failed" and dag["broken"].retries == 0
+    assert "asked to fail" in (dag["broken"].error or {})["reason"], "the step's own failure"
+    assert dag["other"].status == "completed"
+
+
+def reports_then_fails(x: int) -> int:
+    from clearnb import Task
+
+    Task.current_task().get_logger().report_scalar("loss", "train", value=0.25, iteration=1)
+    raise RuntimeError(f"failed after reporting {x}")
+
+
+def test_a_failed_step_s_monitored_metrics_reach_the_pipeline(home: Path) -> None:
+    pipe = PipelineController(name="monitor failure", project="tests")
+    pipe.add_function_step(
+        "reports",
+        reports_then_fails,
+        function_kwargs={"x": 1},
+        monitor_metrics=[(("loss", "train"), ("step loss", "reports"))],
+    )
+    dag = run(pipe)
+    assert dag["reports"].status == "failed"
+    scalars = Task.get_task(task_id=pipe.id).get_reported_scalars()
+    assert scalars["step loss"]["reports"] == {"x": [1], "y": [0.25]}
