@@ -27,6 +27,7 @@ from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value
+from clearnb.pipeline.multi import LaunchedPipelines
 from clearnb.pipeline.spec import (
     FUNCTION,
     UNUSED_WHY,
@@ -209,6 +210,9 @@ class PipelineDecorator:
     """How decorated pipelines run in this process (ClearML's mode is process-wide too);
     each of :meth:`run_locally`, :meth:`debug_pipeline` and
     :meth:`set_default_execution_queue` replaces it whole, so no earlier choice lingers."""
+    launched: ClassVar[LaunchedPipelines] = LaunchedPipelines()
+    """The pipelines launched in the background (``multi_instance_support="parallel"``)
+    until :meth:`wait_for_multi_pipelines` waits for them (and forgets them)."""
 
     @classmethod
     def component(
@@ -323,8 +327,11 @@ class PipelineDecorator:
         Calling it runs the pipeline (mode set by :meth:`run_locally` or
         :meth:`debug_pipeline`) and returns the function's result. Its arguments are the
         pipeline's parameters, stored by section as ``args_map`` says (``Args`` otherwise).
-        Arguments that do nothing here (``docker``, ``repo``, ...) are recorded with every
-        run's Task and named in one CompatibilityWarning.
+        With ``multi_instance_support`` each call runs on a thread of its own, in a Task of
+        its own: ``True`` returns its result (None if it failed), ``"parallel"`` returns
+        None at once and :meth:`wait_for_multi_pipelines` gives the results. Arguments
+        that do nothing here (``docker``, ``repo``, ...) are recorded with every run's Task
+        and named in one CompatibilityWarning.
         """
         sections = {arg: section for section, args in (args_map or {}).items() for arg in args}
         unused = unused_pipeline_arguments(locals())
@@ -366,11 +373,25 @@ class PipelineDecorator:
 
             @functools.wraps(function)
             def pipeline_call(*args: Any, **kwargs: Any) -> Any:
-                return run_pipeline(cls.settings, False, *args, **kwargs)
+                settings = cls.settings
+                if not multi_instance_support or settings.mode == DEBUG:
+                    return run_pipeline(settings, False, *args, **kwargs)
+                call = functools.partial(run_pipeline, settings, True, *args, **kwargs)
+                if multi_instance_support == "parallel":
+                    cls.launched.launch(name, call)
+                    return None
+                return cls.launched.run(name, call)
 
             return pipeline_call  # type: ignore[return-value]
 
         return decorate(_func) if _func is not None else decorate
+
+    @classmethod
+    def wait_for_multi_pipelines(cls) -> list[Any]:
+        """Wait for every pipeline launched with ``multi_instance_support="parallel"`` so
+        far; their results in launch order (as in ClearML, a failed one has none: it is
+        named in a warning)."""
+        return cls.launched.wait()
 
     @classmethod
     def _run(

@@ -3,6 +3,7 @@ serialization functions, and several pipelines launched from one process."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from clearnb import PipelineDecorator, Task
 from clearnb.backend import Backend
+from tests.helpers import kernel_pids_of, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -78,6 +80,20 @@ def explode(x: int) -> int:
     raise ValueError(f"exploded on {x}")
 
 
+@PipelineDecorator.pipeline(name="parallel", project="tests", multi_instance_support="parallel")
+def parallel(x: int, fail: bool = False) -> int:
+    if fail:
+        return explode(x) + 0  # using the value waits for it: the pipeline fails
+    return slow_add(x, seconds=3.0) * 10
+
+
+@PipelineDecorator.pipeline(name="one by one", project="tests", multi_instance_support=True)
+def one_by_one(x: int, fail: bool = False) -> int:
+    if fail:
+        return explode(x) + 0
+    return slow_add(x) * 10
+
+
 @PipelineDecorator.component(return_values=["total"], monitor_metrics=[("loss", "train")])
 def reports(x: int) -> int:
     from clearnb import Task
@@ -112,6 +128,39 @@ def test_component_values_travel_as_the_pipelines_own_bytes(home: Path) -> None:
     assert described.get(deserialization_function=untagged) == ("tuple", 7)
     result = Task.get_task(task_id=controller.id).artifacts["result"]
     assert Path(result.get_local_copy()).read_bytes().startswith(b"TAGGED:")
+
+
+def test_parallel_pipelines_return_at_once_and_their_results_in_launch_order(
+    home: Path,
+) -> None:
+    began = time.monotonic()
+    assert parallel(1) is None
+    assert parallel(2, fail=True) is None
+    assert parallel(3) is None
+    assert time.monotonic() - began < 3, "each call only launches its pipeline"
+    with pytest.warns(RuntimeWarning, match="pipeline 'parallel' launched .* failed"):
+        results = PipelineDecorator.wait_for_multi_pipelines()
+    assert results == [20, 40], "the failed one has no result, as in ClearML"
+    assert PipelineDecorator.wait_for_multi_pipelines() == [], "the runs waited for are gone"
+    store = Backend.for_config().store
+    runs = sorted(store.find_tasks(task_type="controller"), key=lambda r: r.created)
+    assert sorted(r.status for r in runs) == ["completed", "completed", "failed"]
+    assert sorted(r.name for r in runs) == ["parallel", "parallel #2", "parallel #3"]
+    assert sorted(r.parameters["Args"]["x"] for r in runs) == [1, 2, 3]
+    done = [r for r in runs if r.status == "completed"]
+    assert max(r.started or 0 for r in done) < min(r.completed or 0 for r in done), (
+        "the pipelines ran at the same time"
+    )
+    wait_until(lambda: kernel_pids_of(home) == [], 60, "every kernel to end")
+
+
+def test_multi_instance_pipelines_run_one_by_one_and_return_their_result(home: Path) -> None:
+    assert one_by_one(1) == 20
+    with pytest.warns(RuntimeWarning, match="failed"):
+        assert one_by_one(2, fail=True) is None
+    assert PipelineDecorator.wait_for_multi_pipelines() == []
+    store = Backend.for_config().store
+    assert len(store.find_tasks(task_type="controller")) == 2
 
 
 def test_a_component_s_metrics_reach_the_pipeline(home: Path) -> None:
