@@ -103,9 +103,12 @@ class PipelineController(DefinitionMethods, StoredMethods):
         strict: bool = False,
     ) -> None:
         """Create the pipeline (its Task is created on first use). ``max_workers`` caps the
-        steps run at once (default: the machine's cores); container and repository
-        arguments are recorded for queued execution. ``strict`` refuses an override of a
-        parameter a step does not declare (by default it is set and warned about)."""
+        steps run at once (default: the machine's cores). ``add_run_number`` names the
+        Task ``name #N`` when N-1 runs of the pipeline are in the project; the
+        ``artifact_*_function`` pair stores and reads function steps' values. Container,
+        repository and the other arguments that do nothing here are recorded with every
+        run's Task and named in one CompatibilityWarning. ``strict`` refuses an override of
+        a parameter a step does not declare (by default it is set and warned about)."""
         given = {k: v for k, v in locals().items() if k != "self"}
         self.spec = PipelineSpec(
             name=name,
@@ -164,6 +167,17 @@ class PipelineController(DefinitionMethods, StoredMethods):
         if arguments:
             self.recorded.update(arguments)
             self._recorder.keep_runtime(compat.UNUSED_KEY, self.recorded)
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags of the pipeline's Task."""
+        return self.task.get_tags()
+
+    def add_tags(self, tags: str | Sequence[str]) -> None:
+        """Tag the pipeline's Task, and the Task of every later run."""
+        added = [tags] if isinstance(tags, str) else list(tags)
+        self._recorder.tags = list(dict.fromkeys([*self._recorder.tags, *added]))
+        self.task.add_tags(added)
 
     def use_own_task(self) -> None:
         """Record runs in a Task of their own even inside a notebook clearnb runs (whose

@@ -35,6 +35,10 @@ class DefinitionMethods:
         """Add ``step`` (as ``add_step`` builds it); False if its name is taken."""
         raise NotImplementedError
 
+    def record_unused(self, arguments: Mapping[str, Any]) -> None:
+        """Record ClearML ``arguments`` that do nothing here with every run's Task."""
+        raise NotImplementedError
+
     @property
     def name(self) -> str:
         """The pipeline's name."""
@@ -74,10 +78,19 @@ class DefinitionMethods:
         section: str | None = None,
     ) -> None:
         """Add a pipeline argument, referenced in steps as ``${pipeline.<name>}``; its value
-        is stored in ``section`` of the pipeline Task's parameters (``Args`` by default)."""
+        is stored in ``section`` of the pipeline Task's parameters (``Args`` by default).
+        ``param_type`` is recorded (and named in a CompatibilityWarning): a value keeps
+        its own type here."""
         self.spec.add_parameter(name, default, description)
         if section and section != PIPELINE_SECTION:
             self.spec.sections[name] = section
+        if param_type is not None:
+            self.record_unused({f"param_type:{name}": compat.recordable(param_type)})
+            compat.warn_unused(
+                "add_parameter",
+                {"param_type": param_type},
+                "a pipeline argument keeps the type of its value (stored as JSON)",
+            )
 
     def get_parameters(self) -> dict[str, Any]:
         """The pipeline's arguments and their values."""
@@ -128,7 +141,11 @@ class DefinitionMethods:
         other steps (``${stage_data.artifacts.dataset.url}``); a referenced step becomes a
         parent. ``time_limit`` is in seconds; ``memory_limit`` (bytes, or a size like
         ``"500MB"``) bounds what the step's kernel and its processes hold together (over it,
-        the attempt fails). Problems are reported by :meth:`start`, all together.
+        the attempt fails). ``base_task_factory(node)`` returns the template Task when the
+        step is to run; ``configuration_overrides`` become the configuration objects of the
+        step's Task. Options that do nothing here (``task_overrides``, ``clone_base_task``,
+        ...) are recorded and named in one CompatibilityWarning. Problems are reported by
+        :meth:`start`, all together.
         """
         given = {k: v for k, v in locals().items() if k != "self"}
         step = build_step(NOTEBOOK, given)
@@ -177,8 +194,11 @@ class DefinitionMethods:
 
         ``function_kwargs`` values may be literals or references
         (``"${step_one.data_frame}"`` passes that step's return value); the return
-        value(s) are stored as artifacts named by ``function_return``. ``time_limit`` and
-        ``memory_limit`` are those of :meth:`add_step`.
+        value(s) are stored as artifacts named by ``function_return`` (as the bytes of the
+        pipeline's ``artifact_serialization_function``, if it has one). ``time_limit`` and
+        ``memory_limit`` are those of :meth:`add_step`; options that do nothing here
+        (``docker``, ``repo``, ``task_type``, ...) are recorded and named in one
+        CompatibilityWarning.
         """
         given = {k: v for k, v in locals().items() if k != "self"}
         step = build_step(FUNCTION, given)

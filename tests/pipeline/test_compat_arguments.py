@@ -160,3 +160,12 @@ def test_defaults_say_nothing() -> None:
         PipelineDecorator.pipeline(name="d", project="tests", start_controller_locally=True)(double)
 
     assert said(define) == []
+
+
+def test_a_parameter_type_is_named_once_and_recorded() -> None:
+    pipe = PipelineController("p", "tests")
+    messages = said(lambda: pipe.add_parameter("rows", 5, param_type="int"))
+    assert len(messages) == 1 and messages[0].startswith("add_parameter: param_type='int'")
+    assert pipe.get_parameters() == {"rows": 5}
+    assert pipe.task.record.runtime["unused_arguments"] == {"param_type:rows": "int"}
+    assert said(lambda: pipe.add_parameter("cols", 2)) == []

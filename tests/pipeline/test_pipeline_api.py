@@ -374,8 +374,11 @@ def test_run_numbers_name_the_pipelines_tasks(home: Path) -> None:
     pipe.add_step("one", notebook=step("trivial"))
     run(pipe)
     first = pipe.id
+    pipe.add_tags(["nightly"])
+    assert "nightly" in pipe.tags
     run(pipe)
     assert pipe.id != first and pipe.task.name == "numbered #3", "a rerun keeps its number"
+    assert "nightly" in pipe.tags, "a later run's Task has the tags too"
     assert pipe.task.record.runtime["pipeline"]["name"] == "numbered"
 
 
