@@ -16,6 +16,7 @@ from clearnb.errors import PipelineError, TaskNotFoundError
 from clearnb.pipeline.node import Node
 from tests.executors.agents import Agents, agent_environ
 from tests.helpers import NOTEBOOKS, kernel_pids_of, wait_until
+from tests.test_cli import invoke
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -249,7 +250,8 @@ def test_a_draft_and_its_clone_run_on_an_agent(home: Path, tmp_path: Path) -> No
     with Agents(store, agent_environ(home), tmp_path) as agents:
         agents.start("services-agent", ["services"])
         assert PipelineController.enqueue(pipe, queue_name="services")["queued"] == 1
-        assert PipelineController.enqueue(copy.id, queue_name="services")["queued"] == 1
+        enqueued = invoke(home, "task", "enqueue", copy.id, "--queue", "services")
+        assert enqueued.returncode == 0, enqueued.output  # a draft goes to a queue from the CLI
         for task_id in (pipe.id, copy.id):
             done = Task.get_task(task_id=task_id).wait_for_status(timeout=180)
             assert done.status == "completed", agents.output()
