@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from clearnb import PipelineController, Task
-from clearnb.errors import PipelineError, TaskNotFoundError
+from clearnb.errors import CodecError, PipelineError, TaskNotFoundError
 from clearnb.pipeline.node import Node
 from tests.executors.agents import Agents, agent_environ
 from tests.helpers import NOTEBOOKS, kernel_pids_of, wait_until
@@ -413,3 +413,20 @@ def test_a_failed_step_s_monitored_metrics_reach_the_pipeline(home: Path) -> Non
     assert dag["reports"].status == "failed"
     scalars = Task.get_task(task_id=pipe.id).get_reported_scalars()
     assert scalars["step loss"]["reports"] == {"x": [1], "y": [0.25]}
+
+
+class Opaque:
+    """A value only pickle can store."""
+
+
+def test_auto_pickle_false_refuses_what_only_pickle_stores(home: Path) -> None:
+    pipe = PipelineController(name="uploads", project="tests")
+    with pytest.raises(CodecError, match="auto_pickle=False refuses"):
+        pipe.upload_artifact("opaque", Opaque(), auto_pickle=False)
+    assert "opaque" not in pipe.task.artifacts
+    assert pipe.upload_artifact("table", {"a": 1}, auto_pickle=False)
+    assert pipe.upload_artifact(
+        "opaque", Opaque(), auto_pickle=False, serialization_function=lambda v: b"x"
+    )
+    assert pipe.upload_artifact("pickled", Opaque())
+    assert pipe.task.artifacts["pickled"].codec == "pickle"
