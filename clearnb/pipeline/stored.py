@@ -14,6 +14,7 @@ from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.pipeline import drafts
+from clearnb.store import pipelines as runs
 
 P = TypeVar("P", bound="StoredMethods")
 
@@ -49,8 +50,8 @@ class StoredMethods:
         shallow_search: bool = False,
     ) -> P:
         """A stored pipeline: by id, or by project and name (the highest semantic version,
-        or ``pipeline_version``; else the newest). A draft comes back ready to
-        :meth:`start` in its own Task; a past run as :meth:`from_run` opens it.
+        or ``pipeline_version``; else the newest). One not run yet (a draft) comes back
+        ready to :meth:`start` in its own Task; a run as :meth:`from_run` opens it.
         ``shallow_search`` looks only at the newest 500 pipelines."""
         if pipeline_id and (pipeline_project or pipeline_name):
             raise PipelineError("PipelineController.get takes pipeline_id or project and name")
@@ -67,7 +68,7 @@ class StoredMethods:
                 shallow=shallow_search,
             )
         definition = drafts.definition_of(record)
-        if record.status == "created" and definition is not None:
+        if definition is not None and runs.run_document(record) is None:  # not run yet
             return cls.from_definition(definition, task=record.id)
         return cls.from_run(record.id)
 
