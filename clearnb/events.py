@@ -45,6 +45,10 @@ STEP_STATUS = "step_status"
 STEP_PROGRESS = "step_progress"
 PIPELINE_STATUS = "pipeline_status"
 KINDS = (STEP_STATUS, STEP_PROGRESS, PIPELINE_STATUS)
+"""The kinds of event that are stored with the pipeline's Task."""
+PIPELINE_STATE = "pipeline_state"
+"""The whole state told again on demand (``update_execution_plot``): nothing changed, so
+it is told to the listeners but not stored."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class PipelineEvent:
     """One change in a pipeline run, as listeners (widget, CLI) receive it."""
 
     kind: str
-    """``step_status``, ``step_progress`` or ``pipeline_status``."""
+    """``step_status``, ``step_progress``, ``pipeline_status`` or ``pipeline_state``."""
     step: str | None
     status: str
     previous: str | None = None

@@ -16,9 +16,8 @@ import argparse
 import atexit
 import json
 import logging
-import math
 import os
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +41,7 @@ from clearnb.notebook.parameters import (
 )
 from clearnb.store.records import TaskRecord
 from clearnb.taskconfig import ConfigurationObjects
+from clearnb.taskmetrics import ReportedMetrics
 from clearnb.taskmodels import TaskModels
 from clearnb.taskstatus import StatusChanges, TaskStatusEnum
 from clearnb.tasktypes import TaskTypes
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 
 
-class Task(ConfigurationObjects, StatusChanges):
+class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
     """One run of a notebook or function, or a draft/template of one."""
 
     TaskStatusEnum = TaskStatusEnum
@@ -555,10 +555,17 @@ class Task(ConfigurationObjects, StatusChanges):
         preview: Any = None,
         wait_on_upload: bool = True,
         extension_name: str | None = None,
+        serialization_function: Callable[[Any], bytes | bytearray] | None = None,
     ) -> bool:
-        """Store ``artifact_object`` under ``name`` (re-uploading a name replaces it)."""
+        """Store ``artifact_object`` under ``name`` (re-uploading a name replaces it);
+        ``serialization_function`` stores the bytes it makes of the object instead (read
+        back with ``artifacts[name].get(deserialization_function=...)``)."""
         record = self._backend.artifacts.save(
-            self.id, name, artifact_object, metadata=dict(metadata or {})
+            self.id,
+            name,
+            artifact_object,
+            metadata=dict(metadata or {}),
+            serialization_function=serialization_function,
         )
         if preview is not None:
             record.preview = str(preview)[:500]
@@ -574,31 +581,6 @@ class Task(ConfigurationObjects, StatusChanges):
         if self._logger is None:
             self._logger = Logger(self.id, self._backend)
         return self._logger
-
-    def get_reported_scalars(self) -> dict[str, dict[str, dict[str, list[float]]]]:
-        """Reported scalars: ``{title: {series: {"x": iterations, "y": values}}}``."""
-        self.flush()
-        result: dict[str, dict[str, dict[str, list[float]]]] = {}
-        for row in self._backend.store.get_scalars(self.id):
-            series = result.setdefault(row.title, {}).setdefault(row.series, {"x": [], "y": []})
-            series["x"].append(row.iteration)
-            series["y"].append(row.value)
-        return result
-
-    def get_last_scalar_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{title: {series: {"last": v, "min": v, "max": v}}}``: each series' value at the
-        last iteration reported, and its smallest and largest value (NaN left out of those
-        unless it is the only value)."""
-        self.flush()
-        reported: dict[tuple[str, str], list[float]] = {}
-        for row in self._backend.store.get_scalars(self.id):  # by title, series, iteration
-            reported.setdefault((row.title, row.series), []).append(row.value)
-        summary: dict[str, dict[str, dict[str, float]]] = {}
-        for (title, series), values in reported.items():
-            finite = [v for v in values if not math.isnan(v)] or values
-            last = {"last": values[-1], "min": min(finite), "max": max(finite)}
-            summary.setdefault(title, {})[series] = last
-        return summary
 
     def execute_remotely(
         self, queue_name: str | None = None, clone: bool = False, exit_process: bool = True

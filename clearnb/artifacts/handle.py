@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,9 +27,11 @@ class Artifact:
     codec = property(lambda self: self._record.codec, doc="Codec that stored it.")
     task_id = property(lambda self: self._record.task_id, doc="Id of the owning task.")
 
-    def get(self) -> Any:
-        """Load the artifact (its hash is checked first)."""
-        return self._storage.load(self._record)
+    def get(self, deserialization_function: Callable[[bytes], Any] | None = None) -> Any:
+        """Load the artifact (its hash is checked first); ``deserialization_function``
+        makes the value of the file's bytes (an artifact uploaded with a
+        ``serialization_function`` needs it, else this is the path of its file)."""
+        return self._storage.load(self._record, deserialization_function=deserialization_function)
 
     def get_local_copy(self, extract_archive: bool = True) -> str:
         """Path of a verified local copy of the stored file."""

@@ -29,6 +29,13 @@ from typing import Any
 
 from clearnb.artifacts.codecs import Codec, CodecRegistry, default_codecs, qualified_type_name
 from clearnb.artifacts.hashing import sha256_file
+from clearnb.artifacts.serialized import (
+    SERIALIZED,
+    Deserializer,
+    Serializer,
+    deserialized,
+    serializing,
+)
 from clearnb.config import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private_folder
 from clearnb.errors import (
     ArtifactCorruptedError,
@@ -262,15 +269,19 @@ class ArtifactStorage:
         codec: str | None = None,
         metadata: dict[str, Any] | None = None,
         registry: CodecRegistry | None = None,
+        serialization_function: Serializer | None = None,
     ) -> ArtifactRecord:
         """Store ``obj`` as artifact ``name`` of task ``task_id`` and return its record.
 
         ``codec`` forces a codec by name; otherwise the first codec of ``registry`` (this
-        storage's by default) that matches and manages to encode ``obj`` is used. Saving a
-        name again replaces the earlier file.
+        storage's by default) that matches and manages to encode ``obj`` is used; with
+        ``serialization_function``, the file holds the bytes that function returns. Saving
+        a name again replaces the earlier file.
         """
         folder = self.artifact_folder(task_id, name)
         codecs = registry if registry is not None else self.registry
+        if serialization_function is not None:
+            codecs = serializing(serialization_function)
         try:
             workdir = Path(tempfile.mkdtemp(prefix="clearnb-artifact-"))
         except OSError as exc:
@@ -428,8 +439,22 @@ class ArtifactStorage:
 
     # -- reading -----------------------------------------------------------------------
 
-    def load(self, record: ArtifactRecord, *, registry: CodecRegistry | None = None) -> Any:
-        """The value of the artifact ``record`` describes, read from a verified local copy."""
+    def load(
+        self,
+        record: ArtifactRecord,
+        *,
+        registry: CodecRegistry | None = None,
+        deserialization_function: Deserializer | None = None,
+    ) -> Any:
+        """The value of the artifact ``record`` describes, read from a verified local copy:
+        by ``deserialization_function`` from the file's bytes if given; else by its codec
+        (an artifact stored by a serialization function: the local copy's path)."""
+        if deserialization_function is not None or record.codec == SERIALIZED:
+            local = self.local_copy(record)
+            if deserialization_function is None:
+                return local
+            what = f"artifact {record.name!r} of task {record.task_id}"
+            return deserialized(local, deserialization_function, what)
         codecs = registry if registry is not None else self.registry
         codec = codecs.get(record.codec)
         local = self.local_copy(record)

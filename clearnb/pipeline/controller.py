@@ -20,29 +20,33 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clearnb import compat
 from clearnb.backend import Backend
 from clearnb.config import Config
-from clearnb.errors import PipelineError
+from clearnb.errors import CodecError, PipelineError
 from clearnb.events import Broadcaster, Listener
-from clearnb.pipeline import graph, serialize, validate, views
+from clearnb.pipeline import drafts, graph, outcome, serialize, validate, views
+from clearnb.pipeline.configuration import CONFIGURATION_KEY, ConnectedConfigurations
+from clearnb.pipeline.definition import DefinitionMethods
 from clearnb.pipeline.engine import RunEngine
 from clearnb.pipeline.node import Node as StepNode
 from clearnb.pipeline.persistence import RunRecorder, spec_of_run
 from clearnb.pipeline.remote import RemoteRun
 from clearnb.pipeline.sources import Sources
 from clearnb.pipeline.spec import (
-    FUNCTION,
     NOTEBOOK,
     PIPELINE_SECTION,
+    UNUSED_WHY,
     PipelineSpec,
+    Serialization,
     StepSpec,
     build_step,
-    recorded_pipeline_options,
+    unused_pipeline_arguments,
 )
+from clearnb.pipeline.stored import StoredMethods
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import (
     ABORTED,
-    COMPLETED,
     FAILED,
     PENDING,
     QUEUED,
@@ -62,7 +66,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PIPELINE_SECTION", "PipelineController"]
 
 
-class PipelineController:
+class PipelineController(DefinitionMethods, StoredMethods):
     """A pipeline of steps; ``add_step``/``add_function_step``, then ``start``/``wait``/``stop``."""
 
     Node = StepNode  # ClearML's name for a step of the DAG
@@ -87,7 +91,7 @@ class PipelineController:
         repo_branch: str | None = None,
         repo_commit: str | None = None,
         always_create_from_code: bool = True,
-        artifact_serialization_function: Callable[[Any], bytes] | None = None,
+        artifact_serialization_function: Callable[[Any], bytes | bytearray] | None = None,
         artifact_deserialization_function: Callable[[bytes], Any] | None = None,
         output_uri: str | bool | None = None,
         skip_global_imports: bool = False,
@@ -99,9 +103,12 @@ class PipelineController:
         strict: bool = False,
     ) -> None:
         """Create the pipeline (its Task is created on first use). ``max_workers`` caps the
-        steps run at once (default: the machine's cores); container and repository
-        arguments are recorded for queued execution. ``strict`` refuses an override of a
-        parameter a step does not declare (by default it is set and warned about)."""
+        steps run at once (default: the machine's cores). ``add_run_number`` names the
+        Task ``name #N`` when N-1 runs of the pipeline are in the project; the
+        ``artifact_*_function`` pair stores and reads function steps' values. Container,
+        repository and the other arguments that do nothing here are recorded with every
+        run's Task and named in one CompatibilityWarning. ``strict`` refuses an override of
+        a parameter a step does not declare (by default it is set and warned about)."""
         given = {k: v for k, v in locals().items() if k != "self"}
         self.spec = PipelineSpec(
             name=name,
@@ -110,16 +117,21 @@ class PipelineController:
             abort_on_failure=abort_on_failure,
             default_execution_queue=default_execution_queue,
             strict=strict,
+            serialization=Serialization(
+                artifact_serialization_function, artifact_deserialization_function
+            ),
         )
         if max_workers:
             self.spec.max_workers = max(1, max_workers)
         self.add_pipeline_tags = add_pipeline_tags
-        self.target_project = (
-            target_project if isinstance(target_project, str) and target_project else project
-        )
+        named = target_project if isinstance(target_project, str) and target_project else None
+        self.target_project = project if target_project is True else named
+        """The project of the steps' Tasks (True: the pipeline's; None or False: a
+        template's own, else the pipeline's)."""
         self.retry_on_failure = retry_on_failure
         self.config = config or Config.from_env()
-        self.recorded = recorded_pipeline_options(given)
+        self.recorded: dict[str, Any] = {}
+        """ClearML arguments that do nothing here, as recorded with every run's Task."""
         self._backend = Backend.for_config(self.config)
         self._broadcaster = Broadcaster()
         self._state = RunState(self.spec, self._broadcaster)
@@ -143,149 +155,39 @@ class PipelineController:
         self._force_next = False
         """Set for a pipeline an agent took from a queue with ``force`` (re-run cached steps)."""
         self._widget: Any = None
+        self._configurations = ConnectedConfigurations(self.config.home / "configuration")
+        self._recorder.numbered = add_run_number
+        unused = unused_pipeline_arguments(given)
+        self.record_unused(unused)
+        compat.warn_unused("PipelineController", unused, UNUSED_WHY)
 
-    # -- the definition ----------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        """The pipeline's name."""
-        return self.spec.name
-
-    @property
-    def project(self) -> str:
-        """The pipeline's project."""
-        return self.spec.project
-
-    @property
-    def version(self) -> str | None:
-        """The pipeline's version."""
-        return self.spec.version
+    def record_unused(self, arguments: Mapping[str, Any]) -> None:
+        """Record ClearML ``arguments`` that do nothing here with every run's Task (its
+        runtime's ``unused_arguments``); the caller names them in a warning."""
+        if arguments:
+            self.recorded.update(arguments)
+            self._recorder.keep_runtime(compat.UNUSED_KEY, self.recorded)
 
     @property
-    def abort_on_failure(self) -> bool:
-        """True if a failed step (that does not continue) aborts the whole run."""
-        return self.spec.abort_on_failure
+    def tags(self) -> list[str]:
+        """The tags of the pipeline's Task."""
+        return self.task.get_tags()
 
-    @property
-    def default_execution_queue(self) -> str | None:
-        """The queue of steps that name none."""
-        return self.spec.default_execution_queue
+    def add_tags(self, tags: str | Sequence[str]) -> None:
+        """Tag the pipeline's Task, and the Task of every later run."""
+        added = [tags] if isinstance(tags, str) else list(tags)
+        self._recorder.tags = list(dict.fromkeys([*self._recorder.tags, *added]))
+        self.task.add_tags(added)
 
-    @property
-    def max_workers(self) -> int:
-        """At most this many steps run at once."""
-        return self.spec.max_workers
+    def use_own_task(self) -> None:
+        """Record runs in a Task of their own even inside a notebook clearnb runs (whose
+        Task becomes the parent): several pipelines launched from one notebook."""
+        self._recorder.own_task = True
 
-    def add_parameter(
-        self,
-        name: str,
-        default: Any = None,
-        description: str | None = None,
-        param_type: str | None = None,
-        section: str | None = None,
-    ) -> None:
-        """Add a pipeline argument, referenced in steps as ``${pipeline.<name>}``; its value
-        is stored in ``section`` of the pipeline Task's parameters (``Args`` by default)."""
-        self.spec.add_parameter(name, default, description)
-        if section and section != PIPELINE_SECTION:
-            self.spec.sections[name] = section
+    # -- the definition (the rest is DefinitionMethods') -------------------------------
 
-    def get_parameters(self) -> dict[str, Any]:
-        """The pipeline's arguments and their values."""
-        return dict(self.spec.parameters)
-
-    def set_default_execution_queue(self, default_execution_queue: str | None) -> None:
-        """Queue for steps that name none; agents serving it run them."""
-        self.spec.default_execution_queue = default_execution_queue
-
-    def add_step(
-        self,
-        name: str,
-        base_task_id: str | None = None,
-        parents: Sequence[str] | None = None,
-        parameter_override: Mapping[str, Any] | None = None,
-        configuration_overrides: Mapping[str, Any] | None = None,
-        task_overrides: Mapping[str, Any] | None = None,
-        execution_queue: str | None = None,
-        monitor_metrics: list[Any] | None = None,
-        monitor_artifacts: list[Any] | None = None,
-        monitor_models: list[Any] | None = None,
-        time_limit: float | None = None,
-        base_task_project: str | None = None,
-        base_task_name: str | None = None,
-        clone_base_task: bool = True,
-        continue_on_fail: bool = False,
-        pre_execute_callback: Callable[..., Any] | None = None,
-        post_execute_callback: Callable[..., Any] | None = None,
-        cache_executed_step: bool = False,
-        base_task_factory: Callable[[StepNode], Any] | None = None,
-        retry_on_failure: int | Callable[[Any, StepNode, int], bool] | None = None,
-        status_change_callback: Callable[..., Any] | None = None,
-        recursively_parse_parameters: bool = False,
-        output_uri: str | bool | None = None,
-        continue_behaviour: Mapping[str, bool] | None = None,
-        notebook: str | os.PathLike[str] | None = None,
-        memory_limit: float | str | None = None,
-    ) -> bool:
-        """Add a notebook step: from a template (``base_task_id``, or ``base_task_project``
-        + ``base_task_name``) or straight from a file (``notebook=``).
-
-        ``parameter_override`` maps ``"Section/name"`` to values, which may reference
-        other steps (``${stage_data.artifacts.dataset.url}``); a referenced step becomes a
-        parent. ``time_limit`` is in seconds; ``memory_limit`` (bytes, or a size like
-        ``"500MB"``) bounds what the step's kernel and its processes hold together (over it,
-        the attempt fails). Problems are reported by :meth:`start`, all together.
-        """
-        return self._add(build_step(NOTEBOOK, {k: v for k, v in locals().items() if k != "self"}))
-
-    def add_function_step(
-        self,
-        name: str,
-        function: Callable[..., Any],
-        function_kwargs: Mapping[str, Any] | None = None,
-        function_return: Sequence[str] | None = None,
-        project_name: str | None = None,
-        task_name: str | None = None,
-        task_type: str | None = None,
-        auto_connect_frameworks: Any = None,
-        auto_connect_arg_parser: Any = None,
-        packages: str | Sequence[str] | None = None,
-        repo: str | None = None,
-        repo_branch: str | None = None,
-        repo_commit: str | None = None,
-        helper_functions: Sequence[Callable[..., Any]] | None = None,
-        docker: str | None = None,
-        docker_args: str | None = None,
-        docker_bash_setup_script: str | None = None,
-        parents: Sequence[str] | None = None,
-        execution_queue: str | None = None,
-        monitor_metrics: list[Any] | None = None,
-        monitor_artifacts: list[Any] | None = None,
-        monitor_models: list[Any] | None = None,
-        time_limit: float | None = None,
-        continue_on_fail: bool = False,
-        pre_execute_callback: Callable[..., Any] | None = None,
-        post_execute_callback: Callable[..., Any] | None = None,
-        cache_executed_step: bool = False,
-        retry_on_failure: int | Callable[[Any, StepNode, int], bool] | None = None,
-        status_change_callback: Callable[..., Any] | None = None,
-        tags: str | Sequence[str] | None = None,
-        output_uri: str | bool | None = None,
-        draft: bool = False,
-        working_dir: str | None = None,
-        continue_behaviour: Mapping[str, bool] | None = None,
-        memory_limit: float | str | None = None,
-    ) -> bool:
-        """Add a Python function as a step; it runs as a generated notebook.
-
-        ``function_kwargs`` values may be literals or references
-        (``"${step_one.data_frame}"`` passes that step's return value); the return
-        value(s) are stored as artifacts named by ``function_return``. ``time_limit`` and
-        ``memory_limit`` are those of :meth:`add_step`.
-        """
-        return self._add(build_step(FUNCTION, {k: v for k, v in locals().items() if k != "self"}))
-
-    def _add(self, step: StepSpec) -> bool:
+    def add_step_spec(self, step: StepSpec) -> bool:
+        """Add ``step`` (as ``add_step`` builds it); False if its name is taken."""
         with self._lock:
             if self.is_running():
                 raise PipelineError(
@@ -357,8 +259,13 @@ class PipelineController:
         return self._engine.running
 
     def is_successful(self, fail_on_step_fail: bool = True, fail_condition: str = "all") -> bool:
-        """True if the pipeline finished and every failure in it was allowed."""
-        return self._state.status == COMPLETED
+        """True if the run ended well: ``fail_condition`` ``"all"`` counts a failed or an
+        aborted run as a failure, ``"failed"`` only a failed one, ``"aborted"`` only an
+        aborted one; ``fail_on_step_fail`` judges the steps that way too (a failure the
+        pipeline allows, a skip or a cache hit never counts). False while it runs."""
+        return outcome.successful(
+            self.status, self._state.nodes.values(), fail_on_step_fail, fail_condition
+        )
 
     @property
     def status(self) -> str:
@@ -400,6 +307,25 @@ class PipelineController:
         """The listeners of the pipeline's events, in the order they were added."""
         return self._broadcaster.listeners
 
+    def connect_configuration(
+        self,
+        configuration: Mapping[str, Any] | list[Any] | str | os.PathLike[str],
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Store a configuration object (a dict, a list, or a file's text) as ``name``
+        (``General`` by default) with the pipeline's Task and every later run's.
+
+        Returns ``configuration``; a Task that held an object of that name before (a draft
+        edited, a pipeline taken from a queue) overrides it: a dict or list changes in
+        place, a file comes back as the path of a copy of the stored text.
+        """
+        value = self._configurations.connect(
+            self.task.reload().runtime, configuration, name, description
+        )
+        self._recorder.keep_runtime(CONFIGURATION_KEY, self._configurations.entries)
+        return value
+
     def upload_artifact(
         self,
         name: str,
@@ -409,14 +335,31 @@ class PipelineController:
         auto_pickle: bool = True,
         preview: Any = None,
         wait_on_upload: bool = False,
+        serialization_function: Callable[[Any], bytes | bytearray] | None = None,
     ) -> bool:
-        """Store an artifact with the pipeline's Task."""
+        """Store an artifact with the pipeline's Task (as the bytes
+        ``serialization_function`` makes, if given). With ``auto_pickle=False`` a value
+        only pickle could store is refused, as in ClearML; the upload is always done when
+        this returns (``wait_on_upload``)."""
+        codec = self._backend.artifacts.registry.for_object(artifact_object)
+        if not auto_pickle and serialization_function is None and codec.name == "pickle":
+            kind = type(artifact_object).__name__
+            raise CodecError(
+                f"artifact {name!r}: a {kind} would be stored by pickling it, which "
+                "auto_pickle=False refuses; store a dict, list, array, data frame or file "
+                "path, or pass a serialization_function",
+                name=name,
+                type=kind,
+            )
         return self.task.upload_artifact(
             name,
             artifact_object,
             metadata=metadata,
-            preview=preview,
             delete_after_upload=delete_after_upload,
+            auto_pickle=auto_pickle,
+            preview=preview,
+            wait_on_upload=wait_on_upload,
+            serialization_function=serialization_function,
         )
 
     def get_logger(self) -> Logger:
@@ -512,10 +455,42 @@ class PipelineController:
             pre=step_task_created_callback,
             post=step_task_completed_callback,
             accept_steps=accept_steps,
+            tag_steps=self.add_pipeline_tags,
         )
         if wait:
             self.wait()
         return True
+
+    def create_draft(self) -> None:
+        """Store the pipeline as a draft controller Task (status ``created``) without
+        running it: :meth:`enqueue` (or ``clearnb task enqueue ID --queue Q``) sends it to
+        an agent later, and :meth:`get` opens it again. :attr:`id` is the draft's."""
+        self.validate()
+        tags = ["pipeline"] if self.add_pipeline_tags else []
+        record = drafts.controller_record(
+            self.spec, force=False, callbacks=(), tags=tags, runtime=self._recorder.runtime
+        )
+        self._recorder.store_draft(record)
+
+    @classmethod
+    def enqueue(
+        cls,
+        pipeline_controller: PipelineController | str,
+        queue_name: str | None = None,
+        queue_id: str | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Put a stored pipeline (an id, or a controller: made a draft first if it is not
+        stored yet) in a queue; an agent serving it runs the controller. ``force`` sends
+        again one that ended."""
+        if isinstance(pipeline_controller, PipelineController):
+            held = pipeline_controller.store.get_task(pipeline_controller.id)
+            if drafts.definition_of(held) is None:
+                pipeline_controller.create_draft()
+            target: Task | str = pipeline_controller.task
+        else:
+            target = pipeline_controller
+        return Task.enqueue(target, queue_name=queue_name, queue_id=queue_id, force=force)
 
     def abort(self, reason: str = "the pipeline was stopped") -> None:
         """Stop the run without waiting: no step starts any more, running ones are aborted,
@@ -594,6 +569,15 @@ class PipelineController:
                 steps=failed,
             )
 
+    def update_execution_plot(self) -> None:
+        """Store the run's state and redraw the stored DAG picture now, and tell the
+        listeners (the widget redraws); a run on an agent is read from the store first."""
+        if self._remote is not None:
+            self._remote.poll()
+            self._state.push(lambda document: None)  # the agent's controller stores it
+            return
+        self._engine.update_plot()
+
     def wait_for_picture(self, timeout: float = 30.0) -> bool:
         """Wait until the stored DAG picture shows the last change; True if it does."""
         renderer = self._engine.renderer
@@ -637,6 +621,7 @@ class PipelineController:
         pipe.spec.default_execution_queue = loaded.default_execution_queue
         pipe.spec.max_workers = loaded.max_workers
         pipe.spec.strict = loaded.strict
+        pipe.spec.time_limit = loaded.time_limit
         pipe._state.sync()
         if task is not None:
             pipe._recorder.adopt(task)

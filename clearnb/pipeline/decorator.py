@@ -21,12 +21,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from clearnb import compat
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value, resolved
-from clearnb.pipeline.spec import FUNCTION, StepSpec, build_step, component_options
+from clearnb.pipeline.multi import LaunchedPipelines
+from clearnb.pipeline.spec import (
+    FUNCTION,
+    UNUSED_WHY,
+    StepSpec,
+    build_step,
+    component_options,
+    unused_pipeline_arguments,
+    unused_step_options,
+)
 from clearnb.status import CACHED, COMPLETED
 from clearnb.status import STEP_FINISHED as FINISHED
 
@@ -176,7 +186,9 @@ class _PipelineRun:
         else:
             from clearnb.task import Task
 
-            value = Task.get_task(task_id=node.executed).artifacts[name].get()
+            artifact = Task.get_task(task_id=node.executed).artifacts[name]
+            deserialize = self.controller.spec.serialization.deserialize
+            value = artifact.get(deserialization_function=deserialize)
         self.values[key] = value
         return value
 
@@ -198,6 +210,9 @@ class PipelineDecorator:
     """How decorated pipelines run in this process (ClearML's mode is process-wide too);
     each of :meth:`run_locally`, :meth:`debug_pipeline` and
     :meth:`set_default_execution_queue` replaces it whole, so no earlier choice lingers."""
+    launched: ClassVar[LaunchedPipelines] = LaunchedPipelines()
+    """The pipelines launched in the background (``multi_instance_support="parallel"``)
+    until :meth:`wait_for_multi_pipelines` waits for them (and forgets them)."""
 
     @classmethod
     def component(
@@ -238,17 +253,23 @@ class PipelineDecorator:
     ) -> Any:
         """Mark a function as a pipeline step. Outside a pipeline it is a plain function.
 
-        ``docker``, ``repo`` and the other container arguments are recorded with the step;
-        they apply to queued execution. ``time_limit`` (seconds) and ``memory_limit``
-        (bytes, or a size like ``"2GB"``) bound each run of the step, as in ``add_step``.
+        ``docker``, ``repo`` and the other arguments that do nothing here are recorded
+        with the step and named in one CompatibilityWarning. ``time_limit`` (seconds) and
+        ``memory_limit`` (bytes, or a size like ``"2GB"``) bound each run of the step, as
+        in ``add_step``.
         """
         returns = [return_values] if isinstance(return_values, str) else list(return_values or [])
+        declared = component_options()
         options = {
             key: value
             for key, value in locals().items()
-            if key in component_options() and key != "return_values"
+            if key in declared and key != "return_values"
         }
         options["memory_limit"] = parse_memory_limit(memory_limit)
+        given = {declared[key].name: value for key, value in options.items()}
+        compat.warn_unused(
+            "PipelineDecorator.component", unused_step_options(FUNCTION, given), UNUSED_WHY
+        )
 
         def decorate(function: F) -> F:
             spec = ComponentSpec(function, returns, name or innermost(function).__name__, options)
@@ -292,9 +313,13 @@ class PipelineDecorator:
         repo: str | None = None,
         repo_branch: str | None = None,
         repo_commit: str | None = None,
-        auto_version_bump: bool | None = None,
+        artifact_serialization_function: Callable[[Any], bytes | bytearray] | None = None,
+        artifact_deserialization_function: Callable[[bytes], Any] | None = None,
         output_uri: str | bool | None = None,
+        skip_global_imports: bool = False,
         working_dir: str | None = None,
+        enable_local_imports: bool = True,
+        auto_version_bump: bool | None = None,
         max_workers: int | None = None,
     ) -> Any:
         """Mark the function whose component calls make the pipeline.
@@ -302,12 +327,27 @@ class PipelineDecorator:
         Calling it runs the pipeline (mode set by :meth:`run_locally` or
         :meth:`debug_pipeline`) and returns the function's result. Its arguments are the
         pipeline's parameters, stored by section as ``args_map`` says (``Args`` otherwise).
+        With ``multi_instance_support`` each call runs on a thread of its own, in a Task of
+        its own: ``True`` returns its result (None if it failed), ``"parallel"`` returns
+        None at once and :meth:`wait_for_multi_pipelines` gives the results. Arguments
+        that do nothing here (``docker``, ``repo``, ...) are recorded with every run's Task
+        and named in one CompatibilityWarning.
         """
         sections = {arg: section for section, args in (args_map or {}).items() for arg in args}
+        unused = unused_pipeline_arguments(locals())
+        if not start_controller_locally:  # the controller always runs here
+            unused.update(
+                compat.unused_arguments(
+                    {"pipeline_execution_queue": pipeline_execution_queue},
+                    {"pipeline_execution_queue": "services"},
+                )
+            )
+        compat.warn_unused("PipelineDecorator.pipeline", unused, UNUSED_WHY)
 
         def decorate(function: F) -> F:
-            @functools.wraps(function)
-            def run_pipeline(*args: Any, **kwargs: Any) -> Any:
+            def run_pipeline(
+                settings: DecoratorSettings, own_task: bool, *args: Any, **kwargs: Any
+            ) -> Any:
                 controller = PipelineController(
                     name=name,
                     project=project,
@@ -315,29 +355,43 @@ class PipelineDecorator:
                     add_pipeline_tags=add_pipeline_tags,
                     target_project=target_project or True,
                     abort_on_failure=abort_on_failure,
+                    add_run_number=add_run_number,
                     retry_on_failure=retry_on_failure,
-                    docker=docker,
-                    docker_args=docker_args,
-                    docker_bash_setup_script=docker_bash_setup_script,
-                    packages=packages,
-                    repo=repo,
-                    repo_branch=repo_branch,
-                    repo_commit=repo_commit,
-                    output_uri=output_uri,
-                    working_dir=working_dir,
-                    default_execution_queue=default_queue or cls.settings.default_queue,
+                    artifact_serialization_function=artifact_serialization_function,
+                    artifact_deserialization_function=artifact_deserialization_function,
+                    default_execution_queue=default_queue or settings.default_queue,
                     max_workers=max_workers,
                 )
-                controller.recorded["pipeline_execution_queue"] = pipeline_execution_queue
+                controller.record_unused(unused)
+                if own_task:
+                    controller.use_own_task()
                 bound = inspect.signature(function).bind(*args, **kwargs)
                 bound.apply_defaults()
                 for key, value in bound.arguments.items():
                     controller.add_parameter(key, value, section=sections.get(key, DEFAULT_SECTION))
-                return cls._run(controller, function, bound, return_value)
+                return cls._run(controller, function, bound, return_value, settings)
 
-            return run_pipeline  # type: ignore[return-value]
+            @functools.wraps(function)
+            def pipeline_call(*args: Any, **kwargs: Any) -> Any:
+                settings = cls.settings
+                if not multi_instance_support or settings.mode == DEBUG:
+                    return run_pipeline(settings, False, *args, **kwargs)
+                call = functools.partial(run_pipeline, settings, True, *args, **kwargs)
+                if multi_instance_support == "parallel":
+                    cls.launched.launch(name, call)
+                    return None
+                return cls.launched.run(name, call)
+
+            return pipeline_call  # type: ignore[return-value]
 
         return decorate(_func) if _func is not None else decorate
+
+    @classmethod
+    def wait_for_multi_pipelines(cls) -> list[Any]:
+        """Wait for every pipeline launched with ``multi_instance_support="parallel"`` so
+        far; their results in launch order (as in ClearML, a failed one has none: it is
+        named in a warning)."""
+        return cls.launched.wait()
 
     @classmethod
     def _run(
@@ -346,8 +400,8 @@ class PipelineDecorator:
         function: Callable[..., Any],
         bound: inspect.BoundArguments,
         return_value: str | None,
+        settings: DecoratorSettings,
     ) -> Any:
-        settings = cls.settings
         run = _PipelineRun(controller, settings.mode)
         previous = getattr(_ACTIVE, "run", None)
         _ACTIVE.run = run
@@ -357,7 +411,7 @@ class PipelineDecorator:
                 with controller.engine.running_here():
                     result = function(*bound.args, **bound.kwargs)
                     if return_value:
-                        controller.upload_artifact(return_value, result)
+                        cls._store_result(controller, return_value, result)
                 return result
             if settings.resume:
                 run.earlier = controller.earlier_results(settings.resume)
@@ -370,12 +424,19 @@ class PipelineDecorator:
                 controller.close_steps()
                 controller.wait()
             if return_value:
-                controller.upload_artifact(return_value, result)
+                cls._store_result(controller, return_value, result)
             return result
         finally:
             _ACTIVE.run = previous
             if previous is None:
                 _ACTIVE.controller = None
+
+    @staticmethod
+    def _store_result(controller: PipelineController, name: str, result: Any) -> None:
+        """Store the pipeline function's result with the pipeline's Task (as its own
+        serialization function makes it, if it has one: ClearML stores it so)."""
+        serialize = controller.spec.serialization.serialize
+        controller.upload_artifact(name, result, serialization_function=serialize)
 
     @classmethod
     def run_locally(cls, force: bool = False, resume: bool | str = False) -> None:
@@ -422,10 +483,18 @@ class PipelineDecorator:
         auto_pickle: bool = True,
         preview: Any = None,
         wait_on_upload: bool = False,
+        serialization_function: Callable[[Any], bytes | bytearray] | None = None,
     ) -> bool:
         """Store an artifact with the running pipeline's Task."""
         return cls._require_pipeline().upload_artifact(
-            name, artifact_object, metadata=metadata, preview=preview
+            name,
+            artifact_object,
+            metadata=metadata,
+            delete_after_upload=delete_after_upload,
+            auto_pickle=auto_pickle,
+            preview=preview,
+            wait_on_upload=wait_on_upload,
+            serialization_function=serialization_function,
         )
 
     @classmethod

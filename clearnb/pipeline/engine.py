@@ -78,6 +78,8 @@ class RunEngine:
         self.kernels_started = False
         self.stopped_by_user = False
         self.stop_reason: str | None = None
+        self.timed_out = False
+        """True once the run took longer than the pipeline's time limit (it then fails)."""
         self._picture: PictureLoop | None = None
         self._local: LocalExecutor | None = None
         self._waiter = RunWaiter(spec.name, self.abort)
@@ -99,6 +101,7 @@ class RunEngine:
         """Open the run's Task and record it running (before any step changes)."""
         self.stop_reason = None
         self.stopped_by_user = False
+        self.timed_out = False
         state = self.state
         state.started, state.ended = time.time(), None
         state.controller = runs.controller_identity()
@@ -116,12 +119,13 @@ class RunEngine:
         self,
         *,
         name: str,
-        target_project: str,
+        target_project: str | None,
         force: bool,
         retry_default: Any,
         pre: Callable[..., Any] | None,
         post: Callable[..., Any] | None,
         accept_steps: bool,
+        tag_steps: bool = False,
     ) -> None:
         """Start the run's thread (after :meth:`begin`); outside IPython the process waits
         for the run before it exits, as ClearML's ``start()`` does in a script."""
@@ -131,6 +135,7 @@ class RunEngine:
             retry_default=retry_default,
             pre=pre,
             post=post,
+            tag_steps=tag_steps,
         )
         scheduler.accept_steps(accept_steps)
         self._waiter.started()
@@ -142,11 +147,12 @@ class RunEngine:
     def _make_scheduler(
         self,
         *,
-        target_project: str,
+        target_project: str | None,
         force: bool,
         retry_default: Any,
         pre: Callable[..., Any] | None,
         post: Callable[..., Any] | None,
+        tag_steps: bool,
     ) -> Scheduler:
         local = LocalExecutor(self.config, min(self.spec.max_workers, max(1, len(self.spec.steps))))
         self._local = local
@@ -182,13 +188,14 @@ class RunEngine:
             retry_default=retry_default,
             pre_callback=pre,
             post_callback=post,
+            tag_steps=tag_steps,
         )
         self.scheduler = Scheduler(
             self.state,
             execution,
             self.spec.max_workers,
             abort_on_failure=self.spec.abort_on_failure,
-            on_tick=self._keep_lease,
+            on_tick=self._tick,
         )
         return self.scheduler
 
@@ -211,6 +218,8 @@ class RunEngine:
                 local.warm()  # kernels start now, while the first steps resolve
             scheduler.run()
             status = final_status(self.state.nodes.values(), self.stopped_by_user)
+            if self.timed_out:
+                status = FAILED
         except BaseException as exc:  # the controller itself broke: say so, never hang
             log.exception("pipeline %s crashed", self.spec.name)
             for node in self.state.nodes.values():
@@ -249,16 +258,46 @@ class RunEngine:
             error = {"reason": f"steps that did not complete: {', '.join(bad) or '-'}"}
             if self.stopped_by_user and self.stop_reason:
                 error = {"reason": f"stopped: {self.stop_reason}"}
+            elif self.timed_out and self.stop_reason:
+                error = {"reason": self.stop_reason}
         state.set_pipeline_status(status)
         self.recorder.close(status, state.ended, error)
         if self._picture is not None:
             self._picture.finish()
 
-    def _keep_lease(self) -> None:
+    def update_plot(self) -> None:
+        """Store the run's state and redraw its DAG picture now; the listeners hear of it.
+
+        Before a run (or after it) the state is stored with the pipeline's Task all the
+        same, so that its picture shows the steps waiting (or as the run left them).
+        """
+        if self.running:
+            self.state.push()
+        else:
+            task = self.recorder.ensure_task()
+            self.state.push(self.recorder.write)
+            if self.renderer is None or self.renderer.task_id != task.id:
+                self.renderer = PictureRenderer(task.id, {**os.environ, **self.config.environ()})
+        if self.renderer is not None:
+            self.renderer.request()
+
+    def _tick(self) -> None:
+        """At every turn of the run loop: the controller's lease, and the time limit."""
         reason = self.recorder.keep_lease()
         if reason is not None and self.stop_reason is None:
             log.warning("pipeline %s stops: %s", self.spec.name, reason)
             self.abort(reason)
+        limit = self.spec.time_limit
+        if limit and self.stop_reason is None and self.elapsed() > limit:
+            reason = (
+                f"the pipeline ran longer than its time limit of {limit / 60:g} minutes "
+                "(set_pipeline_execution_time_limit)"
+            )
+            log.warning("pipeline %s stops: %s", self.spec.name, reason)
+            self.timed_out = True
+            self.stop_reason = reason
+            if self.scheduler is not None:
+                self.scheduler.abort(reason)
 
     def abort(self, reason: str) -> None:
         """Stop the run without waiting; it ends ``aborted``."""

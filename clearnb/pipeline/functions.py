@@ -34,21 +34,30 @@ def artifact_input(task_id: str, name: str) -> dict[str, Any]:
     return {ARTIFACT_MARKER: {"task": task_id, "name": name}}
 
 
-def load_input(value: Any) -> Any:
-    """Inside the kernel: the value of one kwarg (markers are loaded from their artifact)."""
+def load_input(value: Any, deserialization_function: Callable[[bytes], Any] | None = None) -> Any:
+    """Inside the kernel: the value of one kwarg (markers are loaded from their artifact,
+    with the pipeline's ``deserialization_function`` if it has one)."""
     if isinstance(value, dict) and set(value) == {ARTIFACT_MARKER}:
         from clearnb.task import Task
 
         marker = value[ARTIFACT_MARKER]
-        return Task.get_task(task_id=marker["task"]).artifacts[marker["name"]].get()
+        artifact = Task.get_task(task_id=marker["task"]).artifacts[marker["name"]]
+        return artifact.get(deserialization_function=deserialization_function)
     return value
 
 
-def store_outputs(task: Any, result: Any, names: Sequence[str]) -> None:
-    """Inside the kernel: upload the function's return value(s) as artifacts ``names``.
+def store_outputs(
+    task: Any,
+    result: Any,
+    names: Sequence[str],
+    serialization_function: Callable[[Any], bytes | bytearray] | None = None,
+) -> None:
+    """Inside the kernel: upload the function's return value(s) as artifacts ``names``
+    (as the bytes the pipeline's ``serialization_function`` makes, if it has one).
 
-    Every value is checked before any is stored, so a value that cannot be stored leaves
-    none of them behind; the error names the value, its type and what to return instead.
+    Every value is checked (or serialized) before any is stored, so a value that cannot be
+    stored leaves none of them behind; the error names the value, its type and what to
+    return instead.
     """
     if not names:
         return
@@ -62,6 +71,11 @@ def store_outputs(task: Any, result: Any, names: Sequence[str]) -> None:
         )
     else:
         values = list(zip(names, result, strict=True))
+    if serialization_function is not None:
+        made = [(name, value, serialization_function(value)) for name, value in values]
+        for name, value, data in made:
+            task.upload_artifact(name, value, serialization_function=lambda _, made=data: made)
+        return
     if len(values) > 1:
         for name, value in values:
             reason = unstorable_reason(value)
@@ -251,6 +265,36 @@ def decorated_source(
     return body, needed
 
 
+SERIALIZE = "serialize"
+DESERIALIZE = "deserialize"
+
+
+def serializer_parts(
+    function: Callable[..., Any] | None, role: str
+) -> tuple[list[Callable[..., Any]], list[str], str]:
+    """How a generated notebook gets the pipeline's (de)serialization ``function``: the
+    functions to define there (as helpers), the import lines, and the name to call
+    (``"None"`` when there is no function). A ``def`` travels as its source (it imports what
+    it needs inside, as ClearML asks); a function of an installed module (``pickle.dumps``)
+    is imported from it."""
+    if function is None:
+        return [], [], "None"
+    name = getattr(function, "__name__", "")
+    if inspect.isfunction(function) and name != "<lambda>":
+        _read_source(function)  # a clear error where the source cannot be read
+        return [function], [], name
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", "")
+    if module and module != "__main__" and qualname.isidentifier():
+        alias = f"clearnb_{role}"
+        return [], [f"from {module} import {qualname} as {alias}"], alias
+    raise PipelineError(
+        f"the pipeline's artifact_{role}ation_function {name or function!r} cannot be sent "
+        "to the steps' notebooks: define it with def (importing what it needs inside), or "
+        "use a function of an installed module"
+    )
+
+
 def _used_names(source: str) -> set[str]:
     tree = pysource.parse(source)
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
@@ -384,18 +428,31 @@ def build_notebook(
     kwargs: Mapping[str, Any],
     returns: Sequence[str],
     helpers: Sequence[Callable[..., Any]] = (),
+    serialization: tuple[Callable[..., Any] | None, Callable[..., Any] | None] = (None, None),
 ) -> NotebookNode:
-    """The notebook that runs ``function(**kwargs)`` as step ``step``."""
+    """The notebook that runs ``function(**kwargs)`` as step ``step``; ``serialization``
+    is the pipeline's (serialize, deserialize) functions for its inputs and outputs."""
     import nbformat
 
     main, decorators = decorated_source(function)
     function = innermost(function)
     name = function.__name__
+    serializers, serializer_imports, serialize = serializer_parts(serialization[0], SERIALIZE)
+    deserializers, more_imports, deserialize = serializer_parts(serialization[1], DESERIALIZE)
+    # without functions the notebook stays as it always was (and so do cache keys)
+    serialize = "" if serialization[0] is None else f", {serialize}"
+    deserialize = "" if serialization[1] is None else f", {deserialize}"
     helper_sources = [function_source(h) for h in [*decorators, *helpers]]
     used: set[str] = set()
     for source in [main, *helper_sources]:
         used |= _used_names(source)
-    imports = module_imports(function, used)
+    imports = module_imports(function, used) + serializer_imports + more_imports
+    for serializer in [*serializers, *deserializers]:
+        source = function_source(serializer)
+        helper_sources.insert(0, source)
+        imports += [
+            line for line in module_imports(serializer, _used_names(source)) if line not in imports
+        ]
     defaults = {key: _jsonable_default(value) for key, value in kwargs.items()}
     doc = inspect.getdoc(function) or ""
     cells = [
@@ -412,11 +469,11 @@ def build_notebook(
             "task = Task.init()\n"
             f"kwargs = {pprint.pformat(defaults, indent=4, sort_dicts=True)}\n"
             f"task.connect(kwargs, name={KWARGS_SECTION!r})\n"
-            "inputs = {key: load_input(value) for key, value in kwargs.items()}"
+            f"inputs = {{key: load_input(value{deserialize}) for key, value in kwargs.items()}}"
         ),
         nbformat.v4.new_code_cell(f"result = {name}(**inputs)\nresult"),  # type: ignore[no-untyped-call]
         nbformat.v4.new_code_cell(  # type: ignore[no-untyped-call]
-            f"store_outputs(task, result, {list(returns)!r})"
+            f"store_outputs(task, result, {list(returns)!r}{serialize})"
         ),
     ]
     nb = nbformat.v4.new_notebook(  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -53,6 +54,15 @@ class RunRecorder:
         """True when the Task is the run of the notebook this controller runs in."""
         self.runs = 0
         """Runs recorded so far; every run after the first is its own Task."""
+        self.runtime: dict[str, Any] = {}
+        """Facts every run's Task holds in its runtime (configuration objects, arguments
+        recorded for compatibility), by key."""
+        self.numbered = False
+        """Name the pipeline's Task ``name #N`` when N-1 pipelines of that name exist in
+        the project (ClearML's ``add_run_number``)."""
+        self.own_task = False
+        """Record the run in a Task of its own even inside a notebook clearnb runs (that
+        notebook's Task becomes its parent), for pipelines launched side by side."""
         self._lease_holder: str | None = None
         self._lease_due = 0.0
 
@@ -66,31 +76,86 @@ class RunRecorder:
         else a new controller Task (created on first use)."""
         if self.task is None:
             attached = os.environ.get(TASK_ID_ENV)
-            if attached:
+            if attached and not self.own_task:
                 with contextlib.suppress(TaskNotFoundError):
                     self.task = Task.init()
                     self.attached = True
+                    for key, value in self.runtime.items():
+                        self._merge_runtime(key, value)
             if self.task is None:
-                self.task = self.new_task()
+                parent = attached if attached and self.own_task else None
+                self.task = self.new_task(parent=parent)
+                name = self.task_name(self.task.record)
+                if name != self.task.name:
+                    self.store.update_task(self.task.id, name=name)
+                    self.task.reload()
         return self.task
 
-    def new_task(self, parent: str | None = None) -> Task:
+    def task_name(self, record: TaskRecord | None = None) -> str:
+        """The name of the run's Task ``record`` (None: of one not yet stored): the
+        pipeline's, numbered ``#N`` if ``numbered`` and N-1 controller Tasks of that name
+        (numbered or not) were created in the project before it. Counting only earlier
+        ones keeps the numbers apart for pipelines started at the same time."""
+        if not self.numbered:
+            return self.name
+        pattern = re.compile(rf"^{re.escape(self.name)}( #\d+)?$")
+        earlier = [
+            other
+            for other in self.store.find_tasks(project=self.project, task_type="controller")
+            if pattern.match(other.name)
+            and (record is None or (other.created, other.id) < (record.created, record.id))
+        ]
+        return f"{self.name} #{len(earlier) + 1}" if earlier else self.name
+
+    def new_task(self, parent: str | None = None, name: str | None = None) -> Task:
         """A new controller Task for this pipeline (each run after the first is one)."""
         record = TaskRecord(
             project=self.project,
-            name=self.name,
+            name=name or self.name,
             task_type="controller",
             status="created",
             parent=parent,
             tags=list(self.tags),
+            runtime=dict(self.runtime),
         )
         return Task.from_record(self.store.create_task(record), self.backend)
+
+    def keep_runtime(self, key: str, value: dict[str, Any]) -> None:
+        """Store ``value`` under ``key`` of the runtime of the pipeline's Task (merged, by
+        name, with what it holds there, once there is a Task) and of every later run's."""
+        self.runtime[key] = dict(value)
+        if self.task is not None:
+            self._merge_runtime(key, value)
+
+    def _merge_runtime(self, key: str, value: dict[str, Any]) -> None:
+        assert self.task is not None
+        self.store.update_runtime(self.task.id, key, lambda stored: {**(stored or {}), **value})
+        self.task.reload()
 
     def adopt(self, task_id: str) -> Task:
         """Use the existing controller Task ``task_id`` (the one an agent took from a queue)."""
         self.task = Task.from_record(self.store.get_task(task_id), self.backend)
         self.attached = False
         return self.task
+
+    def store_draft(self, record: TaskRecord) -> Task:
+        """Make the pipeline's Task the draft ``record`` describes (status ``created``):
+        the Task itself while it is an unused draft, else a new one (a child of it)."""
+        task = self.task
+        if task is not None and not self.attached and not self.runs and task.status == "created":
+            held = self.store.get_task(task.id).runtime
+            self.store.update_task(
+                task.id,
+                parameters=record.parameters,
+                tags=record.tags,
+                runtime={**held, **record.runtime},
+            )
+            return task.reload()
+        record.parent = task.id if task is not None else None
+        record.name = self.task_name()
+        self.store.create_task(record)
+        self.runs = 0  # the draft is the Task the next run here uses
+        return self.adopt(record.id)
 
     def start_run(self) -> None:
         """A run begins: the first uses the pipeline's Task, later ones get their own."""
@@ -101,7 +166,7 @@ class RunRecorder:
     def next_run(self) -> None:
         """Give the next run its own Task, a child of the last one."""
         if self.task is not None:
-            self.task = self.new_task(parent=self.task.id)
+            self.task = self.new_task(parent=self.task.id, name=self.task.name)
             self.attached = False
 
     def open(self, sections: Mapping[str, Mapping[str, Any]], started: float) -> None:
@@ -112,7 +177,7 @@ class RunRecorder:
             "parameters": {**self.store.get_task(task.id).parameters, **sections},
         }
         if self.attached:  # the notebook's own run becomes the pipeline's Task
-            fields.update(project=self.project, name=self.name)
+            fields.update(project=self.project, name=self.task_name(task.record))
         else:
             fields.update(status="running", started=started, completed=None, error=None)
         self.store.update_task(task.id, **fields)

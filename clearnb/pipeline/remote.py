@@ -13,17 +13,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clearnb.backend import Backend
-from clearnb.errors import PipelineError, TaskNotFoundError
+from clearnb.errors import TaskNotFoundError
 from clearnb.events import STEP_STATUS, PipelineEvent, from_payload
-from clearnb.pipeline import serialize
+from clearnb.pipeline.drafts import controller_record
 from clearnb.pipeline.node import StepJob
 from clearnb.pipeline.persistence import RunRecorder
-from clearnb.pipeline.sources import storable
-from clearnb.pipeline.spec import PipelineSpec, steps_with_callbacks
+from clearnb.pipeline.spec import PipelineSpec
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import PENDING, QUEUED, RUNNING, STEP_FINISHED, TASK_FINAL
 from clearnb.store import pipelines as runs
@@ -42,29 +41,18 @@ def send(
     callbacks: Sequence[Callable[..., Any] | None],
     tags: list[str],
     queue_name: str,
+    runtime: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> TaskRecord:
-    """Create the controller Task holding ``spec`` (portable) and put it in ``queue_name``.
+    """Create the controller Task holding ``spec`` (portable), named ``name`` (the
+    pipeline's by default), and put it in ``queue_name``.
 
     Callbacks run in the process that defines them, so a pipeline with any is refused.
     """
     from clearnb.executors.queue import enqueue
 
-    local = steps_with_callbacks(spec.steps.values())
-    if any(callbacks) or local:
-        raise PipelineError(
-            "callbacks run in the process that defines them and cannot travel to an "
-            f"agent (steps with callbacks: {', '.join(local) or '-'}); drop them, or run "
-            "the pipeline here with start() without a queue"
-        )
-    definition = serialize.to_dict(spec, portable=True)
-    definition["force"] = force
-    record = TaskRecord(
-        project=spec.project,
-        name=spec.name,
-        task_type="controller",
-        parameters=spec.parameter_sections(storable),
-        tags=tags,
-        runtime={"definition": definition},
+    record = controller_record(
+        spec, force=force, callbacks=callbacks, tags=tags, runtime=runtime, name=name
     )
     backend.store.create_task(record)
     return enqueue(backend, record.id, queue_name)
@@ -94,7 +82,14 @@ class RemoteRun:
     ) -> RemoteRun:
         """Send ``spec`` to ``queue_name`` and follow its run in ``state`` from now on."""
         record = send(
-            backend, spec, force=force, callbacks=callbacks, tags=tags, queue_name=queue_name
+            backend,
+            spec,
+            force=force,
+            callbacks=callbacks,
+            tags=tags,
+            queue_name=queue_name,
+            runtime=recorder.runtime,
+            name=recorder.task_name(),
         )
         recorder.adopt(record.id)
         state.detach()  # the agent's controller stores the run; this side follows

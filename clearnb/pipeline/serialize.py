@@ -10,6 +10,7 @@ and, in the portable form an agent receives, carry its source.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from clearnb.pipeline.spec import (
     FUNCTION,
     NOTEBOOK,
     PipelineSpec,
+    Serialization,
     StepSpec,
     build_step,
     file_keys,
@@ -41,10 +43,14 @@ PIPELINE_KEYS: dict[str, str] = {
     "default_execution_queue": "the queue of steps that name none",
     "max_workers": "at most this many steps run at once",
     "strict": "refuse an override of a parameter a step does not declare",
+    "time_limit": "seconds the whole run may take (set_pipeline_execution_time_limit)",
+    "serialization": "the functions that store and read function steps' values, by role",
     "steps": "the steps, in the order they were added",
     "force": "run cached steps again (set for a run sent to a queue)",
 }
 """Every key a pipeline file may have, with what it means."""
+ROLES = (functions.SERIALIZE, functions.DESERIALIZE)
+"""The keys of ``serialization``: the function that stores values, the one that reads them."""
 
 
 def to_dict(spec: PipelineSpec, *, portable: bool = False) -> dict[str, Any]:
@@ -64,8 +70,35 @@ def to_dict(spec: PipelineSpec, *, portable: bool = False) -> dict[str, Any]:
         "default_execution_queue": spec.default_execution_queue,
         "max_workers": spec.max_workers,
         "strict": spec.strict,
+        **({"time_limit": spec.time_limit} if spec.time_limit else {}),
+        **serialization_entry(spec.serialization, portable=portable),
         "steps": [step_entry(step, portable=portable) for step in spec.steps.values()],
     }
+
+
+def serialization_entry(serialization: Serialization, *, portable: bool) -> dict[str, Any]:
+    """The pipeline's (de)serialization functions as the file holds them: each by
+    ``module:qualname`` and, in the portable form, a ``def`` with its source."""
+    roles: dict[str, Any] = {}
+    for role, function in zip(ROLES, serialization.pair(), strict=True):
+        if function is None:
+            continue
+        held: dict[str, Any] = {"function": f"{function.__module__}:{function.__qualname__}"}
+        if portable and inspect.isfunction(function):
+            held["source"] = functions.portable_source(function)
+        roles[role] = held
+    return {"serialization": roles} if roles else {}
+
+
+def serialization_of(data: Mapping[str, Any], functions_folder: Path) -> Serialization:
+    """The (de)serialization functions a pipeline file names (loaded, or imported here)."""
+    found: dict[str, Any] = {}
+    for role, held in (data.get("serialization") or {}).items():
+        if "source" in held:
+            found[role] = functions.load_portable(held["source"], functions_folder)[0]
+        else:
+            found[role] = load_function(f"artifact_{role}ation_function", held["function"])
+    return Serialization(found.get(ROLES[0]), found.get(ROLES[1]))
 
 
 def step_entry(step: StepSpec, *, portable: bool = False) -> dict[str, Any]:
@@ -144,6 +177,19 @@ def definition_problems(data: Mapping[str, Any]) -> list[str]:
     for key in ("parameters", "descriptions"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             problems.append(f'{key!r} must be an object ({{"name": value}})')
+    roles = data.get("serialization")
+    if roles is not None and not (
+        isinstance(roles, dict)
+        and set(roles) <= set(ROLES)
+        and all(isinstance(held, dict) and "function" in held for held in roles.values())
+    ):
+        problems.append(
+            "'serialization' must be an object of 'serialize' and 'deserialize', each "
+            '{"function": "module:name"}'
+        )
+    limit = data.get("time_limit")
+    if limit is not None and (not isinstance(limit, int | float) or isinstance(limit, bool)):
+        problems.append("'time_limit' must be a number of seconds")
     steps = data.get("steps")
     if not isinstance(steps, list):
         problems.append(
@@ -202,6 +248,9 @@ def from_dict(data: Mapping[str, Any], functions_folder: Path) -> PipelineSpec:
     )
     if data.get("max_workers"):
         spec.max_workers = max(1, int(data["max_workers"]))
+    if data.get("time_limit"):
+        spec.time_limit = float(data["time_limit"])
+    spec.serialization = serialization_of(data, functions_folder)
     descriptions = data.get("descriptions") or {}
     for key, value in (data.get("parameters") or {}).items():
         spec.add_parameter(key, value, descriptions.get(key))
@@ -249,6 +298,12 @@ def to_code(spec: PipelineSpec) -> str:
         + (", strict=True" if spec.strict else "")
         + ")",
     ]
+    if spec.time_limit:
+        lines.append(f"pipe.set_pipeline_execution_time_limit({spec.time_limit / 60:g})")
+    for role, held in (
+        serialization_entry(spec.serialization, portable=False).get("serialization", {}).items()
+    ):
+        lines.append(f"# artifact_{role}ation_function: {held['function']}")
     for key, value in spec.parameters.items():
         description = spec.descriptions.get(key)
         lines.append(

@@ -19,7 +19,7 @@ from clearnb.errors import PipelineError, TaskNotFoundError
 from clearnb.notebook.files import code_fingerprint, load_notebook
 from clearnb.notebook.parameters import NotebookParameters
 from clearnb.pipeline import functions
-from clearnb.pipeline.spec import StepSpec
+from clearnb.pipeline.spec import Serialization, StepSpec
 from clearnb.store import Store, TaskRecord
 
 Stash = Callable[[str, str, Any], dict[str, Any]]
@@ -71,9 +71,14 @@ class Sources:
         return path, NotebookParameters.of(nb, template.parameters if template else None), nb
 
     def materialize(
-        self, step: StepSpec, resolved: Mapping[str, Any], stash: Stash
+        self,
+        step: StepSpec,
+        resolved: Mapping[str, Any],
+        stash: Stash,
+        serialization: Serialization | None = None,
     ) -> tuple[str, dict[str, Any], str]:
-        """The notebook to run, its overrides, and the hash of its code."""
+        """The notebook to run, its overrides, and the hash of its code (a function
+        step's notebook passes its values with the pipeline's ``serialization``)."""
         if not step.is_function:
             path = self.notebook_of(step)
             return path, dict(resolved), code_fingerprint(load_notebook(path))
@@ -88,6 +93,7 @@ class Sources:
             {**signature_defaults(step.function), **given},
             step.function_return,
             step.helper_functions,
+            (serialization or Serialization()).pair(),
         )
         written = functions.write_notebook(nb, self.functions_folder)
         overrides = {f"{functions.KWARGS_SECTION}/{k}": v for k, v in kwargs.items()}
@@ -122,5 +128,12 @@ def signature_defaults(function: Callable[..., Any]) -> dict[str, Any]:
 
 
 def missing_template(step: StepSpec) -> bool:
-    """True if ``step`` names no notebook in any way."""
-    return not (step.notebook or step.base_task_id or step.base_task_name)
+    """True if ``step`` names no notebook in any way (a base task factory makes one)."""
+    return not (step.notebook or step.base_task_id or step.base_task_name or step.base_task_factory)
+
+
+def made_when_run(step: StepSpec) -> bool:
+    """True if ``step``'s notebook is known only when it runs (its base task factory)."""
+    return step.base_task_factory is not None and not (
+        step.notebook or step.base_task_id or step.base_task_name
+    )

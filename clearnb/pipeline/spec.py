@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from clearnb import compat
 from clearnb.errors import ClearnbError, PipelineError
 from clearnb.execution.limits import parse_memory_limit
 from clearnb.pipeline import references
@@ -56,6 +57,10 @@ class StepSpec:
     monitor_metrics: list[Any] = field(default_factory=list)
     monitor_artifacts: list[Any] = field(default_factory=list)
     monitor_models: list[Any] = field(default_factory=list)
+    configuration_overrides: dict[str, Any] = field(default_factory=dict)
+    """Configuration objects the step's Task holds, ``{name: dict or text}``."""
+    base_task_factory: Callable[[Any], Any] | None = None
+    """``factory(node) -> Task``: the step's template, made when the step is to run."""
     function: Callable[..., Any] | None = None
     function_kwargs: dict[str, Any] = field(default_factory=dict)
     function_return: list[str] = field(default_factory=list)
@@ -78,9 +83,13 @@ class StepSpec:
 
     @property
     def has_callbacks(self) -> bool:
-        """True if the step calls back into the process that defined it."""
+        """True if the step calls back into the process that defined it (a callback, a
+        base task factory)."""
         return bool(
-            self.pre_execute_callback or self.post_execute_callback or self.status_change_callback
+            self.pre_execute_callback
+            or self.post_execute_callback
+            or self.status_change_callback
+            or self.base_task_factory
         )
 
     def inputs(self) -> dict[str, Any]:
@@ -245,22 +254,25 @@ STEP_OPTIONS: tuple[StepOption, ...] = (
     ),
     # -- accepted for compatibility and recorded with the step ----------------------------
     _option(
-        "configuration_overrides", "recorded", ONLY_NOTEBOOK, RECORDED, _mapping, component=None
+        "configuration_overrides",
+        "configuration objects set on the step's Task, {name: dict or text}",
+        ONLY_NOTEBOOK,
+        convert=_mapping,
+        default={},
+        component=None,
     ),
     _option("task_overrides", "recorded", ONLY_NOTEBOOK, RECORDED, _mapping, component=None),
     _option("clone_base_task", "recorded", ONLY_NOTEBOOK, RECORDED, default=True, component=None),
     _option(
         "base_task_factory",
-        "recorded (whether one was given)",
+        "callable(node) -> Task: the template of the step, made when it is to run",
         ONLY_NOTEBOOK,
-        RECORDED,
-        bool,
         in_file=False,
         component=None,
     ),
     _option(
         "recursively_parse_parameters",
-        "recorded",
+        "recorded (references inside lists and dicts are always resolved here)",
         ONLY_NOTEBOOK,
         RECORDED,
         default=False,
@@ -411,6 +423,20 @@ def referenced_steps(step: StepSpec) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Serialization:
+    """The pipeline's own functions for the values its function steps pass and return
+    (ClearML's ``artifact_serialization_function`` and ``artifact_deserialization_function``):
+    those values are stored as the bytes ``serialize`` makes, and read with ``deserialize``."""
+
+    serialize: Callable[[Any], bytes | bytearray] | None = None
+    deserialize: Callable[[bytes], Any] | None = None
+
+    def pair(self) -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
+        """``(serialize, deserialize)``."""
+        return self.serialize, self.deserialize
+
+
 @dataclass
 class PipelineSpec:
     """A pipeline as defined: its steps in the order added, and its parameters."""
@@ -430,6 +456,9 @@ class PipelineSpec:
     max_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     strict: bool = False
     """Refuse an override of a parameter a step does not declare (ClearML sets it, warned)."""
+    time_limit: float | None = None
+    """Seconds the whole run may take; then it is stopped and fails (None: no limit)."""
+    serialization: Serialization = field(default_factory=Serialization)
 
     def add_parameter(self, name: str, default: Any = None, description: str | None = None) -> None:
         """Add (or change) a pipeline argument."""
@@ -482,6 +511,8 @@ class PipelineSpec:
         self.parameters = dict(other.parameters)
         self.descriptions = dict(other.descriptions)
         self.duplicates = list(other.duplicates)
+        if other.serialization != Serialization():  # a file without them keeps this one's
+            self.serialization = other.serialization
 
     def edges(self) -> dict[str, list[str]]:
         """``{step: its parents}``, for the graph algorithms."""
@@ -514,37 +545,56 @@ def check_names(arguments: Sequence[str], kind: str) -> list[str]:
     return sorted(declared.symmetric_difference(arguments))
 
 
-PIPELINE_RECORDED = (
-    "docker",
-    "docker_args",
-    "docker_bash_setup_script",
-    "packages",
-    "repo",
-    "repo_branch",
-    "repo_commit",
-    "working_dir",
-    "output_uri",
-    "pool_frequency",
-    "auto_version_bump",
-    "add_run_number",
-    "always_create_from_code",
-    "skip_global_imports",
-    "enable_local_imports",
-    "artifact_serialization_function",
-    "artifact_deserialization_function",
+PIPELINE_UNUSED: dict[str, Any] = {
+    "docker": None,
+    "docker_args": None,
+    "docker_bash_setup_script": None,
+    "packages": None,
+    "repo": None,
+    "repo_branch": None,
+    "repo_commit": None,
+    "working_dir": None,
+    "output_uri": None,
+    "pool_frequency": 0.2,
+    "auto_version_bump": None,
+    "always_create_from_code": True,
+    "skip_global_imports": False,
+    "enable_local_imports": True,
+}
+"""``PipelineController`` arguments that have no effect here, with ClearML's defaults: one
+given otherwise is recorded with the run's Task and named in a CompatibilityWarning."""
+UNUSED_WHY = (
+    "clearnb has no ClearML server, containers or repository checkouts: steps run in this "
+    "Python environment, followed by events rather than polled"
 )
-"""``PipelineController`` arguments accepted for compatibility and recorded only."""
+"""Why the arguments of :data:`PIPELINE_UNUSED` and the recorded step options do nothing."""
 
 
-def recorded_pipeline_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """What the pipeline records of its compatibility ``arguments`` (a callable: whether
-    one was given; a sequence of packages: as a list)."""
-    recorded: dict[str, Any] = {}
-    for name in PIPELINE_RECORDED:
-        value = arguments.get(name)
-        if callable(value):
-            value = True
-        elif isinstance(value, list | tuple):
-            value = list(value)
-        recorded[name] = value
-    return recorded
+def unused_pipeline_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of :data:`PIPELINE_UNUSED` in ``arguments`` given otherwise than
+    their default, as they are recorded."""
+    given = {name: arguments.get(name) for name in PIPELINE_UNUSED}
+    return compat.unused_arguments(given, PIPELINE_UNUSED)
+
+
+NO_EFFECT_FIELDS = ("monitor_models", "task_type", "packages")
+"""Step options kept on the step (ClearML's Node shows them) that do nothing here."""
+ALWAYS_SO = frozenset({"recursively_parse_parameters"})
+"""Recorded step options whose ClearML meaning clearnb always gives (no warning)."""
+
+
+def unused_step_options(kind: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a step of ``kind`` in ``arguments`` (``add_step``'s keywords) that
+    only record: given otherwise than their default, as they are recorded."""
+    given: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    for option in options_of(kind):
+        if option.name in ALWAYS_SO:
+            continue
+        if option.target == RECORDED or option.name in NO_EFFECT_FIELDS:
+            value = arguments.get(option.name)
+            if value is None or value == option.default or value in ([], {}, ()):
+                continue
+            given[option.name] = value
+            defaults[option.name] = option.default
+    return compat.unused_arguments(given, defaults)

@@ -7,6 +7,8 @@ ends in a final status with the reason in its ``error``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -22,6 +24,7 @@ from clearnb.events import RunEvent
 from clearnb.execution.runner import RunHandle
 from clearnb.executors.base import Executor, StepRequest
 from clearnb.pipeline import functions, validate
+from clearnb.pipeline.configuration import CONFIGURATION_KEY, DICTIONARY, TEXT
 from clearnb.pipeline.node import Node, StepJob
 from clearnb.pipeline.resolve import Resolver
 from clearnb.pipeline.sources import Sources, missing_template
@@ -32,6 +35,22 @@ from clearnb.store.records import ScalarRecord
 from clearnb.task import Task
 
 log = logging.getLogger(__name__)
+
+
+def configuration_of(step: StepSpec) -> dict[str, Any]:
+    """The runtime facts that give a step's Task its ``configuration_overrides``: each a
+    configuration object (a dict, else text) as ``Task.connect_configuration`` keeps it."""
+    if not step.configuration_overrides:
+        return {}
+    objects = {
+        name: {
+            "value": value if isinstance(value, Mapping | list) else str(value),
+            "type": DICTIONARY if isinstance(value, Mapping | list) else TEXT,
+            "description": None,
+        }
+        for name, value in step.configuration_overrides.items()
+    }
+    return {CONFIGURATION_KEY: objects}
 
 
 @dataclass
@@ -46,13 +65,16 @@ class StepExecution:
     queue_of: Callable[[StepSpec], str | None]
     pipeline_task: Callable[[], Task]
     """The pipeline's own Task (its id is every step's parent)."""
-    target_project: str
+    target_project: str | None
+    """The project of every step's Task; None: a template's own, else the pipeline's."""
     stop_reason: Callable[[], str | None]
     """Why the run is being stopped, or None while it goes on."""
     force: bool = False
     retry_default: int | Callable[..., bool] | None = None
     pre_callback: Callable[..., Any] | None = None
     post_callback: Callable[..., Any] | None = None
+    tag_steps: bool = False
+    """Tag every step's Task ``pipe: <pipeline task id>`` (ClearML's add_pipeline_tags)."""
     handles: dict[str, RunHandle] = field(default_factory=dict)
     """The handle of each running step, to abort it."""
 
@@ -99,8 +121,12 @@ class StepExecution:
                 )
                 self.skip_below(node, f"skipped because step {step.name!r} was skipped")
                 return
+        if step.base_task_factory is not None:  # the template is made now, for this run
+            made = step.base_task_factory(node)
+            node.run.template_id = made if isinstance(made, str) else made.id
+            step = dataclasses.replace(step, base_task_id=node.run.template_id)
         notebook, overrides, code_hash = self.sources.materialize(
-            step, node.run.resolved, self._stash
+            step, node.run.resolved, self._stash, self.state.spec.serialization
         )
         key = self.resolver.cache_key(step, node.run.resolved, code_hash)
         if step.cache_executed_step and not (self.force or node.run.force):
@@ -125,6 +151,7 @@ class StepExecution:
                 log.info("retrying step %s (retry %d)", step.name, node.run.retries)
                 continue
             self.state.set_status(node, status)
+            self._monitor(node)  # what a failed step reported is the pipeline's to see too
             self._call_post(node)
             return
 
@@ -140,13 +167,13 @@ class StepExecution:
             notebook=None if template else notebook,
             overrides=overrides,
             template=template,
-            project_name=self.target_project,
+            project_name=self.target_project or self._home_project(template),
             task_name=step.name,
             time_limit=step.timeout,
             memory_limit=step.memory_limit,
             parent=self.pipeline_task().id,
-            tags=step.tags,
-            runtime={"pipeline_step": step.name},
+            tags=[*step.tags, f"pipe: {self.pipeline_task().id}"] if self.tag_steps else step.tags,
+            runtime={"pipeline_step": step.name, **configuration_of(step)},
             cache_key=key,
             on_event=functools.partial(self._on_run_event, node),
             handle=handle,
@@ -161,6 +188,14 @@ class StepExecution:
         node.run.job_ended = time.time()
         node.run.error = task.error
         return task
+
+    def _home_project(self, template: str | None) -> str:
+        """Where a step's Task goes without a target project: its template's project, or
+        the pipeline's."""
+        if template is not None:
+            with contextlib.suppress(ClearnbError):
+                return self.backend.store.get_task(template).project
+        return self.state.spec.project
 
     def _on_run_event(self, node: Node, event: RunEvent) -> None:
         if event.kind == run_events.TASK_STARTED:
@@ -181,7 +216,11 @@ class StepExecution:
         if policy is None or self.stop_reason() is not None:
             return False
         if callable(policy):
-            return bool(policy(self.pipeline, node, node.run.retries))
+            try:
+                return bool(policy(self.pipeline, node, node.run.retries))
+            except Exception:  # as in ClearML: a retry callback that raises means no retry
+                log.exception("the retry_on_failure callback of step %s raised", step.name)
+                return False
         return node.run.retries < int(policy)
 
     def _after_success(self, node: Node) -> None:
@@ -243,7 +282,8 @@ class StepExecution:
         """Store a function step's argument that cannot travel as JSON with the pipeline."""
         pipeline_task = self.pipeline_task()
         name = f"{step}.{key}"
-        pipeline_task.upload_artifact(name, value)
+        serialize = self.state.spec.serialization.serialize
+        pipeline_task.upload_artifact(name, value, serialization_function=serialize)
         return functions.artifact_input(pipeline_task.id, name)
 
     def _monitor(self, node: Node) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from clearnb.events import (
+    PIPELINE_STATE,
     PIPELINE_STATUS,
     STEP_PROGRESS,
     STEP_STATUS,
@@ -129,6 +130,16 @@ class RunState:
             self.record_event(event)
         self._tell(event)
 
+    def push(self, write: Callable[[Mapping[str, Any]], None] | None = None) -> None:
+        """Store the run document now (with ``write``, or as the run stores it) and tell
+        the listeners the whole state, though nothing changed."""
+        with self.lock:
+            document = self.document()
+            (write or self.write_document)(document)
+            event = PipelineEvent(PIPELINE_STATE, None, self.status, self.status, document)
+        self._tell(event)
+        self.on_change()
+
     def _tell(self, event: PipelineEvent) -> None:
         self.broadcaster.emit(event)
 
@@ -202,6 +213,7 @@ class RunState:
                 "order": list(self.nodes),
                 "nodes": {name: node.state() for name, node in self.nodes.items()},
                 **({CONTROLLER_KEY: self.controller} if self.controller else {}),
+                **({"time_limit": self.spec.time_limit} if self.spec.time_limit else {}),
             }
 
 

@@ -23,7 +23,7 @@ from clearnb.notebook.files import check_kernel
 from clearnb.notebook.parameters import GENERAL, split_key
 from clearnb.pipeline import functions, graph, references
 from clearnb.pipeline.references import Reference
-from clearnb.pipeline.sources import Sources, missing_template, signature_defaults
+from clearnb.pipeline.sources import Sources, made_when_run, missing_template, signature_defaults
 from clearnb.pipeline.spec import PipelineSpec, StepSpec, has_reference
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def parameter_warnings(spec: PipelineSpec, step: StepSpec, sources: Sources) -> 
 def problems(spec: PipelineSpec, sources: Sources, queue_of: QueueOf) -> list[str]:
     """Every problem of ``spec``, one sentence each (empty if none)."""
     found = graph.structure_problems(spec.edges(), spec.duplicates)
+    found += serialization_problems(spec)
     for step in spec.steps.values():
         found.extend(step_problems(spec, step, sources, queue_of))
     return found
@@ -117,6 +118,8 @@ def step_problems(
             "base_task_id=..., or base_task_project=... and base_task_name=..."
         )
         return found
+    if made_when_run(step):
+        return found  # its notebook is made when it is to run
     try:
         path, declared, nb = sources.declared(step)
     except ClearnbError as exc:
@@ -141,6 +144,29 @@ def step_problems(
         if known is not None and name not in known:
             listed = ", ".join(sorted(known)) or "(none)"
             found.append(f"{label} does not declare a parameter {key!r}; it declares: {listed}")
+    return found
+
+
+def serialization_problems(spec: PipelineSpec) -> list[str]:
+    """What keeps the pipeline's (de)serialization functions from reaching the notebooks
+    of its function steps."""
+    found: list[str] = []
+    roles = (functions.SERIALIZE, functions.DESERIALIZE)
+    for role, function in zip(roles, spec.serialization.pair(), strict=True):
+        if function is None:
+            continue
+        try:
+            defined, _, _ = functions.serializer_parts(function, role)
+            unbound = functions.unbound_names(defined[0]) if defined else []
+        except ClearnbError as exc:
+            found.append(str(exc))
+            continue
+        if unbound:
+            found.append(
+                f"the pipeline's artifact_{role}ation_function {function.__name__} uses "
+                f"{', '.join(map(repr, unbound))}, which it neither imports nor receives: "
+                "import inside the function, as it runs in each step's notebook"
+            )
     return found
 
 

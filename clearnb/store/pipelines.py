@@ -62,6 +62,7 @@ RUN_DOCUMENT = MappingProxyType(
         "ended": "when the run ended, or None while it goes on",
         "order": "the step names in the order the pipeline lists them",
         "nodes": "every step's entry by step name (STEP_KEYS)",
+        "time_limit": "seconds the run may take (set_pipeline_execution_time_limit), if set",
         CONTROLLER_KEY: "host, pid and start time of the process running it (controller_identity)",
     }
 )
