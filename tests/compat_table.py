@@ -144,6 +144,8 @@ def clearnb_arguments(cls: type, member: str) -> tuple[set[str], bool] | None:
     None when it has no such member. A property or attribute takes none."""
     if member == "__init__":
         target: Any = cls.__init__  # type: ignore[misc]
+        if target is object.__init__:  # not constructed by the user
+            return None
     else:
         target = inspect.getattr_static(cls, member, None)
         if target is None:
