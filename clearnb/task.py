@@ -559,7 +559,18 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
     ) -> bool:
         """Store ``artifact_object`` under ``name`` (re-uploading a name replaces it);
         ``serialization_function`` stores the bytes it makes of the object instead (read
-        back with ``artifacts[name].get(deserialization_function=...)``)."""
+        back with ``artifacts[name].get(deserialization_function=...)``). With
+        ``auto_pickle=False`` a value only pickle could store is refused, as in ClearML; the
+        upload is always done when this returns (``wait_on_upload``). ``extension_name``
+        is recorded with the artifact and warned about: the codec picks the file format."""
+        registry = self._backend.artifacts.registry
+        if not auto_pickle and serialization_function is None:
+            registry.refuse_pickle(name, artifact_object)
+        if extension_name is not None:
+            metadata = {**(metadata or {}), "unused_extension_name": extension_name}
+            compat.warn_unused(
+                "upload_artifact", {"extension_name": extension_name}, "the type picks the format"
+            )
         record = self._backend.artifacts.save(
             self.id,
             name,

@@ -456,3 +456,28 @@ def test_a_run_uses_the_configuration_its_task_carries(tmp_path: Path) -> None:
         from_template = runner.execute(task=plain, raise_on_error=True)
         assert from_template.id != plain.id, "a template's run is a new task"
         assert from_template.artifacts["seen"].get()["file"] == "batch: 1\n"
+
+
+class Opaque:
+    """A value only pickle can store."""
+
+
+def test_upload_artifact_with_auto_pickle_false_refuses_what_only_pickle_stores() -> None:
+    from clearnb.errors import CodecError
+
+    task = draft("pickles")
+    with pytest.raises(CodecError, match="auto_pickle=False refuses"):
+        task.upload_artifact("opaque", Opaque(), auto_pickle=False)
+    assert "opaque" not in task.reload().artifacts, "nothing is stored"
+    assert task.upload_artifact("plain", {"a": 1}, auto_pickle=False)
+    assert task.upload_artifact("opaque", Opaque())  # auto_pickle=True: pickled
+    assert task.reload().artifacts["opaque"].type.endswith("Opaque")
+
+
+def test_upload_artifact_names_an_extension_it_does_not_use() -> None:
+    from clearnb.errors import CompatibilityWarning
+
+    task = draft("extensions")
+    with pytest.warns(CompatibilityWarning, match="extension_name='.csv.gz'"):
+        task.upload_artifact("table", {"a": [1, 2]}, extension_name=".csv.gz")
+    assert task.reload().artifacts["table"].metadata["unused_extension_name"] == ".csv.gz"

@@ -570,6 +570,18 @@ class CodecRegistry:
             type=type_name,
         )
 
+    def refuse_pickle(self, name: str, obj: Any) -> None:
+        """Raise if ``obj`` (the artifact ``name``) would be stored by pickling it."""
+        if self.for_object(obj).name == "pickle":
+            kind = type(obj).__name__
+            raise CodecError(
+                f"artifact {name!r}: a {kind} would be stored by pickling it, which "
+                "auto_pickle=False refuses; store a dict, list, array, data frame or file "
+                "path, or pass a serialization_function",
+                name=name,
+                type=kind,
+            )
+
     def names(self) -> list[str]:
         """Codec names in matching order."""
         return [codec.name for codec in self._codecs]

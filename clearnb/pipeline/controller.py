@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from clearnb import compat
 from clearnb.backend import Backend
 from clearnb.config import Config
-from clearnb.errors import CodecError, PipelineError
+from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
 from clearnb.pipeline import drafts, graph, outcome, serialize, validate, views
 from clearnb.pipeline.configuration import CONFIGURATION_KEY, ConnectedConfigurations
@@ -341,16 +341,6 @@ class PipelineController(DefinitionMethods, StoredMethods):
         ``serialization_function`` makes, if given). With ``auto_pickle=False`` a value
         only pickle could store is refused, as in ClearML; the upload is always done when
         this returns (``wait_on_upload``)."""
-        codec = self._backend.artifacts.registry.for_object(artifact_object)
-        if not auto_pickle and serialization_function is None and codec.name == "pickle":
-            kind = type(artifact_object).__name__
-            raise CodecError(
-                f"artifact {name!r}: a {kind} would be stored by pickling it, which "
-                "auto_pickle=False refuses; store a dict, list, array, data frame or file "
-                "path, or pass a serialization_function",
-                name=name,
-                type=kind,
-            )
         return self.task.upload_artifact(
             name,
             artifact_object,
