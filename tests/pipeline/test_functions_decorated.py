@@ -120,3 +120,31 @@ def test_a_controller_runs_a_function_step_under_a_users_decorator(home: Path) -
     dag = pipe.get_pipeline_dag()
     assert pipe.is_successful(), {name: node.error for name, node in dag.items()}
     assert Task.get_task(task_id=dag["step"].executed).artifacts["step_return"].get() == 2
+
+
+@PipelineDecorator.pipeline(
+    name="decorated on a queue", project="tests", start_controller_locally=True
+)
+def queued_pipeline(start: int = 1) -> int:
+    return int(add(base_value(start=start), scaled_value(start)))
+
+
+def test_wrapped_components_run_on_a_queue_served_by_an_agent(home: Path, tmp_path: Path) -> None:
+    from clearnb.backend import Backend
+    from clearnb.pipeline.decorator import DecoratorSettings
+    from tests.executors.agents import Agents, agent_environ
+
+    store = Backend.for_config().store
+    with Agents(store, agent_environ(home), tmp_path) as agents:
+        agents.start("steps-agent", ["steps"])
+        before = PipelineDecorator.settings
+        PipelineDecorator.settings = DecoratorSettings()  # ClearML's default: queues
+        PipelineDecorator.set_default_execution_queue("steps")
+        try:
+            assert queued_pipeline(start=2) == (2 + 1) + (2 + 1) * 10, agents.output()
+        finally:
+            PipelineDecorator.settings = before
+    controller = Task.get_tasks(project_name="tests", task_name="decorated on a queue")[-1]
+    steps = [r for r in store.find_tasks(parent=controller.id)]
+    assert sorted(r.name for r in steps) == ["add", "base_value", "scaled_value"]
+    assert {r.runtime.get("agent") for r in steps} == {"steps-agent"}, "every step ran on the agent"
