@@ -222,3 +222,32 @@ def test_a_later_step_takes_over_a_model_by_its_id_and_names_it(
     assert best.id == model.id
     assert best.task == chosen.id, "the model now belongs to the step that chose it"
     assert best.framework == "XGBoost" and best.record.hash == model.record.hash
+
+
+def save_numbers(count: int) -> int:
+    import joblib
+
+    joblib.dump(list(range(count)), "numbers.joblib")
+    return count
+
+
+def test_a_pipeline_shows_the_models_its_steps_monitor(home: Path) -> None:
+    from clearnb import PipelineController
+
+    pipe = PipelineController(name="models", project="frameworks")
+    pipe.add_function_step(
+        "save",
+        save_numbers,
+        function_kwargs={"count": 3},
+        function_return=["count"],
+        monitor_models=[("numbers", "final numbers")],
+    )
+    pipe.start()
+    pipe.wait()
+    pipe.stop()
+    assert pipe.is_successful()
+    step = Task.get_task(task_id=pipe.get_pipeline_dag()["save"].executed)
+    (saved,) = step.models["output"]
+    assert saved.framework == "Joblib", "a function step binds frameworks without Task.init"
+    shown = Task.get_task(task_id=pipe.id).models["output"]
+    assert list(shown.keys()) == ["final numbers"] and shown[0].id == saved.id
