@@ -27,6 +27,7 @@ from clearnb.notebook.parameters import GENERAL, defaults_of
 from clearnb.store.records import TaskRecord
 
 if TYPE_CHECKING:
+    from clearnb.frameworks import FrameworkHooks
     from clearnb.logger import Logger
     from clearnb.task import Task
 
@@ -52,7 +53,8 @@ class CurrentTask:
     """This process's task, and the logger of the run's task asked for before ``Task.init``.
 
     A process has one current task, as in ClearML (``Task.current_task()``), so there is one
-    instance, :data:`CURRENT`; hold ``lock`` to read or change either field.
+    instance, :data:`CURRENT`; hold ``lock`` to read or change the task or the logger, and
+    ``frameworks_lock`` for the framework bindings.
     """
 
     def __init__(self) -> None:
@@ -61,6 +63,9 @@ class CurrentTask:
         self.logger: Logger | None = None
         """Made by ``Logger.current_logger()`` in a run before ``Task.init``; the task that
         attaches to the run takes it over, so both report through one logger."""
+        self.frameworks_lock = threading.Lock()
+        self.frameworks: FrameworkHooks | None = None
+        """The framework bindings (:mod:`clearnb.frameworks`), once installed."""
 
 
 CURRENT = CurrentTask()

@@ -425,7 +425,7 @@ class OutputModel(BaseModel):
         framework: str | None = None,
         base_model_id: str | None = None,
     ) -> None:
-        backend, self._task_id, task_name, task_project = _task_of(task)
+        backend, self._task_id, task_name, task_project = task_of(task)
         design = design_text(config_text, config_dict) or ""
         made = "Overwritten" if base_model_id else "Created"
         note = f"{made} by task id: {self._task_id}" + (f"\n{comment}" if comment else "")
@@ -660,7 +660,7 @@ class OutputModel(BaseModel):
         self._backend.store.set_task_model(link)
 
 
-def _task_of(task: TaskFacts | None) -> tuple[Backend, str, str, str]:
+def task_of(task: TaskFacts | None) -> tuple[Backend, str, str, str]:
     """The backend, id, name and project of ``task``, or of this process's task (the one
     ``Task.init`` returned, or the run's); raises if there is none."""
     if task is not None:

@@ -29,6 +29,7 @@ from clearnb.connected import ConnectedSections
 from clearnb.current import CURRENT
 from clearnb.dispatch import ExecutedRemotely
 from clearnb.errors import ClearnbError, ParameterError, TaskNotFoundError
+from clearnb.frameworks import install as bind_frameworks
 from clearnb.logger import Logger
 from clearnb.model import InputModel, OutputModel
 from clearnb.notebook.files import code_fingerprint, load_notebook
@@ -100,9 +101,10 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
         so is a script run with ``python script.py``. ``auto_connect_arg_parser`` records
         argparse arguments in section ``Args`` (see :mod:`clearnb.arguments`).
         Outside a run every call records a new task (``reuse_last_task_id=False`` is what
-        happens anyway). ``output_uri``, ``auto_connect_frameworks``,
-        ``auto_resource_monitoring``, ``auto_connect_streams``, ``deferred_init``, a task
-        id as ``reuse_last_task_id`` and ``continue_last_task`` have no effect here: given
+        happens anyway). Models that ML frameworks save are the task's output models unless
+        ``auto_connect_frameworks`` says otherwise (:mod:`clearnb.frameworks`). ``output_uri``,
+        ``auto_resource_monitoring``, ``auto_connect_streams``, ``deferred_init``, a task id as
+        ``reuse_last_task_id`` and ``continue_last_task`` have no effect here: given
         away from their defaults they are recorded in the task's runtime
         (``unused_arguments``) and named in a :class:`~clearnb.errors.CompatibilityWarning`.
         """
@@ -133,6 +135,7 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
                 CURRENT.task, CURRENT.logger = task, None
                 current.watch_cells(task.flush)
                 arguments.connect_arguments(task.id, auto_connect_arg_parser)
+                bind_frameworks(auto_connect_frameworks)
                 return _with_unused(task, unused)
             existing = CURRENT.task
             if existing is not None and existing.status == "running":
@@ -154,6 +157,7 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
             current.watch_failures(task._fail_on)
             atexit.register(task._close_at_exit)
             arguments.connect_arguments(task.id, auto_connect_arg_parser)
+            bind_frameworks(auto_connect_frameworks)
             return _with_unused(task, unused)
 
     @staticmethod

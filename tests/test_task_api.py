@@ -303,7 +303,7 @@ with warnings.catch_warnings(record=True) as caught:
         project_name="compat",
         task_name="init arguments",
         output_uri="s3://bucket/models",
-        auto_connect_frameworks={"pytorch": False},
+        auto_connect_frameworks={"pytorch": False, "tensorflow": ["*.h5"]},
         auto_resource_monitoring=False,
         auto_connect_streams=True,
         reuse_last_task_id=False,
@@ -330,15 +330,15 @@ def test_task_init_records_and_names_the_arguments_that_do_nothing_here(tmp_path
     assert warning["file"].endswith("user_script.py"), "the warning points at the caller"
     message = warning["message"]
     assert message.startswith(
-        "Task.init: output_uri='s3://bucket/models', auto_connect_frameworks={'pytorch': False}, "
-        "auto_resource_monitoring=False recorded but not used: "
+        "Task.init: output_uri='s3://bucket/models', auto_connect_frameworks={'tensorflow': "
+        "['*.h5']}, auto_resource_monitoring=False recorded but not used: "
     )
     assert "CLEARNB_ARTIFACT_URL" in message and "resources are not monitored" in message
     assert "reuse_last_task_id" not in message and "deferred_init" not in message
     task = Task.get_task(project_name="compat", task_name="init arguments")
     assert task.runtime["unused_arguments"] == {
         "output_uri": "s3://bucket/models",
-        "auto_connect_frameworks": {"pytorch": False},
+        "auto_connect_frameworks": {"tensorflow": ["*.h5"]},  # pytorch's is honoured
         "auto_resource_monitoring": False,
     }
     assert task.status == "completed"

@@ -29,7 +29,7 @@ import time
 import traceback
 from typing import Any
 
-from clearnb.execution.ipkernel import route_pipe_over_ipc
+from clearnb.execution.ipkernel import bind_frameworks, route_pipe_over_ipc
 
 KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
 
@@ -117,6 +117,7 @@ def _run_kernel(request: dict[str, Any]) -> None:
         random.seed()
         sys.argv = [sys.argv[0], "-f", request["connection_file"]]
         route_pipe_over_ipc(request["connection_file"])
+        bind_frameworks()
         from ipykernel.kernelapp import IPKernelApp
 
         app = IPKernelApp.instance()

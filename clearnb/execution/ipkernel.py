@@ -7,6 +7,8 @@ sockets (in the pool's private folder), so that the kernel opens no TCP port at 
 
 ``python -m clearnb.execution.ipkernel -f CONNECTION_FILE`` runs a kernel like
 ``python -m ipykernel_launcher``; the fork server calls :func:`route_pipe_over_ipc` itself.
+Either way the kernel starts with :func:`bind_frameworks`, so that the models a step saves
+with an ML framework's own call are registered even if it never calls ``Task.init``.
 """
 
 from __future__ import annotations
@@ -77,12 +79,24 @@ def route_pipe_over_ipc(connection_file: str) -> bool:
     return True
 
 
+def bind_frameworks() -> None:
+    """Register the models saved by ML frameworks in this kernel as its run's output models
+    (:mod:`clearnb.frameworks`); a failure to do so leaves the kernel as it is."""
+    try:
+        from clearnb import frameworks
+
+        frameworks.install()
+    except Exception as exc:  # the kernel matters more than the binding
+        warnings.warn(f"ML frameworks are not bound in this kernel: {exc}", stacklevel=2)
+
+
 def main(argv: list[str]) -> None:
     """Run a kernel for the connection file after ``-f`` in ``argv``, its pipe over IPC."""
     if "-f" in argv[:-1]:
         route_pipe_over_ipc(argv[argv.index("-f") + 1])
     if sys.path and sys.path[0] in ("", os.getcwd(), str(Path(__file__).parent)):
         del sys.path[0]  # like ipykernel_launcher; the kernel adds its folder back
+    bind_frameworks()
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()

@@ -246,7 +246,7 @@ STEP_OPTIONS: tuple[StepOption, ...] = (
     ),
     _option("monitor_metrics", "scalars copied to the pipeline's Task", convert=_listed),
     _option("monitor_artifacts", "artifacts copied to the pipeline's Task", convert=_listed),
-    _option("monitor_models", "models copied to the pipeline's Task (recorded)", convert=_listed),
+    _option("monitor_models", "output models shown on the pipeline's Task", convert=_listed),
     _option("task_type", "ClearML's task type (recorded)", ONLY_FUNCTION),
     _option("tags", "tags of the step's Task", ONLY_FUNCTION, convert=_listed),
     _option(
@@ -577,7 +577,7 @@ def unused_pipeline_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     return compat.unused_arguments(given, PIPELINE_UNUSED)
 
 
-NO_EFFECT_FIELDS = ("monitor_models", "task_type", "packages")
+NO_EFFECT_FIELDS = ("task_type", "packages")
 """Step options kept on the step (ClearML's Node shows them) that do nothing here."""
 ALWAYS_SO = frozenset({"recursively_parse_parameters"})
 """Recorded step options whose ClearML meaning clearnb always gives (no warning)."""

@@ -31,7 +31,7 @@ from clearnb.pipeline.sources import Sources, missing_template
 from clearnb.pipeline.spec import StepSpec
 from clearnb.pipeline.transitions import RunState
 from clearnb.status import ABORTED, CACHED, COMPLETED, FAILED, QUEUED, RUNNING, SKIPPED
-from clearnb.store.records import ScalarRecord
+from clearnb.store.records import ScalarRecord, TaskModelRecord
 from clearnb.task import Task
 
 log = logging.getLogger(__name__)
@@ -287,9 +287,12 @@ class StepExecution:
         return functions.artifact_input(pipeline_task.id, name)
 
     def _monitor(self, node: Node) -> None:
-        """Copy the artifacts and scalars the step monitors to the pipeline's Task."""
+        """Copy the artifacts, scalars and output models the step monitors to the pipeline's
+        Task (a model is linked there under its new name, not copied)."""
         step, executed = node.spec, node.run.executed
-        if not (step.monitor_artifacts or step.monitor_metrics) or executed is None:
+        if executed is None or not (
+            step.monitor_artifacts or step.monitor_metrics or step.monitor_models
+        ):
             return
         store = self.backend.store
         target = self.pipeline_task().id
@@ -315,3 +318,10 @@ class StepExecution:
                     )
         if rows:
             store.add_scalars(rows)
+        made = {link.name: link.model_id for link in store.get_task_models(executed, "output")}
+        for item in step.monitor_models:
+            source, name = (item, item) if isinstance(item, str) else tuple(item)
+            if source not in made:
+                log.warning("step %s has no output model %r to monitor", step.name, source)
+                continue
+            store.set_task_model(TaskModelRecord(target, "output", name, made[source]))

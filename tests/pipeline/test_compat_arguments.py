@@ -57,7 +57,6 @@ NOTEBOOK_STEP = {
     "task_overrides": {"script.branch": "main"},
     "clone_base_task": False,
     "output_uri": "s3://bucket/out",
-    "monitor_models": ["model"],
 }
 FUNCTION_STEP = {
     "docker": "python:3.11",
@@ -75,7 +74,6 @@ FUNCTION_STEP = {
     "draft": True,
     "working_dir": "src",
     "output_uri": "s3://bucket/out",
-    "monitor_models": ["model"],
 }
 COMPONENT = {k: v for k, v in FUNCTION_STEP.items() if k not in ("project_name", "task_name")}
 DECORATED = {
