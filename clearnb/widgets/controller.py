@@ -321,7 +321,10 @@ def step_details(
                 )
         plot = _metrics_png(store, record.id)
         if plot:
-            parts.append(f"<img class='cnb-metrics' src='data:image/png;base64,{plot}'/>")
+            parts.append(
+                f"<img class='cnb-metrics' style='max-width:100%;height:auto' "
+                f"src='data:image/png;base64,{plot}'/>"
+            )
         storage = Backend.for_config(pipeline.config).artifacts
         parts.append(reports_html(store, storage, record.id, pictures))
         logs = {r.title: r.payload.get("text", "") for r in store.get_reports(record.id, "log")}

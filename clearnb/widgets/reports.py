@@ -39,6 +39,8 @@ PICTURES_KEPT = 64
 
 STYLE = "border-collapse:collapse;text-align:left;font-size:12px;margin:4px 0 8px 0"
 IMAGE_STYLE = "max-height:120px;min-height:48px;image-rendering:pixelated"
+PLOT_STYLE = "max-width:100%;height:auto"
+"""A plot shrinks with a narrow panel instead of running out of it."""
 """Thumbnails fit 120 px; tiny images are shown larger, with sharp pixels."""
 
 
@@ -109,7 +111,8 @@ def _plots(task_id: str, reports: Sequence[ReportRecord], pictures: PictureCache
         if picture:
             parts.append(
                 f"<img class='cnb-report-plot' data-kind='{html.escape(first.kind)}' "
-                f"title='{label}' alt='{label}' src='data:image/png;base64,{picture}'/>"
+                f"title='{label}' alt='{label}' style='{PLOT_STYLE}' "
+                f"src='data:image/png;base64,{picture}'/>"
             )
         else:
             parts.append(
