@@ -171,15 +171,7 @@ class BlobStore:
         if link:
             os.symlink(self.local_file(url, digest, size), target)
             return
-        scratch = temporary_sibling(target)
-        try:
-            with self._open(url) as stream:
-                copied, length = _copy_hashing(stream, scratch, sync=False)
-            _check(url, digest, size, copied, length)
-            os.chmod(scratch, PRIVATE_FILE_MODE & 0o444)
-            os.replace(scratch, target)
-        finally:
-            scratch.unlink(missing_ok=True)
+        self._fetch_verified(url, digest, size, target)
 
     def local_file(self, url: str, digest: str, size: int) -> Path:
         """A local file with the verified content stored at ``url``: the stored file itself
@@ -200,16 +192,21 @@ class BlobStore:
                 return slot
             slot.unlink(missing_ok=True)
         make_private_folder(slot.parent)
-        scratch = temporary_sibling(slot)
+        self._fetch_verified(url, digest, size, slot)
+        return slot
+
+    def _fetch_verified(self, url: str, digest: str, size: int, target: Path) -> None:
+        """Copy the content stored at ``url`` to ``target`` (read-only), atomically, and only
+        if it has ``digest`` and ``size``."""
+        scratch = temporary_sibling(target)
         try:
             with self._open(url) as stream:
                 copied, length = _copy_hashing(stream, scratch, sync=False)
             _check(url, digest, size, copied, length)
             os.chmod(scratch, PRIVATE_FILE_MODE & 0o444)
-            os.replace(scratch, slot)
+            os.replace(scratch, target)
         finally:
             scratch.unlink(missing_ok=True)
-        return slot
 
     @staticmethod
     def _open(url: str) -> Any:
