@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from clearnb.current import in_ipython
 from clearnb.errors import ClearnbError
-from clearnb.notebook.files import check_kernel, code_fingerprint, kernel_name_of, load_notebook
+from clearnb.notebook.files import (
+    check_kernel,
+    code_fingerprint,
+    kernel_name_of,
+    language_of,
+    load_notebook,
+)
 from clearnb.notebook.parameters import GENERAL, NotebookParameters
 from clearnb.notebook.scripts import is_script
 from clearnb.store.records import FINAL_STATUSES, EventRecord, TaskRecord, WorkerRecord
@@ -118,6 +124,7 @@ def prepare_run(
         "overrides": overridden,
         "injected": declared.injected(resolved, connected=is_script(path)),
         "kernel_name": kernel_name_of(nb),
+        "language": language_of(nb),
         "code_hash": code_fingerprint(nb),
     }
     if draft is not None and draft.status == "created" and not draft.runtime.get("template"):

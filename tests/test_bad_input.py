@@ -293,9 +293,7 @@ def test_a_reference_to_an_unknown_return_value(home: Path, started: list[str]) 
     assert_nothing_ran(started)
 
 
-def test_a_reference_to_an_artifact_name_no_step_can_store(
-    home: Path, started: list[str]
-) -> None:
+def test_a_reference_to_an_artifact_name_no_step_can_store(home: Path, started: list[str]) -> None:
     pipe = pipeline()
     pipe.add_step("a", notebook=TRIVIAL)
     pipe.add_step("b", notebook=TRIVIAL, parameter_override={"parent_id": "${a.artifacts.x/y}"})
@@ -398,6 +396,35 @@ def test_a_parameter_value_the_notebook_cannot_receive(
         "a set. Pass None, a bool, a number, a string, or a list or dict (with string keys) "
         "of those"
     ) in str(info.value)
+    assert_nothing_ran(started)
+
+
+def test_pipeline_parameters_a_notebook_cannot_receive_are_refused_at_start(
+    home: Path, started: list[str]
+) -> None:
+    import datetime
+
+    pipe = pipeline()
+    pipe.add_parameter("blob", b"\x00raw")
+    pipe.add_parameter("when", datetime.date(2026, 1, 2))
+    pipe.add_step(
+        "a", notebook=notebook("params"), parameter_override={"anything": "${pipeline.blob}"}
+    )
+    pipe.add_step(
+        "b", notebook=notebook("params"), parameter_override={"anything": "${pipeline.when}"}
+    )
+    pipe.add_step("c", notebook=notebook("params"), parameter_override={"anything": {"x", "y"}})
+    message = refused(pipe)
+    assert message.startswith("3 problems found"), message
+    for value, kind in (
+        ("b'\\x00raw'", "bytes"),
+        ("datetime.date(2026, 1, 2)", "date"),
+        ("{", "set"),
+    ):
+        assert (
+            f"parameter 'anything' cannot be written into the notebook's parameters cell: {value}"
+        ) in message, (value, message)
+        assert f"is a {kind}" in message or f"is an {kind}" in message
     assert_nothing_ran(started)
 
 
@@ -537,7 +564,7 @@ def _generator() -> Iterator[int]:
 
 UNSTORABLE: dict[str, tuple[Callable[[], Any], str]] = {
     "generator": (_generator, "generator"),
-    "lambda": (lambda: (lambda x: x), "function"),
+    "lambda": (lambda: lambda x: x, "function"),
     "socket": (socket.socket, "socket.socket"),
 }
 
@@ -600,17 +627,16 @@ def numbers_and_a_stream(count: int = 3) -> tuple[list[int], object]:
 
 def test_a_function_step_that_returns_a_generator_fails_with_that_message(home: Path) -> None:
     pipe = pipeline()
-    pipe.add_function_step(
-        "numbers", numbers_and_a_stream, function_return=["numbers", "stream"]
-    )
+    pipe.add_function_step("numbers", numbers_and_a_stream, function_return=["numbers", "stream"])
     pipe.start()
     pipe.wait()
     with contextlib.suppress(PipelineError):
         pipe.stop()
     node = pipe.get_pipeline_dag()["numbers"]
     assert node.status == "failed" and node.error is not None
-    assert "the function's return value 'stream' is a generator, which cannot be stored" in (
-        node.error["reason"]
+    assert (
+        "the function's return value 'stream' is a generator, which cannot be stored"
+        in (node.error["reason"])
     )
     assert node.executed is not None
     stored = Task.get_task(task_id=node.executed).artifacts

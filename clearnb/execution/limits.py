@@ -61,6 +61,44 @@ def parse_memory_limit(value: float | str | None, name: str = "memory_limit") ->
     return int(size)
 
 
+def parse_seconds(value: object, name: str = "time_limit", unit: str = "seconds") -> float | None:
+    """``value`` as a number of seconds (or ``unit``) more than 0; ``None`` stays ``None``.
+
+    A bool, a string, NaN, infinity, zero or less raise :class:`InvalidLimitError` naming
+    ``name``. numpy numbers count as the Python numbers they hold.
+    """
+    if value is None:
+        return None
+    number = _real(value)
+    if number is None or not math.isfinite(number):
+        raise InvalidLimitError(
+            f"{name} must be a number of {unit}, e.g. 10; got {value!r}", value=value
+        )
+    if number <= 0:
+        raise InvalidLimitError(f"{name} must be more than 0 {unit}; got {value!r}", value=value)
+    return float(number)
+
+
+def parse_count(value: object, name: str, *, minimum: int = 0) -> int:
+    """``value`` as a whole number of at least ``minimum``; :class:`InvalidLimitError`
+    naming ``name`` for anything else (a bool, a string, a fraction, too small)."""
+    number = _real(value)
+    if number is None or not math.isfinite(number) or number != int(number):
+        raise InvalidLimitError(f"{name} must be a whole number; got {value!r}", value=value)
+    if number < minimum:
+        raise InvalidLimitError(f"{name} must be at least {minimum}; got {value!r}", value=value)
+    return int(number)
+
+
+def _real(value: object) -> float | int | None:
+    """The int or float ``value`` holds (numpy scalars included), or None if not a number."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
 def format_size(size: float) -> str:
     """``size`` bytes for people: ``"300 MB"``, ``"1.2 GB"``, or ``"2 GiB"`` when that is exact."""
     whole = int(size)

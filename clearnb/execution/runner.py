@@ -29,7 +29,12 @@ from clearnb.events import EventCallback, RunEvent
 from clearnb.execution.capture import Evidence, collect_evidence, strip_ansi
 from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_LIMIT, RunContext
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
-from clearnb.execution.limits import format_size, parse_memory_limit
+from clearnb.execution.limits import (
+    format_size,
+    parse_count,
+    parse_memory_limit,
+    parse_seconds,
+)
 from clearnb.notebook.files import load_notebook
 from clearnb.notebook.scripts import is_script
 from clearnb.store import pipelines
@@ -91,6 +96,8 @@ class NotebookRunner:
         on_event: EventCallback | None = None,
         persist_cell_events: bool = True,
     ) -> None:
+        pool_size = parse_count(pool_size, "pool_size")
+        start_timeout = parse_seconds(start_timeout, "start_timeout") or 60.0
         self.config = config or Config.from_env()
         self.backend = Backend.for_config(self.config)
         self.start_timeout = start_timeout
@@ -187,6 +194,7 @@ class NotebookRunner:
         refuses an override the notebook does not declare (see :func:`prepare_run`).
         """
         parse_memory_limit(memory_limit)
+        time_limit = parse_seconds(time_limit)
         record = self.prepare(
             notebook,
             parameters,
@@ -225,6 +233,7 @@ class NotebookRunner:
         ``time_limit`` and ``memory_limit`` are those of :meth:`execute`.
         """
         memory_bytes = parse_memory_limit(memory_limit)
+        time_limit = parse_seconds(time_limit)
         store = self.backend.store
         assert record.notebook is not None
         notebook = Path(record.notebook)
@@ -269,6 +278,7 @@ class NotebookRunner:
                 parameters=record.runtime.get("injected") or None,
                 engine_name="clearnb",
                 kernel_name=record.runtime.get("kernel_name"),
+                language=record.runtime.get("language"),
                 progress_bar=False,
                 start_timeout=self.start_timeout,
                 run=context,

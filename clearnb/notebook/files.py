@@ -181,6 +181,32 @@ def kernel_name_of(nb: NotebookNode, default: str = "python3") -> str:
     return str(name) if name else default
 
 
+def language_of(nb: NotebookNode) -> str:
+    """The language of a notebook's code: its metadata's, else its kernel's, else Python.
+
+    papermill writes the parameters cell in this language; a notebook saved without
+    ``kernelspec`` or ``language_info`` (made by a script, or stripped) runs in ``python3``.
+    """
+    metadata = nb.get("metadata", {})
+    spec = metadata.get("kernelspec", {})
+    info = metadata.get("language_info", {})
+    for found in (
+        spec.get("language") if isinstance(spec, dict) else None,
+        info.get("name") if isinstance(info, dict) else None,
+    ):
+        if isinstance(found, str) and found:
+            return found
+    name = resolve_kernel_name(kernel_name_of(nb))
+    if name != "python3":
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        try:
+            return str(KernelSpecManager().get_kernel_spec(name).language or "python")
+        except NoSuchKernel:
+            pass
+    return "python"
+
+
 def resolve_kernel_name(name: str) -> str:
     """The installed kernel that ``name`` starts, resolved as jupyter_client resolves it.
 

@@ -120,7 +120,7 @@ def coerce(value: Any, declared: DeclaredParameter, *, label: str | None = None)
     when the value cannot be converted.
     """
     try:
-        return _convert(value, declared.type_name)
+        return _convert(plain(value), declared.type_name)
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
         kind = _with_article(declared.type_name)
         named = label or repr(declared.name)
@@ -131,6 +131,22 @@ def coerce(value: Any, declared: DeclaredParameter, *, label: str | None = None)
             expected=declared.type_name,
             reason=str(exc),
         ) from None
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays (at any depth) as their Python values.
+
+    ``np.int64(7)`` becomes ``7``, ``np.bool_(True)`` ``True``, an array its nested list;
+    anything else is returned as it is.
+    """
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        converted = [plain(item) for item in value]
+        return converted if isinstance(value, list) else tuple(converted)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
 
 
 def _shown(value: Any) -> str:
@@ -377,6 +393,8 @@ def injectable(value: Any, _depth: int = 0) -> Any:
     """
     if _depth > 100:
         raise TypeError("it is nested more than 100 levels deep")
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        value = value.tolist()
     if value is None or isinstance(value, bool):
         return None if value is None else bool(value)
     for plain in (int, float, str):  # subclasses (numpy.float64) would not print as literals

@@ -25,6 +25,7 @@ from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
+from clearnb.execution.limits import parse_count
 from clearnb.pipeline import drafts, graph, outcome, serialize, validate, views
 from clearnb.pipeline.configuration import CONFIGURATION_KEY, ConnectedConfigurations
 from clearnb.pipeline.definition import DefinitionMethods
@@ -35,6 +36,7 @@ from clearnb.pipeline.remote import RemoteRun
 from clearnb.pipeline.sources import Sources
 from clearnb.pipeline.spec import (
     NOTEBOOK,
+    OPTIONS_BY_NAME,
     PIPELINE_SECTION,
     UNUSED_WHY,
     PipelineSpec,
@@ -121,14 +123,14 @@ class PipelineController(DefinitionMethods, StoredMethods):
                 artifact_serialization_function, artifact_deserialization_function
             ),
         )
-        if max_workers:
-            self.spec.max_workers = max(1, max_workers)
+        if max_workers is not None:
+            self.spec.max_workers = parse_count(max_workers, "max_workers", minimum=1)
         self.add_pipeline_tags = add_pipeline_tags
         named = target_project if isinstance(target_project, str) and target_project else None
         self.target_project = project if target_project is True else named
         """The project of the steps' Tasks (True: the pipeline's; None or False: a
         template's own, else the pipeline's)."""
-        self.retry_on_failure = retry_on_failure
+        self.retry_on_failure = OPTIONS_BY_NAME["retry_on_failure"].convert(retry_on_failure)
         self.config = config or Config.from_env()
         self.recorded: dict[str, Any] = {}
         """ClearML arguments that do nothing here, as recorded with every run's Task."""

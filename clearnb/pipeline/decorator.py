@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from clearnb import compat
 from clearnb.errors import PipelineError
-from clearnb.execution.limits import parse_memory_limit
+from clearnb.execution.limits import parse_memory_limit, parse_seconds
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value, resolved
@@ -266,6 +266,7 @@ class PipelineDecorator:
             if key in declared and key != "return_values"
         }
         options["memory_limit"] = parse_memory_limit(memory_limit)
+        options["time_limit"] = parse_seconds(time_limit)
         given = {declared[key].name: value for key, value in options.items()}
         compat.warn_unused(
             "PipelineDecorator.component", unused_step_options(FUNCTION, given), UNUSED_WHY

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clearnb import compat
+from clearnb.execution.limits import parse_seconds
 from clearnb.pipeline.node import Node as StepNode
 from clearnb.pipeline.spec import (
     FUNCTION,
@@ -103,7 +104,8 @@ class DefinitionMethods:
     def set_pipeline_execution_time_limit(self, max_execution_minutes: float | None) -> None:
         """Stop the run once it has taken ``max_execution_minutes`` (None or 0: no limit):
         its running steps are aborted with that reason, the rest skipped, and it fails."""
-        self.spec.time_limit = max_execution_minutes * 60.0 if max_execution_minutes else None
+        minutes = parse_seconds(max_execution_minutes or None, "max_execution_minutes", "minutes")
+        self.spec.time_limit = minutes * 60.0 if minutes else None
 
     def add_step(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 
 from clearnb import compat
 from clearnb.errors import ClearnbError, PipelineError
-from clearnb.execution.limits import parse_memory_limit
+from clearnb.execution.limits import parse_count, parse_memory_limit, parse_seconds
 from clearnb.pipeline import references
 
 NOTEBOOK = "notebook"
@@ -144,6 +144,13 @@ ONLY_NOTEBOOK = frozenset({NOTEBOOK})
 ONLY_FUNCTION = frozenset({FUNCTION})
 
 
+def _retries(value: Any) -> Any:
+    """``retry_on_failure``: None, a callable, or a whole number of retries (0 or more)."""
+    if value is None or callable(value):
+        return value
+    return parse_count(value, "retry_on_failure")
+
+
 def _option(
     name: str,
     help: str,
@@ -211,7 +218,7 @@ STEP_OPTIONS: tuple[StepOption, ...] = (
         default=(),
     ),
     _option("execution_queue", "queue whose agents run the step", target="queue"),
-    _option("time_limit", "seconds one attempt may take", target="timeout"),
+    _option("time_limit", "seconds one attempt may take", target="timeout", convert=parse_seconds),
     _option(
         "memory_limit",
         "bytes (or '500MB') the step's kernel and its processes may hold",
@@ -232,7 +239,11 @@ STEP_OPTIONS: tuple[StepOption, ...] = (
         "continue_on_fail, continue_on_abort, skip_children_on_fail, skip_children_on_abort",
         target=None,
     ),
-    _option("retry_on_failure", "retries, or callable(pipeline, node, retries) -> bool"),
+    _option(
+        "retry_on_failure",
+        "retries, or callable(pipeline, node, retries) -> bool",
+        convert=_retries,
+    ),
     _option(
         "pre_execute_callback",
         "callable(pipeline, node, parameters) before the step; False skips it",

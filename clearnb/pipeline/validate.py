@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from clearnb.artifacts.storage import validate_artifact_name
 from clearnb.errors import ClearnbError, ParameterWarning, PipelineError
 from clearnb.notebook.files import check_kernel
 from clearnb.notebook.parameters import GENERAL, split_key
+from clearnb.notebook.scripts import is_script
 from clearnb.pipeline import functions, graph, references
 from clearnb.pipeline.references import Reference
 from clearnb.pipeline.sources import Sources, made_when_run, missing_template, signature_defaults
@@ -131,9 +133,10 @@ def step_problems(
             check_kernel(nb, label)
         except ClearnbError as exc:
             found.append(str(exc))
-    plain = {k: v for k, v in step.parameters.items() if not has_reference(v)}
+    known_now = _known_before_running(spec, step.parameters)
     try:
-        declared.resolve(plain, label, strict=spec.strict)
+        resolved = declared.resolve(known_now, label, strict=spec.strict)
+        declared.injected(resolved, connected=is_script(path))
     except ClearnbError as exc:
         found.extend(exc.fields.get("problems", [str(exc)]))
     for key, value in step.parameters.items():
@@ -145,6 +148,20 @@ def step_problems(
             listed = ", ".join(sorted(known)) or "(none)"
             found.append(f"{label} does not declare a parameter {key!r}; it declares: {listed}")
     return found
+
+
+def _known_before_running(spec: PipelineSpec, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The step's parameter values that are known before any step runs: plain values, and
+    those that reference only the pipeline's own parameters, substituted."""
+    known: dict[str, Any] = {}
+    for key, value in parameters.items():
+        try:
+            found = references.find(value)
+        except ClearnbError:
+            continue  # reported with the step's references
+        if all(ref.step == "pipeline" and ref.name in spec.parameters for ref in found):
+            known[key] = references.substitute(value, lambda ref: spec.parameters[ref.name])
+    return known
 
 
 def serialization_problems(spec: PipelineSpec) -> list[str]:

@@ -9,6 +9,7 @@ kernel or child process running.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ from clearnb.errors import InvalidLimitError
 from clearnb.execution.kernels import FORK_ENV
 from clearnb.execution.limits import format_size, parse_memory_limit
 from clearnb.execution.runner import NotebookRunner
+from clearnb.pipeline.decorator import PipelineDecorator
 from tests.helpers import (
     NOTEBOOKS,
     child_kernel_pids,
@@ -277,3 +279,46 @@ def test_bad_memory_limits_are_refused_before_anything_runs(runner: NotebookRunn
         pipe.add_step("hog", notebook=fault("hog"), memory_limit="lots")
     with pytest.raises(InvalidLimitError, match="got 'lots'"):
         pipe.add_function_step("f", function=len, memory_limit="lots")
+
+
+@pytest.mark.parametrize("value", [-1, 0, math.nan, math.inf, "10", True, [5]])
+def test_every_numeric_option_refuses_what_is_not_a_number_in_range(
+    value: Any, runner: NotebookRunner
+) -> None:
+    """time_limit, as memory_limit, and the counts of a run or a pipeline are checked where
+    they are given, with a message naming the option; nothing is recorded."""
+    before = count_tasks(runner)
+    with pytest.raises(InvalidLimitError, match=r"^time_limit must be"):
+        runner.execute(fault("hog"), time_limit=value)
+    pipe = PipelineController(name="bad numbers", project="tests")
+    with pytest.raises(InvalidLimitError, match=r"^time_limit must be"):
+        pipe.add_step("hog", notebook=fault("hog"), time_limit=value)
+    with pytest.raises(InvalidLimitError, match=r"^time_limit must be"):
+        pipe.add_function_step("f", function=len, time_limit=value)
+    with pytest.raises(InvalidLimitError, match=r"^time_limit must be"):
+        PipelineDecorator.component(time_limit=value)
+    if value != 0:  # 0 is ClearML's "no limit" here, and 0 retries / kernels are counts
+        with pytest.raises(InvalidLimitError, match=r"^max_execution_minutes must be"):
+            pipe.set_pipeline_execution_time_limit(value)
+        for name in ("retry_on_failure",):
+            with pytest.raises(InvalidLimitError, match=rf"^{name} must be"):
+                pipe.add_step("hog2", notebook=fault("hog"), **{name: value})
+            with pytest.raises(InvalidLimitError, match=rf"^{name} must be"):
+                PipelineController(name="bad numbers", project="tests", **{name: value})
+        with pytest.raises(InvalidLimitError, match=r"^pool_size must be"):
+            NotebookRunner(pool_size=value)
+    with pytest.raises(InvalidLimitError, match=r"^max_workers must be"):
+        PipelineController(name="bad numbers", project="tests", max_workers=value)
+    assert count_tasks(runner) == before, "a refused option must not record a task"
+    assert "hog" not in pipe.spec.steps and "hog2" not in pipe.spec.steps
+
+
+def test_numpy_numbers_are_accepted_as_options() -> None:
+    import numpy as np
+
+    pipe = PipelineController(name="numpy numbers", project="tests", max_workers=np.int64(2))
+    pipe.add_step(
+        "hog", notebook=fault("hog"), time_limit=np.float32(2.5), retry_on_failure=np.int8(1)
+    )
+    assert pipe.spec.max_workers == 2
+    assert (pipe.spec.steps["hog"].timeout, pipe.spec.steps["hog"].retry_on_failure) == (2.5, 1)

@@ -127,3 +127,37 @@ def test_a_seed_style_step_receives_general_overrides_through_connect(
         again = runner.execute(task=draft)
         assert again.status == "completed", again.error
         assert again.artifacts["args"].get()["args"]["random_state"] == 7
+
+
+def test_numpy_values_are_received_as_their_python_values(runner: NotebookRunner) -> None:
+    import numpy as np
+
+    task = runner.execute(
+        notebook("params"),
+        {
+            "count": np.int64(7),
+            "ratio": np.float32(0.25),
+            "flag": np.bool_(True),
+            "items": np.array([3, 4]),
+            "anything": np.float64(1.5),
+        },
+    )
+    assert task.status == "completed", task.error
+    seen = task.artifacts["seen"].get()
+    assert (seen["count"], seen["ratio"], seen["flag"]) == (7, 0.25, True)
+    assert seen["types"] == ["int", "float", "str", "bool"]
+    assert (seen["items"], seen["anything"]) == ([3, 4], 1.5)
+
+
+def test_a_notebook_saved_without_kernel_metadata_takes_overrides(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    import nbformat
+
+    bare = load_notebook(notebook("params"))
+    bare.metadata = nbformat.NotebookNode()
+    path = tmp_path / "bare.ipynb"
+    nbformat.write(bare, path)
+    task = runner.execute(path, {"count": 3})
+    assert task.status == "completed", task.error
+    assert task.artifacts["seen"].get()["count"] == 3
