@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from clearnb.cli.format import duration_text
+from clearnb.cli.format import CommandError, duration_text, echo, printable
 from clearnb.cli.lookup import backend_or_exit
 from clearnb.errors import ClearnbError
 
@@ -42,14 +42,14 @@ def agent_command(queues: tuple[str, ...], workers: int, lease: float, name: str
     try:
         agent = Agent(queues, workers=workers, lease=lease, name=name)
     except ClearnbError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     interrupts = 0
 
     def on_interrupt(signum: int, frame: Any) -> None:
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
-            click.echo("stopping: no new tasks; Ctrl-C again to stop the running ones", err=True)
+            echo("stopping: no new tasks; Ctrl-C again to stop the running ones", err=True)
             agent.stop()
         else:
             agent.stop(abort="the agent was stopped")
@@ -62,7 +62,7 @@ def agent_command(queues: tuple[str, ...], workers: int, lease: float, name: str
     try:
         agent.run()
     except ClearnbError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
 
 
 @click.group()
@@ -96,28 +96,28 @@ def queue_ls_command(as_json: bool) -> None:
             },
             "agents": [_worker_dict(w, now) for w in workers],
         }
-        click.echo(json.dumps(data, indent=2, default=str))
+        echo(json.dumps(data, indent=2, default=str))
         return
     if not names:
-        click.echo(
+        echo(
             "No task waits in a queue and no agent was seen. Send a task to a queue with "
             "`clearnb task enqueue ID --queue Q`; serve it with `clearnb agent --queue Q`."
         )
         return
-    click.echo(f"{'QUEUE':20}  {'WAITING':>7}  {'OLDEST':>8}  AGENTS")
+    echo(f"{'QUEUE':20}  {'WAITING':>7}  {'OLDEST':>8}  AGENTS")
     for name in names:
         queued = waiting.get(name, [])
         oldest = duration_text(queued[0].enqueued, now) if queued else "-"
         live = [
-            w.id
+            printable(w.id)
             for w in workers
             if name in w.queues and w.status != "stopped" and now - w.last_seen <= AGENT_SEEN_WITHIN
         ]
         serving = ", ".join(live) or click.style("none: no agent serves it", fg="yellow")
-        click.echo(f"{name:20}  {len(queued):>7}  {oldest:>8}  {serving}")
+        echo(f"{printable(name):20}  {len(queued):>7}  {oldest:>8}  {serving}")
     if workers:
-        click.echo("")
-        click.echo(f"{'AGENT':28}  {'STATUS':8}  {'LAST SEEN':>9}  {'RUNNING':>7}  QUEUES")
+        echo("")
+        echo(f"{'AGENT':28}  {'STATUS':8}  {'LAST SEEN':>9}  {'RUNNING':>7}  QUEUES")
         for w in workers:
             status = (
                 w.status
@@ -125,9 +125,10 @@ def queue_ls_command(as_json: bool) -> None:
                 else "lost"
             )
             seen = f"{now - w.last_seen:.0f}s ago"
-            click.echo(
-                f"{w.id:28}  {status:8}  {seen:>9}  {len(w.running):>3}/{w.capacity:<3}  "
-                + ", ".join(w.queues)
+            echo(
+                f"{printable(w.id):28}  {status:8}  {seen:>9}  "
+                f"{len(w.running):>3}/{w.capacity:<3}  "
+                + ", ".join(printable(q) for q in w.queues)
             )
 
 

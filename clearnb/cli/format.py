@@ -10,6 +10,24 @@ from collections.abc import Callable
 
 import click
 
+from clearnb.text import printable, printable_block, printable_text
+
+__all__ = [
+    "STATUS_COLOURS",
+    "CommandError",
+    "CommandUsageError",
+    "duration_text",
+    "echo",
+    "printable",
+    "printable_text",
+    "seconds_text",
+    "size_text",
+    "status_colour",
+    "terminal_size",
+    "terminal_style",
+    "when_text",
+]
+
 STATUS_COLOURS = {
     "completed": "green",
     "failed": "red",
@@ -78,3 +96,30 @@ def terminal_size() -> tuple[int, int]:
             pass
     size = shutil.get_terminal_size()
     return size.columns, size.lines
+
+
+def echo(text: object = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print ``text`` with the control characters it holds escaped (colours kept).
+
+    Every command prints through here, so what a user named or a notebook printed never
+    reaches the terminal as a cursor move, a screen clear or a title change. One-line
+    fields are also passed through :func:`printable` where they are formatted, so that a
+    newline in a name cannot split a row.
+    """
+    click.echo(printable_block(text), err=err, nl=nl)
+
+
+class CommandError(click.ClickException):
+    """A command's refusal: click's error, its message's control characters escaped."""
+
+    def format_message(self) -> str:
+        """The message as printed after ``Error:``."""
+        return printable_block(self.message)
+
+
+class CommandUsageError(click.UsageError):
+    """A usage error (exit 2), its message's control characters escaped."""
+
+    def format_message(self) -> str:
+        """The message as printed after ``Error:``."""
+        return printable_block(self.message)

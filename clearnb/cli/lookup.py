@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
+from clearnb.cli.format import CommandError
 from clearnb.errors import ClearnbError
 
 
@@ -14,7 +13,7 @@ def task_or_exit(store: Any, task_id: str) -> Any:
     try:
         return store.get_task(task_id)
     except ClearnbError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
 
 
 def backend_or_exit(backend_class: Any) -> Any:
@@ -25,4 +24,4 @@ def backend_or_exit(backend_class: Any) -> Any:
     try:
         return backend_class.for_config()
     except ClearnbError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc

@@ -7,7 +7,11 @@ import json
 import click
 
 from clearnb.cli.format import (
+    CommandError,
     duration_text,
+    echo,
+    printable,
+    printable_text,
     seconds_text,
     status_colour,
     terminal_style,
@@ -42,10 +46,10 @@ def pipeline_ls_command(project: str | None, limit: int) -> None:
         if len(found) >= limit:
             break
     if not found:
-        click.echo("No pipelines yet. Run one with: clearnb run NOTEBOOK")
+        echo("No pipelines yet. Run one with: clearnb run NOTEBOOK")
         return
     header = f"{'ID':32}  {'STATUS':9}  {'STARTED':19}  {'DURATION':>8}  {'STEPS':14}  PROJECT/NAME"
-    click.echo(header)
+    echo(header)
     for record, state in found:
         status = effective_status(record, state)
         started = state.get("started") or record.started
@@ -54,9 +58,11 @@ def pipeline_ls_command(project: str | None, limit: int) -> None:
             duration_text(record.started, record.completed) if took is None else seconds_text(took)
         )
         steps = done_text(state) if state.get("nodes") else "-"
-        name = f"{state.get('project') or record.project}/{state.get('name') or record.name}"
+        name = printable(
+            f"{state.get('project') or record.project}/{state.get('name') or record.name}"
+        )
         status_text = click.style(f"{status:9}", fg=status_colour(status))
-        click.echo(
+        echo(
             f"{record.id:32}  {status_text}  {when_text(started):19}  {duration:>8}  "
             f"{steps:14}  {name}"
         )
@@ -74,45 +80,45 @@ def pipeline_show_command(task_id: str, as_json: bool) -> None:
     record = recovered(store, task_or_exit(store, task_id))
     state = pipeline_state(record)
     if record.task_type != "controller" and not state:
-        raise click.ClickException(
+        raise CommandError(
             f"Task {task_id} is a {record.task_type} task, not a pipeline. "
             f"Show it with: clearnb task show {task_id}"
         )
     if as_json:
-        click.echo(json.dumps(state, indent=2, default=str))
+        echo(json.dumps(state, indent=2, default=str))
         return
     status = effective_status(record, state)
-    click.echo(f"pipeline {state.get('name') or record.name}")
-    click.echo(f"task     {record.id}")
+    echo(f"pipeline {printable(state.get('name') or record.name)}")
+    echo(f"task     {record.id}")
     project = state.get("project") or record.project
-    version = f" (version {state['version']})" if state.get("version") else ""
-    click.echo(f"project  {project}{version}")
-    click.echo("status   " + click.style(status, fg=status_colour(status), bold=True))
+    version = f" (version {printable(state['version'])})" if state.get("version") else ""
+    echo(f"project  {printable(project)}{version}")
+    echo("status   " + click.style(status, fg=status_colour(status), bold=True))
     started = state.get("started") or record.started
     if started:
         ended = state.get("ended") or (record.completed if status in PIPELINE_FINAL else None)
-        click.echo(f"started  {when_text(started)}  ({duration_text(started, ended)})")
+        echo(f"started  {when_text(started)}  ({duration_text(started, ended)})")
     if record.error:
-        click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
+        echo(click.style(f"error    {printable_text(record.error.get('reason', ''))}", fg="red"))
     if not state.get("nodes"):
-        click.echo("The pipeline has not recorded any step yet.")
+        echo("The pipeline has not recorded any step yet.")
         return
     arguments = record.parameters.get("Args") or {}
     if arguments:
-        click.echo("arguments:")
+        echo("arguments:")
         for key, value in arguments.items():
-            click.echo(f"  {key} = {value!r}")
-    click.echo("")
-    click.echo(pipeline_headline({**state, "status": status}, style=terminal_style()))
+            echo(f"  {printable(key)} = {printable(repr(value))}")
+    echo("")
+    echo(pipeline_headline({**state, "status": status}, style=terminal_style()))
     for line in summary_lines(state, style=terminal_style()):
-        click.echo("  " + line)
+        echo("  " + line)
     parameters = resolved_lines(state)
     if parameters:
-        click.echo("")
-        click.echo("step parameters:")
+        echo("")
+        echo("step parameters:")
         for line in parameters:
-            click.echo("  " + line)
+            echo("  " + line)
     dag = store.get_artifacts(record.id).get("pipeline_dag")
     if dag is not None:
-        click.echo("")
-        click.echo(f"DAG picture: {dag.url}")
+        echo("")
+        echo(f"DAG picture: {printable(dag.url)}")

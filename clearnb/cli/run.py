@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from clearnb.cli.format import seconds_text, terminal_size, terminal_style
+from clearnb.cli.format import (
+    CommandError,
+    CommandUsageError,
+    echo,
+    printable,
+    printable_text,
+    seconds_text,
+    terminal_size,
+    terminal_style,
+)
 from clearnb.cli.options import memory_limit_option, parameter_option
 from clearnb.cli.runs import effective_status, pipeline_state
 from clearnb.errors import ClearnbError
@@ -59,7 +68,7 @@ def run_pipeline_command(
             notebook, dict(parameters), project_name=project_name, task_name=task_name
         )
     except ClearnbError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise CommandUsageError(str(exc)) from exc
     store = runner.backend.store
     view = _LiveView(store, record, tty=sys.stderr.isatty())
     finished = threading.Event()
@@ -92,7 +101,7 @@ def run_pipeline_command(
             view.poll()
     except KeyboardInterrupt:
         view.close()
-        click.echo("interrupted: stopping the notebook's kernel ...", err=True)
+        echo("interrupted: stopping the notebook's kernel ...", err=True)
         try:
             handle.abort("interrupted from the command line (Ctrl-C)")
             thread.join(15)
@@ -114,7 +123,7 @@ def run_pipeline_command(
     view.close()
     if "error" in outcome:
         error = outcome["error"]
-        raise click.ClickException(f"the run of {notebook} broke: {type(error).__name__}: {error}")
+        raise CommandError(f"the run of {notebook} broke: {type(error).__name__}: {error}")
     task: Task = outcome["task"]
     sys.exit(_report_run(task.record, view.state))
 
@@ -139,8 +148,10 @@ class _LiveView:
         self._style = terminal_style()
 
     def start(self) -> None:
-        where = f"{self.record.project}/{self.record.name}"
-        click.echo(f"task {self.record.id} ({where}): running {self.record.notebook}", err=True)
+        where = printable(f"{self.record.project}/{self.record.name}")
+        echo(
+            f"task {self.record.id} ({where}): running {printable(self.record.notebook)}", err=True
+        )
 
     def poll(self, draw: bool = True) -> None:
         """Read the pipeline's state (and its steps' cell events) and show what changed."""
@@ -218,7 +229,7 @@ class _LiveView:
             lines.append("  (waiting for the notebook to start a pipeline)")
         moves = f"\x1b[{self._drawn}F" if self._drawn else ""
         text = moves + "".join(f"\x1b[2K{line}\n" for line in lines) + "\x1b[J"
-        click.echo(text, nl=False, err=True)
+        echo(text, nl=False, err=True)
         self._drawn = len(lines)
 
     def _log_changes(
@@ -234,24 +245,24 @@ class _LiveView:
         if after is None:
             return
         clock = f"[{seconds_text(time.time() - self.started):>7}]"
-        name = after.get("name") or "pipeline"
+        name = printable(after.get("name") or "pipeline")
         if before is None:
             names = step_names(after)
-            listed = ", ".join(names) if names else "no steps yet"
-            click.echo(f"{clock} pipeline {name}: {len(names)} steps ({listed})", err=True)
+            listed = ", ".join(printable(n) for n in names) if names else "no steps yet"
+            echo(f"{clock} pipeline {name}: {len(names)} steps ({listed})", err=True)
         status = str(after.get("status") or "pending")
         changed = status != str((before or {}).get("status") or "pending")
         pipeline_line = f"{clock} pipeline {name}: {self._style(status, status)}"
         if changed and status not in PIPELINE_FINAL:
-            click.echo(pipeline_line, err=True)
+            echo(pipeline_line, err=True)
         for line in warning_lines(after, before):
-            click.echo(f"{clock} {click.style(line, fg='yellow')}", err=True)
+            echo(f"{clock} {click.style(line, fg='yellow')}", err=True)
         for step, old, new in status_changes(before, after):
             if old is None and new == "pending":
                 continue
-            click.echo(f"{clock} {change_line(after, step, style=self._style)}", err=True)
+            echo(f"{clock} {change_line(after, step, style=self._style)}", err=True)
         if changed and status in PIPELINE_FINAL:
-            click.echo(pipeline_line, err=True)
+            echo(pipeline_line, err=True)
 
 
 def _report_run(
@@ -261,17 +272,17 @@ def _report_run(
     from clearnb.pipeline.progress import pipeline_headline, summary_lines, warning_lines
 
     style = terminal_style()
-    click.echo(f"task     {record.id}  ({record.project}/{record.name})")
-    click.echo("notebook " + style(record.status, record.status))
+    echo(f"task     {record.id}  ({printable(record.project)}/{printable(record.name)})")
+    echo("notebook " + style(record.status, record.status))
     if record.error:
-        click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
+        echo(click.style(f"error    {printable_text(record.error.get('reason', ''))}", fg="red"))
     if record.output_notebook and record.status != "completed":
-        click.echo(f"output   {record.output_notebook}")
+        echo(f"output   {printable(record.output_notebook)}")
     if not state and interrupted:
-        click.echo("The run was interrupted before the notebook started a pipeline.")
+        echo("The run was interrupted before the notebook started a pipeline.")
         return 130
     if not state:
-        click.echo(
+        echo(
             "The notebook did not start a pipeline: no PipelineController recorded its steps "
             "in this run. Run a notebook that builds and starts one, or use "
             "`clearnb task run` for a plain notebook."
@@ -279,10 +290,10 @@ def _report_run(
         return 1
     status = str(state.get("status") or "pending")
     shown = {**state, "status": effective_status(record, state)}
-    click.echo("")
-    click.echo(pipeline_headline(shown, style=style))
+    echo("")
+    echo(pipeline_headline(shown, style=style))
     for line in summary_lines(state, style=style):
-        click.echo("  " + line)
+        echo("  " + line)
     for line in warning_lines(state):
-        click.echo(click.style("  " + line, fg="yellow"))
+        echo(click.style("  " + line, fg="yellow"))
     return 0 if status == "completed" and record.status == "completed" else 1

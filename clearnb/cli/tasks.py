@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from clearnb.cli.format import STATUS_COLOURS, duration_text, size_text, when_text
+from clearnb.cli.format import (
+    STATUS_COLOURS,
+    CommandError,
+    CommandUsageError,
+    duration_text,
+    echo,
+    printable,
+    printable_text,
+    size_text,
+    when_text,
+)
 from clearnb.cli.lookup import backend_or_exit, task_or_exit
 from clearnb.cli.options import memory_limit_option, parameter_option
 from clearnb.errors import ClearnbError
@@ -71,9 +81,9 @@ def run_command(
             return
         if event.kind == events.CELL_STARTED and event.payload.get("cell_type") == "code":
             index, count = event.payload["index"], event.payload["count"]
-            click.echo(f"  cell {index + 1}/{count} ...", err=True)
+            echo(f"  cell {index + 1}/{count} ...", err=True)
         elif event.kind == events.TASK_STARTED:
-            click.echo(f"task {event.task_id} started", err=True)
+            echo(f"task {event.task_id} started", err=True)
 
     try:
         with NotebookRunner(pool_size=0) as runner:
@@ -88,9 +98,9 @@ def run_command(
                 on_event=progress,
             )
     except ClearnbError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise CommandUsageError(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(_task_dict(result.record), indent=2, default=str))
+        echo(json.dumps(_task_dict(result.record), indent=2, default=str))
     else:
         _print_task(result.record, verbose=False)
     if result.status != "completed":
@@ -113,18 +123,21 @@ def ls_command(
     store.expire_leases()  # a task whose agent died shows failed, not running
     records = store.find_tasks(project=project, name=name, status=status, limit=limit)
     if as_json:
-        click.echo(json.dumps([_task_dict(r) for r in records], indent=2, default=str))
+        echo(json.dumps([_task_dict(r) for r in records], indent=2, default=str))
         return
     if not records:
-        click.echo("No tasks yet. Run one with: clearnb task run NOTEBOOK")
+        echo("No tasks yet. Run one with: clearnb task run NOTEBOOK")
         return
     header = f"{'ID':32}  {'STATUS':9}  {'STARTED':19}  {'DURATION':>8}  PROJECT/NAME"
-    click.echo(header)
+    echo(header)
     for r in records:
         started = when_text(r.started or r.created)
         duration = duration_text(r.started, r.completed)
         status_text = click.style(f"{r.status:9}", fg=STATUS_COLOURS.get(r.status))
-        click.echo(f"{r.id:32}  {status_text}  {started:19}  {duration:>8}  {r.project}/{r.name}")
+        echo(
+            f"{printable(r.id):32}  {status_text}  {started:19}  {duration:>8}  "
+            f"{printable(r.project)}/{printable(r.name)}"
+        )
 
 
 @task.command("show")
@@ -165,16 +178,19 @@ def show_command(task_id: str, as_json: bool) -> None:
             for r in store.get_reports(task_id)
             if r.kind != "log"
         ]
-        click.echo(json.dumps(data, indent=2, default=str))
+        echo(json.dumps(data, indent=2, default=str))
         return
     _print_task(record, verbose=True)
     _print_models(models)
     artifacts = store.get_artifacts(task_id)
     if artifacts:
-        click.echo("artifacts:")
+        echo("artifacts:")
         for name, a in artifacts.items():
-            click.echo(f"  {name:24} {a.type:24} {size_text(a.size):>9}  {a.preview}")
-            click.echo(f"  {'':24} {a.url}")
+            echo(
+                f"  {printable(name):24} {printable(a.type):24} {size_text(a.size):>9}  "
+                f"{printable(a.preview)}"
+            )
+            echo(f"  {'':24} {printable(a.url)}")
     every = store.get_reports(task_id)
     _print_reports([r for r in every if r.kind != "log"])
     logs = {r.title: r.payload.get("text", "") for r in every if r.kind == "log"}
@@ -182,8 +198,8 @@ def show_command(task_id: str, as_json: bool) -> None:
         text = logs.get(stream, "")
         if text:
             tail = "\n".join(text.rstrip().splitlines()[-10:])
-            click.echo(f"{stream} (last lines):")
-            click.echo("  " + tail.replace("\n", "\n  "))
+            echo(f"{stream} (last lines):")
+            echo("  " + tail.replace("\n", "\n  "))
 
 
 def _print_reports(reports: list[ReportRecord]) -> None:
@@ -193,58 +209,61 @@ def _print_reports(reports: list[ReportRecord]) -> None:
 
     if not reports:
         return
-    click.echo("reports:")
+    echo("reports:")
     hidden = len(reports) - SHOWN_REPORTS
     if hidden > 0:
-        click.echo(f"  ({hidden} earlier reports not shown; --json lists them all)")
+        echo(f"  ({hidden} earlier reports not shown; --json lists them all)")
     for r in reports[-SHOWN_REPORTS:]:
-        where = f"{r.title} / {r.series}" if r.series else r.title
-        click.echo(f"  {r.kind:16} {where:32} it {r.iteration:<6} {summary(r.kind, r.payload)}")
+        where = printable(f"{r.title} / {r.series}" if r.series else r.title)
+        echo(
+            f"  {r.kind:16} {where:32} it {r.iteration:<6} {printable(summary(r.kind, r.payload))}"
+        )
 
 
 def _print_task(record: Any, verbose: bool) -> None:
     colour = STATUS_COLOURS.get(record.status)
-    click.echo(f"task     {record.id}")
-    click.echo(f"name     {record.project}/{record.name}")
-    click.echo("status   " + click.style(record.status, fg=colour, bold=True))
+    echo(f"task     {printable(record.id)}")
+    echo(f"name     {printable(record.project)}/{printable(record.name)}")
+    echo("status   " + click.style(record.status, fg=colour, bold=True))
     if record.started:
         took = duration_text(record.started, record.completed)
-        click.echo(f"started  {when_text(record.started)}  ({took})")
+        echo(f"started  {when_text(record.started)}  ({took})")
     if record.queue and record.status in ("queued", "running"):
-        where = f" on agent {record.worker}" if record.worker else ""
-        click.echo(f"queue    {record.queue}{where}")
+        where = f" on agent {printable(record.worker)}" if record.worker else ""
+        echo(f"queue    {printable(record.queue)}{where}")
     if record.notebook:
-        click.echo(f"notebook {record.notebook}")
+        echo(f"notebook {printable(record.notebook)}")
     if record.output_notebook:
-        click.echo(f"output   {record.output_notebook}")
+        echo(f"output   {printable(record.output_notebook)}")
     if verbose and record.parameters:
         overridden = set(record.runtime.get("overrides", []))
-        click.echo("parameters:")
+        echo("parameters:")
         for section, values in record.parameters.items():
             for key, value in values.items():
                 mark = " *" if f"{section}/{key}" in overridden else ""
-                click.echo(f"  {section}/{key} = {value!r}{mark}")
+                echo(f"  {printable(section)}/{printable(key)} = {printable(repr(value))}{mark}")
         if overridden:
-            click.echo("  (* overridden for this run)")
+            echo("  (* overridden for this run)")
     if record.error:
-        click.echo(click.style(f"error    {record.error.get('reason', '')}", fg="red"))
+        echo(click.style(f"error    {printable_text(record.error.get('reason', ''))}", fg="red"))
         if verbose and record.error.get("traceback"):
             lines = "\n".join(record.error["traceback"][-6:]).splitlines()
-            click.echo("\n".join(f"  {line}" for line in lines))
+            echo("\n".join(f"  {line}" for line in lines))
 
 
 def _print_models(models: dict[str, list[dict[str, Any]]]) -> None:
     """One line per model: how the task uses it, its name there, the model, its weights."""
     if not (models["input"] or models["output"]):
         return
-    click.echo("models:")
+    echo("models:")
     for kind, listed in models.items():
         for m in listed:
             size = size_text(m["size"]) if m["size"] else "-"
             framework = m["framework"] or "-"
-            click.echo(
-                f"  {kind:6} {m['name']:20} {m['model_name']:20} {framework:12} {size:>9}  "
-                f"{m['id']}  {m['url'] or '(no weights yet)'}"
+            echo(
+                f"  {kind:6} {printable(m['name']):20} {printable(m['model_name']):20} "
+                f"{printable(framework):12} {size:>9}  "
+                f"{m['id']}  {printable(m['url'] or '(no weights yet)')}"
             )
 
 
@@ -293,11 +312,11 @@ def enqueue_command(task_id: str, queue_name: str, force: bool) -> None:
         try:
             record = enqueue(backend, task_id, queue_name, force=force)
         except ClearnbError as exc:
-            raise click.ClickException(str(exc)) from exc
-    click.echo(f"task {record.id} ({record.name}) queued on {queue_name!r}")
+            raise CommandError(str(exc)) from exc
+    echo(f"task {record.id} ({printable(record.name)}) queued on {printable(repr(queue_name))}")
     for warning in caught:
         if issubclass(warning.category, QueueWarning):
-            click.echo(click.style(f"warning: {warning.message}", fg="yellow"), err=True)
+            echo(click.style(f"warning: {warning.message}", fg="yellow"), err=True)
 
 
 @task.command("abort")
@@ -311,9 +330,9 @@ def abort_command(task_id: str, reason: str) -> None:
     before = task_or_exit(store, task_id)
     record = store.request_abort(task_id, reason)
     if before.status in ("created", "queued"):
-        click.echo(f"task {task_id} aborted (it was {before.status})")
+        echo(f"task {task_id} aborted (it was {before.status})")
     elif before.status == "running":
-        where = f"agent {record.worker}" if record.worker else "the process running it"
-        click.echo(f"task {task_id}: asked {where} to stop it")
+        where = f"agent {printable(record.worker)}" if record.worker else "the process running it"
+        echo(f"task {task_id}: asked {where} to stop it")
     else:
-        click.echo(f"task {task_id} already ended {before.status}; nothing to stop")
+        echo(f"task {task_id} already ended {before.status}; nothing to stop")

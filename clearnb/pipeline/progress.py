@@ -16,6 +16,7 @@ from typing import Any
 
 from clearnb.status import STEP_FINISHED as FINISHED
 from clearnb.status import STEP_STATUSES, SUCCEEDED
+from clearnb.text import printable
 
 Style = Callable[[str, str], str]
 """``style(text, status)`` returns ``text`` decorated for ``status`` (colour, bold, ...)."""
@@ -87,7 +88,7 @@ def cell_text(node: Mapping[str, Any]) -> str:
     waiting on a queue no agent serves, says so; else ``""``."""
     progress = node.get("progress") or {}
     if node.get("status") == "queued" and progress.get("waiting"):
-        return f"no agent serves queue {progress.get('queue')!r}"
+        return f"no agent serves queue {printable(repr(progress.get('queue')))}"
     if node.get("status") != "running":
         return ""
     cells, cell = progress.get("cells"), progress.get("cell")
@@ -101,7 +102,7 @@ def error_reason(node: Mapping[str, Any]) -> str:
     error = node.get("error")
     if not isinstance(error, Mapping):
         return ""
-    return " ".join(str(error.get("reason") or "").split())
+    return printable(" ".join(str(error.get("reason") or "").split()))
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -175,8 +176,8 @@ def pipeline_headline(
 ) -> str:
     """``pipeline NAME (project, version 1.0): failed, 2 of 5 steps done (1 failed), 12.3s``."""
     facts = [state.get("project"), state.get("version") and f"version {state['version']}"]
-    where = ", ".join(str(f) for f in facts if f)
-    name = state.get("name") or "pipeline"
+    where = printable(", ".join(str(f) for f in facts if f))
+    name = printable(state.get("name") or "pipeline")
     status = str(state.get("status") or "pending")
     took = elapsed(state, now)
     text = f"pipeline {name}" + (f" ({where})" if where else "")
@@ -212,7 +213,7 @@ def progress_lines(
         rest = [n for n in names if n not in active]
         keep = set((active + rest)[:room])
         shown = [n for n in names if n in keep]
-    name_width = max([len(n) for n in shown] + [4])
+    name_width = max([len(printable(n)) for n in shown] + [4])
     lines = [_cut(pipeline_headline(state, now), width)]
     for name in shown:
         node = nodes[name]
@@ -221,7 +222,7 @@ def progress_lines(
         detail = cell_text(node) or (error_reason(node) if status in ("failed", "aborted") else "")
         if status == "running" and node.get("retries"):
             detail = f"{detail} (retry {node['retries']})".strip()
-        head = f"  {_mark(status)} {name:<{name_width}}  "
+        head = f"  {_mark(status)} {printable(name):<{name_width}}  "
         clock = f"{format_seconds(took) if took is not None else '':>7}"
         line = _cut(f"{head}{status:<9}  {clock}  {detail}".rstrip(), width)
         start, end = len(head), len(head) + len(status)
@@ -268,7 +269,7 @@ def change_line(
     if node.get("executed") and status in ("running", "cached"):
         facts.append(f"task {node['executed']}")
     tail = f" ({'; '.join(facts)})" if facts else ""
-    return f"step {name}: {style(status, status)}{tail}"
+    return f"step {printable(name)}: {style(status, status)}{tail}"
 
 
 def summary_lines(
@@ -285,7 +286,7 @@ def summary_lines(
         took = elapsed(node, now)
         rows.append(
             (
-                name,
+                printable(name),
                 status,
                 format_seconds(took) if took is not None else "-",
                 str(node.get("retries") or 0),
@@ -321,13 +322,13 @@ def resolved_lines(state: Mapping[str, Any]) -> list[str]:
         values.update(node.get("resolved") or {})
         if not values:
             continue
-        lines.append(f"{name}:")
+        lines.append(f"{printable(name)}:")
         written = node.get("parameters") or {}
         for key, value in values.items():
-            line = f"  {key} = {value!r}"
+            line = f"  {printable(key)} = {printable(repr(value))}"
             source = written.get(key)
             if isinstance(source, str) and "${" in source and source != value:
-                line += f"  <- {source}"
+                line += f"  <- {printable(source)}"
             lines.append(line)
     return lines
 
@@ -362,5 +363,5 @@ def warning_lines(
         seen = set((earlier.get(name) or {}).get("warnings") or [])
         for message in nodes[name].get("warnings") or []:
             if message not in seen:
-                lines.append(f"warning: {message}")
+                lines.append(f"warning: {printable(message)}")
     return lines
