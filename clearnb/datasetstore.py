@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clearnb.artifacts.blobs import BlobStore
+from clearnb.artifacts.storage import DATASET_STATE
 from clearnb.backend import Backend
 from clearnb.compat import UNUSED_KEY, warn_unused
 from clearnb.datasetfiles import DatasetState, FileEntry, compare, newest_version
@@ -25,7 +26,7 @@ from clearnb.tasktypes import TaskTypes
 
 MARK = "dataset"
 """Key of a task's ``runtime`` saying the task is a dataset version, with its facts."""
-STATE_ARTIFACT = "dataset_state"
+STATE_ARTIFACT = DATASET_STATE
 """Name of the artifact holding a version's file list."""
 ALIAS_SECTION = "Datasets"
 """Parameter section where ``Dataset.get(alias=...)`` records the dataset it got (ClearML's)."""
@@ -149,7 +150,9 @@ def save_version(
         f"{counts['file_count']} files, {counts['total_size']} bytes; against its parents "
         f"{len(added)} added, {len(modified)} modified, {len(removed)} removed"
     )
-    task.upload_artifact(STATE_ARTIFACT, state.as_dict(), preview=summary)
+    stored = backend.artifacts.save(task.id, STATE_ARTIFACT, state.as_dict())
+    stored.preview = summary
+    backend.store.put_artifact(stored)
     merge_mark(backend, task, **counts, **mark)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from clearnb.artifacts.storage import SOURCE_NOTEBOOK
 from clearnb.current import in_ipython
 from clearnb.errors import ClearnbError
 from clearnb.notebook.files import (
@@ -42,7 +43,7 @@ WAIT_INTERVAL = 0.1
 """Seconds between two looks at the store while following a queued task."""
 UNSERVED_REMINDER = 30.0
 """Seconds between two warnings about a queue that no agent serves."""
-SOURCE_ARTIFACT = "source_notebook"
+SOURCE_ARTIFACT = SOURCE_NOTEBOOK
 """The notebook as it was when the task was queued, for agents that cannot read its path."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from clearnb import arguments, compat, connected, current, dispatch, initargs, taskquery, taskstatus
 from clearnb.artifacts import Artifact
+from clearnb.artifacts.storage import check_user_artifact_name
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.connected import ConnectedSections
@@ -567,6 +568,7 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
         ``auto_pickle=False`` a value only pickle could store is refused, as in ClearML; the
         upload is always done when this returns (``wait_on_upload``). ``extension_name``
         is recorded with the artifact and warned about: the codec picks the file format."""
+        check_user_artifact_name(name)
         registry = self._backend.artifacts.registry
         if not auto_pickle and serialization_function is None:
             registry.refuse_pickle(name, artifact_object)

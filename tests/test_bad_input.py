@@ -558,6 +558,67 @@ def test_an_artifact_name_with_a_path_separator(
     assert started == []
 
 
+@pytest.mark.parametrize(
+    "name", ["notebook", "source_notebook", "pipeline_dag", "dataset_state", "figure_c3_1"]
+)
+def test_an_artifact_name_clearnb_writes_itself_is_refused(
+    name: str, home: Path, started: list[str]
+) -> None:
+    task = Task.create(project_name="tests", task_name="names", notebook=TRIVIAL)
+    with pytest.raises(InvalidArtifactNameError) as info:
+        task.upload_artifact(name, {"a": 1})
+    assert str(info.value).startswith(f"The artifact name '{name}' is reserved: clearnb stores ")
+    assert f"Choose another name, e.g. '{name}_data'." in str(info.value)
+    assert task.artifacts == {} and _stored_files(home, task.id) == []
+    pipe = pipeline()
+    pipe.add_function_step("numbers", make_numbers, function_return=[name])
+    pipe.add_step("a", notebook=TRIVIAL, monitor_artifacts=[("x", name)])
+    message = refused(pipe)
+    assert "step 'numbers': function_return names the artifact each value is stored as" in message
+    assert "step 'a': monitor_artifacts copies an artifact to the pipeline's Task" in message
+    assert started == []
+
+
+def test_the_reserved_names_are_those_clearnb_writes() -> None:
+    from clearnb.artifacts import storage
+    from clearnb.datasetstore import STATE_ARTIFACT
+    from clearnb.dispatch import SOURCE_ARTIFACT
+    from clearnb.execution.capture import Figure
+    from clearnb.execution.runner import NOTEBOOK_ARTIFACT
+    from clearnb.pipeline.picture import DAG_ARTIFACT
+
+    written = {NOTEBOOK_ARTIFACT, SOURCE_ARTIFACT, DAG_ARTIFACT, STATE_ARTIFACT}
+    assert written == set(storage.RESERVED_ARTIFACTS)
+    assert storage.CAPTURED_FIGURE.fullmatch(Figure(cell_index=12, number=3, extension="png", data=b"").name)
+
+
+def test_a_step_that_uploads_an_artifact_named_notebook_fails_and_keeps_its_notebook(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "language": "python",
+        "display_name": "Python 3",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from clearnb import Task\n"
+            "task = Task.init(project_name='tests', task_name='reserved')\n"
+            "task.upload_artifact('notebook', {'mine': 1})"
+        )
+    ]
+    path = tmp_path / "reserved.ipynb"
+    nbformat.write(nb, path)
+    task = runner.execute(path)
+    assert task.status == "failed"
+    assert "The artifact name 'notebook' is reserved" in task.error["reason"]
+    executed = task.artifacts["notebook"]
+    assert executed.metadata.get("executed") is True
+    cells = nbformat.read(executed.get_local_copy(), as_version=4).cells
+    assert any(cell.source.startswith("from clearnb import Task") for cell in cells)
+
+
 def _generator() -> Iterator[int]:
     return (i for i in range(3))
 

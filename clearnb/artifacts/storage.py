@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from clearnb.artifacts.codecs import Codec, CodecRegistry, default_codecs, qualified_type_name
@@ -83,6 +84,43 @@ def _quoted(name: object) -> str:
     if isinstance(name, str) and name.isprintable():
         return f"'{name}'"
     return repr(name)
+
+
+EXECUTED_NOTEBOOK = "notebook"
+SOURCE_NOTEBOOK = "source_notebook"
+PIPELINE_PICTURE = "pipeline_dag"
+DATASET_STATE = "dataset_state"
+RESERVED_ARTIFACTS = MappingProxyType(
+    {
+        EXECUTED_NOTEBOOK: "the executed notebook of the task's run",
+        SOURCE_NOTEBOOK: "the notebook sent with a queued task",
+        PIPELINE_PICTURE: "the picture of a pipeline run's DAG",
+        DATASET_STATE: "the file list of a Dataset version",
+    }
+)
+"""Artifact names clearnb writes itself, with what each holds: a user's artifact of such
+a name would be replaced by clearnb's (or replace it), so they are refused."""
+CAPTURED_FIGURE = re.compile(r"figure_c\d+_\d+")
+"""Names of the figures taken from a run's outputs (``figure_c<cell>_<n>``)."""
+
+
+def check_user_artifact_name(name: object) -> str:
+    """:func:`validate_artifact_name`, and refuse the names clearnb writes itself
+    (:data:`RESERVED_ARTIFACTS`, captured figures) with
+    :class:`~clearnb.errors.InvalidArtifactNameError` saying what to do."""
+    valid = validate_artifact_name(name)
+    held = RESERVED_ARTIFACTS.get(valid)
+    if held is None and CAPTURED_FIGURE.fullmatch(valid):
+        held = "a figure taken from the run's outputs"
+    if held is not None:
+        problem = f"clearnb stores {held} under that name"
+        raise InvalidArtifactNameError(
+            f"The artifact name '{valid}' is reserved: {problem}. Choose another name, "
+            f"e.g. '{valid}_data'.",
+            name=valid,
+            reason=problem,
+        )
+    return valid
 
 
 def validate_artifact_name(name: object) -> str:

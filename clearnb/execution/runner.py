@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearnb import events
+from clearnb.artifacts.storage import EXECUTED_NOTEBOOK
 from clearnb.backend import Backend
 from clearnb.config import TASK_ID_ENV, Config
 from clearnb.dispatch import prepare_run
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_ARTIFACT = "notebook"
+NOTEBOOK_ARTIFACT = EXECUTED_NOTEBOOK
 """Name of the artifact holding the executed notebook (as ClearML names it)."""
 PRELOAD = ("clearnb.task",)
 """Modules imported into pooled kernels ahead of use, so ``Task.init`` is instant."""

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from clearnb.artifacts.storage import PIPELINE_PICTURE
 from clearnb.backend import Backend
 from clearnb.config import Config
 from clearnb.store.pipelines import run_document
 
-DAG_ARTIFACT = "pipeline_dag"
+DAG_ARTIFACT = PIPELINE_PICTURE
 
 
 def render(task_id: str, config: Config | None = None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clearnb.artifacts.storage import validate_artifact_name
+from clearnb.artifacts.storage import check_user_artifact_name, validate_artifact_name
 from clearnb.errors import ClearnbError, ParameterWarning, PipelineError
 from clearnb.notebook.files import check_kernel
 from clearnb.notebook.parameters import GENERAL, split_key
@@ -112,6 +112,15 @@ def step_problems(
             found.append(f"step {step.name!r}, {key}: {exc}")
     for ref in refs:
         found.extend(_reference_problems(spec, step, ref, sources))
+    for item in step.monitor_artifacts:
+        target = item if isinstance(item, str) else tuple(item)[-1]
+        try:
+            check_user_artifact_name(target)
+        except ClearnbError as exc:
+            found.append(
+                f"step {step.name!r}: monitor_artifacts copies an artifact to the pipeline's "
+                f"Task under its name there, and {exc}"
+            )
     if step.is_function:
         return found + _function_problems(step)
     if missing_template(step):
@@ -203,7 +212,7 @@ def _function_problems(step: StepSpec) -> list[str]:
         )
     for returned in step.function_return:
         try:
-            validate_artifact_name(returned)
+            check_user_artifact_name(returned)
         except ClearnbError as exc:
             found.append(
                 f"step {step.name!r}: function_return names the artifact each value is "
