@@ -18,6 +18,7 @@ variable                  meaning                                        default
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,6 +61,52 @@ def make_private_folder(
         os.chmod(folder, mode)
         created.append(folder)
     return created
+
+
+def write_private_file(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` atomically as a file only its owner can read or write
+    (its missing folders made private too), whatever the umask. Returns the path."""
+    target = Path(path)
+    make_private_folder(target.parent)
+    scratch = target.with_name(f".{target.name[:100]}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(scratch, target)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def make_private_tree(root: str | os.PathLike[str]) -> None:
+    """Make the folders below ``root`` (and ``root``) owner-only, and the files in them
+    owner-read/write (owner-executable ones stay executable): for what other code wrote
+    there with the umask's permissions (an unpacked archive, a notebook papermill saved).
+    Symbolic links are left alone."""
+    top = Path(root)
+    if top.is_symlink() or not top.exists():
+        return
+    if top.is_file():
+        _make_private(top)
+        return
+    os.chmod(top, PRIVATE_FOLDER_MODE)
+    for folder, names, files in os.walk(top):
+        for name in names:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                os.chmod(path, PRIVATE_FOLDER_MODE)
+        for name in files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                _make_private(path)
+
+
+def _make_private(path: Path) -> None:
+    mode = path.stat().st_mode
+    os.chmod(path, PRIVATE_FILE_MODE | (0o100 if mode & 0o100 else 0))
 
 
 @dataclass(frozen=True)

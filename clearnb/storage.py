@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from clearnb.artifacts.codecs import safe_extract
+from clearnb.artifacts.archives import safe_extract
 from clearnb.artifacts.hashing import sha256_text
 from clearnb.artifacts.storage import (
     atomic_copy,
@@ -36,7 +36,7 @@ from clearnb.artifacts.storage import (
     temporary_sibling,
 )
 from clearnb.compat import unused_arguments, warn_unused
-from clearnb.config import Config
+from clearnb.config import Config, make_private_folder
 from clearnb.errors import RemoteFileNotFoundError, RemoteStorageError
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _local_path(url: str) -> Path | None:
 def _download(fs: Any, path: str, url: str, target: Path, allow_empty: bool = True) -> None:
     """Fetch ``path`` of ``fs`` into ``target``, atomically; an empty file is an error
     unless ``allow_empty`` (an empty object is often what a failed upload leaves)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(target.parent)
     scratch = temporary_sibling(target)
     try:
         try:
@@ -160,7 +160,7 @@ def _extract(archive: Path, target: Path, force: bool) -> Path:
     at least as new as the archive is already there."""
     if target.is_dir() and not force and target.stat().st_mtime >= archive.stat().st_mtime:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(target.parent)
     scratch = target.with_name(f".{target.name[:100]}.{uuid.uuid4().hex}.tmp")
     stale = target.with_name(f".{target.name[:100]}.{uuid.uuid4().hex}.old")
     try:
@@ -431,7 +431,7 @@ class StorageManager:
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be 1 or more (or None), not {max_workers}.")
         folder = Path(local_folder).expanduser().absolute() if local_folder else _cache_root(None)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_folder(folder)
         try:
             found = cls.list(remote_url)
         except RemoteStorageError as exc:

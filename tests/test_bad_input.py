@@ -589,7 +589,9 @@ def test_the_reserved_names_are_those_clearnb_writes() -> None:
 
     written = {NOTEBOOK_ARTIFACT, SOURCE_ARTIFACT, DAG_ARTIFACT, STATE_ARTIFACT}
     assert written == set(storage.RESERVED_ARTIFACTS)
-    assert storage.CAPTURED_FIGURE.fullmatch(Figure(cell_index=12, number=3, extension="png", data=b"").name)
+    assert storage.CAPTURED_FIGURE.fullmatch(
+        Figure(cell_index=12, number=3, extension="png", data=b"").name
+    )
 
 
 def test_a_step_that_uploads_an_artifact_named_notebook_fails_and_keeps_its_notebook(

@@ -140,7 +140,7 @@ def test_every_command_escapes_what_users_named_or_printed(
 
 
 def test_a_newline_in_a_name_does_not_split_a_row(hostile_home: tuple[Path, str, str]) -> None:
-    home, task_id, run_id = hostile_home
+    home, _, run_id = hostile_home
     rows = shown(home, "task", "ls").splitlines()
     assert len(rows) == 1 + 3, rows  # the header, then one row per task
     assert all(ESCAPED in row for row in rows[1:]), rows

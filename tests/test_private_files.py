@@ -91,3 +91,62 @@ def test_a_group_writable_artifact_root_is_shared_with_the_group(
     assert mode(path) == 0o660
     assert mode(path.parent) == 0o2770 and mode(path.parent.parent) == 0o2770
     assert storage.load(record) == {"a": 1}
+
+
+def _not_private(home: Path) -> list[str]:
+    """Every folder or file under ``home`` that its group or others may use."""
+    found = []
+    for folder, names, files in os.walk(home):
+        for name in [*names, *files]:
+            path = Path(folder, name)
+            if path.is_symlink():
+                continue
+            if mode(path) & 0o077:
+                found.append(f"{oct(mode(path))} {path.relative_to(home)}")
+    return found
+
+
+def _make_folder() -> list[int]:
+    return [1, 2, 3]
+
+
+@pytest.mark.timeout(240)
+def test_everything_a_pipeline_run_creates_is_private_under_umask_000(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs (executed notebooks, converted scripts), generated function notebooks and
+    modules, unpacked folder artifacts and archives in the cache: nothing clearnb writes
+    under its home follows the umask."""
+    import zipfile
+
+    from clearnb import PipelineController, StorageManager, Task
+    from tests.helpers import notebook
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLEARNB_HOME", str(home))
+    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
+    previous = os.umask(0)
+    try:
+        pipe = PipelineController(name="private", project="tests", max_workers=1)
+        pipe.add_step("params", notebook=notebook("params"), parameter_override={"count": 2})
+        pipe.add_function_step("numbers", _make_folder, function_return=["numbers"])
+        pipe.start_locally(run_pipeline_steps_locally=True)
+        assert pipe.status == "completed", pipe.status
+
+        source = tmp_path / "data"
+        (source / "inner").mkdir(parents=True)
+        (source / "inner" / "values.txt").write_text("1 2 3")
+        task = Task.create(project_name="tests", task_name="folder", notebook=notebook("params"))
+        task.upload_artifact("folder", source)
+        unpacked = Path(task.artifacts["folder"].get_local_copy())
+        assert (unpacked / "inner" / "values.txt").read_text() == "1 2 3"
+
+        archive = tmp_path / "bundle.zip"
+        with zipfile.ZipFile(archive, "w") as bundle:
+            bundle.writestr("deep/file.txt", "zipped")
+        extracted = Path(StorageManager.get_local_copy(str(archive), extract_archive=True))
+        assert (extracted / "deep" / "file.txt").read_text() == "zipped"
+    finally:
+        os.umask(previous)
+    assert (home / "runs").is_dir() and (home / "cache").is_dir()
+    assert _not_private(home) == []

@@ -167,7 +167,7 @@ class BlobStore:
         """Put a verified copy of the file stored at ``url`` at the new path ``target``
         (readable by its owner only), or with ``link`` a symbolic link to a verified local
         copy of it (the stored file itself where the storage is local)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(target.parent)
         if link:
             os.symlink(self.local_file(url, digest, size), target)
             return

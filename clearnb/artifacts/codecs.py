@@ -24,16 +24,15 @@ import os
 import pickle
 import reprlib
 import shutil
-import stat
 import sys
-import tarfile
-import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path, PurePath
 from types import ModuleType
 from typing import Any
 
+from clearnb.artifacts.archives import unpacked
+from clearnb.config import make_private_folder
 from clearnb.errors import CodecError, MissingDependencyError
 
 PREVIEW_LIMIT = 200
@@ -413,21 +412,8 @@ class FolderCodec(Codec):
 
     def decode_into(self, path: Path, workdir: Path) -> Any:
         stem = path.name[: -len(self.suffix)] if path.name.endswith(self.suffix) else path.name
-        target = workdir / (stem or "folder")
-        if target.is_dir():
-            return str(target)
-        workdir.mkdir(parents=True, exist_ok=True)
-        scratch = workdir / f".{stem[:100]}.{uuid.uuid4().hex}.tmp"
-        try:
-            safe_extract(path, scratch)
-            try:
-                os.rename(scratch, target)
-            except OSError:
-                if not target.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return str(target)
+        make_private_folder(workdir)
+        return str(unpacked(path, workdir / (stem or "folder")))
 
     def preview(self, obj: Any) -> str:
         source = Path(os.fspath(obj))
@@ -612,85 +598,3 @@ def default_codecs() -> CodecRegistry:
             PickleCodec(),
         ]
     )
-
-
-def _unsafe(archive: Path, member: str, why: str) -> CodecError:
-    return CodecError(
-        f"Refusing to unpack {archive}: its member {member!r} {why}. The archive may have been "
-        "crafted to write outside its folder; unpack it by hand only if you trust its source.",
-        archive=str(archive),
-        member=member,
-    )
-
-
-def _member_target(root: Path, archive: Path, member: str) -> Path:
-    """Where ``member`` lands below ``root``; refuses names that would leave ``root``."""
-    pure = PurePosixPath(member.replace("\\", "/"))
-    if pure.is_absolute() or (pure.parts and ":" in pure.parts[0]):
-        raise _unsafe(archive, member, "has an absolute path")
-    if ".." in pure.parts:
-        raise _unsafe(archive, member, "climbs out of the target folder with '..'")
-    target = (root / pure).resolve()
-    if target != root and root not in target.parents:
-        raise _unsafe(archive, member, "resolves outside the target folder")
-    return target
-
-
-def _extract_zip(archive: Path, root: Path) -> None:
-    with zipfile.ZipFile(archive) as bundle:
-        members = [
-            (info, _member_target(root, archive, info.filename)) for info in bundle.infolist()
-        ]
-        for info, target in members:
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with bundle.open(info) as source, open(target, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
-
-
-def _extract_tar(archive: Path, root: Path) -> None:
-    with tarfile.open(archive) as bundle:
-        members = bundle.getmembers()
-        for member in members:
-            target = _member_target(root, archive, member.name)
-            if member.issym() or member.islnk():
-                link = PurePosixPath(member.linkname.replace("\\", "/"))
-                if link.is_absolute():
-                    raise _unsafe(archive, member.name, "is a link to an absolute path")
-                base = target.parent if member.issym() else root
-                resolved = (base / link).resolve()
-                if resolved != root and root not in resolved.parents:
-                    raise _unsafe(archive, member.name, "links outside the target folder")
-            elif not (member.isfile() or member.isdir()):
-                mode = stat.filemode(member.mode)
-                raise _unsafe(archive, member.name, f"is a special file ({mode})")
-        if not hasattr(tarfile, "data_filter"):  # Python < 3.10.12 / 3.11.4
-            bundle.extractall(root, members=members)
-            return
-        try:
-            bundle.extractall(root, members=members, filter="data")
-        except tarfile.FilterError as exc:
-            raise _unsafe(archive, exc.tarinfo.name, str(exc)) from exc
-
-
-def safe_extract(archive: Path, target: Path) -> Path:
-    """Unpack a zip or tar archive (any compression) into ``target`` and return ``target``.
-
-    Members that would land outside ``target`` (absolute paths, ``..``, links pointing
-    out) and special files make it raise :class:`~clearnb.errors.CodecError` before
-    anything is written.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
-    if zipfile.is_zipfile(archive):
-        _extract_zip(archive, root)
-    elif tarfile.is_tarfile(archive):
-        _extract_tar(archive, root)
-    else:
-        raise CodecError(
-            f"{archive} is neither a zip nor a tar archive; it cannot be unpacked.",
-            archive=str(archive),
-        )
-    return target

@@ -34,7 +34,10 @@ class Artifact:
         return self._storage.load(self._record, deserialization_function=deserialization_function)
 
     def get_local_copy(self, extract_archive: bool = True) -> str:
-        """Path of a verified local copy of the stored file."""
+        """Path of a verified local copy of the stored file; for a folder artifact (stored
+        as a zip archive) with ``extract_archive``, of its unpacked, read-only copy."""
+        if extract_archive and self._record.codec == "folder":
+            return str(self._storage.load(self._record))
         return str(self._storage.local_copy(self._record))
 
     def __repr__(self) -> str:

@@ -207,7 +207,7 @@ def atomic_copy(source: Path, destination: Path, mode: int | None = None) -> Non
     """Copy ``source`` to ``destination`` so that ``destination`` is either absent (or its
     old content) or the complete new file: temp name, fsync, ``os.replace``, fsync folder.
     ``mode`` sets the new file's permissions (whatever the umask)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(destination.parent)
     scratch = temporary_sibling(destination)
     try:
         shutil.copyfile(source, scratch)

@@ -127,8 +127,7 @@ def queue_ls_command(as_json: bool) -> None:
             seen = f"{now - w.last_seen:.0f}s ago"
             echo(
                 f"{printable(w.id):28}  {status:8}  {seen:>9}  "
-                f"{len(w.running):>3}/{w.capacity:<3}  "
-                + ", ".join(printable(q) for q in w.queues)
+                f"{len(w.running):>3}/{w.capacity:<3}  " + ", ".join(printable(q) for q in w.queues)
             )
 
 

@@ -10,6 +10,7 @@ executed notebook stored. A Python script runs as the notebook it reads as, with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from clearnb import events
 from clearnb.artifacts.storage import EXECUTED_NOTEBOOK
 from clearnb.backend import Backend
-from clearnb.config import TASK_ID_ENV, Config
+from clearnb.config import TASK_ID_ENV, Config, make_private_folder, make_private_tree
 from clearnb.dispatch import prepare_run
 from clearnb.errors import ClearnbError, TaskFailedError
 from clearnb.events import EventCallback, RunEvent
@@ -240,7 +241,7 @@ class NotebookRunner:
         notebook = Path(record.notebook)
         script = is_script(notebook)
         work_dir = self.config.home / "runs" / record.id
-        work_dir.mkdir(parents=True, exist_ok=True)
+        make_private_folder(work_dir)
         output_path = work_dir / notebook.with_suffix(".ipynb").name
         started = time.time()
         store.update_task(
@@ -380,6 +381,8 @@ class NotebookRunner:
                     "ename": type(exc).__name__,
                     "evalue": str(exc),
                 }
+        with contextlib.suppress(OSError):  # papermill wrote the notebook with the umask's mode
+            make_private_tree(output_path.parent)
         completed = time.time()
         runtime["duration"] = completed - started
         if status != "completed":  # a pipeline the notebook ran cannot finish any more

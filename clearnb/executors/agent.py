@@ -15,7 +15,6 @@ import dataclasses
 import importlib
 import logging
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clearnb.backend import Backend
-from clearnb.config import Config
+from clearnb.config import Config, write_private_file
 from clearnb.errors import ArtifactNotFoundError, ClearnbError
 from clearnb.execution.runner import NotebookRunner, RunHandle
 from clearnb.executors.queue import SOURCE_ARTIFACT
@@ -231,9 +230,8 @@ class Agent:
                 "with the task; give the agents the same paths (a shared folder)"
             ) from exc
         folder = self.config.home / "runs" / record.id / "source"
-        folder.mkdir(parents=True, exist_ok=True)
         local = folder / Path(record.notebook).name
-        shutil.copyfile(artifacts.local_copy(shipped), local)
+        write_private_file(local, artifacts.local_copy(shipped).read_bytes())
         runtime = {**record.runtime, "notebook_from": shipped.url}
         store.update_task(record.id, runtime=runtime)
         return dataclasses.replace(record, notebook=str(local), runtime=runtime)

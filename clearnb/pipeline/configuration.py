@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from clearnb.config import write_private_file
 from clearnb.errors import PipelineError
 
 CONFIGURATION_KEY = "configuration"
@@ -99,7 +100,6 @@ class ConnectedConfigurations:
                 return configuration
             digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
             copy = self.folder / f"{name}-{digest}{original.suffix or '.txt'}"
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(value, encoding="utf-8")
+            write_private_file(copy, value)
             return copy if isinstance(configuration, Path) else str(copy)
         return configuration  # the stored object is of another kind: the code's stands

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clearnb import pysource
+from clearnb.config import write_private_file
 from clearnb.errors import CodecError, PipelineError
 
 if TYPE_CHECKING:
@@ -401,12 +402,9 @@ def load_portable(
     name = f"clearnb_step_{digest}"
     module = sys.modules.get(name)
     if module is None:
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.py"
         if not path.exists():
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(code, encoding="utf-8")
-            temporary.replace(path)
+            write_private_file(path, code)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise PipelineError(f"the function step code at {path} cannot be loaded")
@@ -498,10 +496,7 @@ def write_notebook(nb: NotebookNode, folder: Path) -> Path:
     step = nb.metadata.get("clearnb", {}).get("step", "step")
     path = folder / f"{step}-{digest}.ipynb"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
+        write_private_file(path, text)
     return path
 
 

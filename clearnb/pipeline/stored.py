@@ -94,4 +94,3 @@ class StoredMethods:
         definition = drafts.definition_of(copied)
         assert definition is not None
         return cls.from_definition(definition, task=copied.id)
-

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from clearnb.artifacts import Codec, CodecRegistry, default_codecs
-from clearnb.artifacts.codecs import safe_extract
+from clearnb.artifacts.archives import safe_extract
 from clearnb.errors import CodecError
 
 matplotlib.use("Agg")
@@ -254,7 +254,8 @@ def test_folder_round_trip_with_nested_files(tmp_path: Path) -> None:
     assert (restored / "train" / "b.bin").read_bytes() == bytes(range(256))
     assert (restored / "train" / "deep" / "c.txt").read_text() == "gamma"
     assert (restored / "empty").is_dir()
-    assert not [p for p in (tmp_path / "work").iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in (tmp_path / "work").iterdir() if p.name.startswith(".")]
+    assert hidden == [".dataset.manifest.json"], "no scratch left, only the copy's manifest"
     assert codec.decode_into(encoded, tmp_path / "work") == str(restored)
     assert "3 files" in codec.preview(source)
 

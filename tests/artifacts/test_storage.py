@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -130,6 +132,36 @@ def test_folder_artifact_is_unpacked_into_the_cache_not_the_store(
     assert tmp_path / "cache" in loaded.parents
     assert files_below(tmp_path / "artifacts") == [f"{TASK}/images/images.zip"]
     assert store.load(record) == str(loaded)
+
+
+def test_a_reader_that_changes_its_unpacked_folder_does_not_change_the_next_readers(
+    store: ArtifactStorage, tmp_path: Path
+) -> None:
+    source = tmp_path / "images"
+    (source / "cats").mkdir(parents=True)
+    (source / "cats" / "1.txt").write_text("meow")
+    (source / "cats" / "2.txt").write_text("purr")
+    record = store.save(TASK, "images", source)
+    first = Path(store.load(record))
+    assert not os.access(first / "cats" / "1.txt", os.W_OK) or os.geteuid() == 0, (
+        "the unpacked copy is handed out read-only"
+    )
+    assert stat.S_IMODE((first / "cats").stat().st_mode) & 0o222 == 0
+    for change in (
+        lambda: (first / "cats" / "1.txt").write_text("woof"),  # same size, new bytes
+        lambda: (first / "cats" / "2.txt").unlink(),
+        lambda: (first / "cats" / "3.txt").write_text("extra"),
+    ):
+        for folder in (first, first / "cats"):
+            os.chmod(folder, 0o700)  # what a careless reader would do to write into it
+        change()
+        again = Path(store.load(record))
+        assert sorted(p.name for p in (again / "cats").iterdir()) == ["1.txt", "2.txt"]
+        assert (again / "cats" / "1.txt").read_text() == "meow"
+        assert (again / "cats" / "2.txt").read_text() == "purr"
+        first = again
+    leftovers = [p.name for p in first.parent.iterdir() if p.name.endswith((".tmp", ".old"))]
+    assert leftovers == []
 
 
 def test_file_url_storage(tmp_path: Path) -> None:
