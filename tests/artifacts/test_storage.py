@@ -7,6 +7,7 @@ import os
 import stat
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,14 +148,15 @@ def test_a_reader_that_changes_its_unpacked_folder_does_not_change_the_next_read
         "the unpacked copy is handed out read-only"
     )
     assert stat.S_IMODE((first / "cats").stat().st_mode) & 0o222 == 0
-    for change in (
-        lambda: (first / "cats" / "1.txt").write_text("woof"),  # same size, new bytes
-        lambda: (first / "cats" / "2.txt").unlink(),
-        lambda: (first / "cats" / "3.txt").write_text("extra"),
-    ):
+    changes: list[Callable[[Path], object]] = [
+        lambda cats: (cats / "1.txt").write_text("woof"),  # same size, new bytes
+        lambda cats: (cats / "2.txt").unlink(),
+        lambda cats: (cats / "3.txt").write_text("extra"),
+    ]
+    for change in changes:
         for folder in (first, first / "cats"):
             os.chmod(folder, 0o700)  # what a careless reader would do to write into it
-        change()
+        change(first / "cats")
         again = Path(store.load(record))
         assert sorted(p.name for p in (again / "cats").iterdir()) == ["1.txt", "2.txt"]
         assert (again / "cats" / "1.txt").read_text() == "meow"
