@@ -559,6 +559,26 @@ class ArtifactStorage:
         if is_local(fs):
             self._verify(record, Path(path))
 
+    def problem_of(self, record: ArtifactRecord) -> str | None:
+        """Why the stored file of ``record`` cannot be used (missing, truncated, altered),
+        or None when it is there with its size (and, where it is local, its sha256)."""
+        fs, path = filesystem(record.url)
+        try:
+            if is_local(fs):
+                self._verify(record, Path(path))
+                return None
+            size = fs.info(path).get("size")
+        except ArtifactCorruptedError as exc:
+            return str(exc)
+        except (FileNotFoundError, OSError) as exc:
+            return f"Artifact {record.name!r} of task {record.task_id} cannot be read: {exc}"
+        if size is not None and size != record.size:
+            return (
+                f"Artifact {record.name!r} of task {record.task_id} holds {size} bytes at "
+                f"{record.url}, but {record.size} bytes were written"
+            )
+        return None
+
     def _verify(self, record: ArtifactRecord, path: Path, where: str | None = None) -> None:
         try:
             size = path.stat().st_size

@@ -35,6 +35,8 @@ from clearnb.store.records import ScalarRecord, TaskModelRecord
 from clearnb.task import Task
 
 log = logging.getLogger(__name__)
+CACHE_CANDIDATES = 5
+"""How many earlier runs with the same cache key are checked for one that is intact."""
 
 
 def configuration_of(step: StepSpec) -> dict[str, Any]:
@@ -130,9 +132,9 @@ class StepExecution:
         )
         key = self.resolver.cache_key(step, node.run.resolved, code_hash)
         if step.cache_executed_step and not (self.force or node.run.force):
-            hits = self.backend.store.find_tasks(cache_key=key, status="completed", limit=1)
-            if hits:
-                self.adopt(node, hits[0].id, CACHED, overrides=overrides)
+            hit = self._intact_cache_hit(step, key)
+            if hit is not None:
+                self.adopt(node, hit, CACHED, overrides=overrides)
                 self._after_success(node)
                 return
         while True:
@@ -154,6 +156,26 @@ class StepExecution:
             self._monitor(node)  # what a failed step reported is the pipeline's to see too
             self._call_post(node)
             return
+
+    def _intact_cache_hit(self, step: StepSpec, key: str) -> str | None:
+        """The newest completed run with cache key ``key`` whose artifacts are all there and
+        unaltered, or None (then the step runs): a run whose files were lost is no result."""
+        store = self.backend.store
+        for hit in store.find_tasks(cache_key=key, status="completed", limit=CACHE_CANDIDATES):
+            problems = [
+                problem
+                for record in store.get_artifacts(hit.id).values()
+                if (problem := self.backend.artifacts.problem_of(record)) is not None
+            ]
+            if not problems:
+                return hit.id
+            log.warning(
+                "step %s: the cached run %s cannot be reused (%s); running the step",
+                step.name,
+                hit.id,
+                problems[0],
+            )
+        return None
 
     def _attempt(self, node: Node, notebook: str, overrides: dict[str, Any], key: str) -> Task:
         """One run of the step on its executor; the node holds its Task afterwards."""

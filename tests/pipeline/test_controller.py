@@ -290,6 +290,24 @@ def test_a_cache_hit_starts_no_kernel_and_force_runs_again(home: Path) -> None:
     assert started_runs() == runs + 3
 
 
+def test_a_cached_run_whose_files_are_lost_or_altered_runs_again(home: Path) -> None:
+    first = run(chain())
+    store = Backend.for_config().store
+    lost = store.get_artifacts(first["s1"].executed)
+    assert lost, "the step stores its executed notebook at least"
+    for record in lost.values():
+        Path(record.url).unlink()
+    altered = next(iter(store.get_artifacts(first["s0"].executed).values()))
+    Path(altered.url).write_bytes(b"x" * altered.size)  # same size, other bytes
+    again = run(chain())
+    assert again["s0"].status == "completed" and again["s0"].executed != first["s0"].executed
+    assert again["s1"].status == "completed" and again["s1"].executed != first["s1"].executed
+    assert again["s2"].status in ("completed", "cached"), again["s2"].status
+    third = run(chain())
+    assert [n.status for n in third.values()] == ["cached"] * 3, "the new runs are reused"
+    assert third["s1"].executed == again["s1"].executed
+
+
 def test_a_changed_parameter_misses_the_cache(home: Path) -> None:
     run(chain())
     changed = chain()
