@@ -10,7 +10,7 @@ import ipywidgets as widgets
 
 from clearnb.errors import ClearnbError, PipelineError
 from clearnb.notebook.files import load_notebook
-from clearnb.notebook.parameters import DeclaredParameter, NotebookParameters
+from clearnb.notebook.parameters import DeclaredParameter, NotebookParameters, parse_text
 from clearnb.pipeline import references
 
 if TYPE_CHECKING:
@@ -18,16 +18,24 @@ if TYPE_CHECKING:
 
 
 def typed_input(declared: DeclaredParameter) -> widgets.Widget:
-    """An input typed like the parameter's default (checkbox, whole number, number, text)."""
+    """An input typed like the parameter's default (checkbox, whole number, number, text).
+
+    A default the input cannot hold (None, an expression such as ``2 * 5``) is shown as the
+    placeholder of an empty text input: what the input starts with is never an override.
+    """
     default = declared.default
     kind = declared.type_name
-    if kind == "bool":
-        return widgets.Checkbox(value=bool(default), indent=False)
-    if kind == "int":
-        return widgets.IntText(value=int(default or 0))
-    if kind == "float":
-        return widgets.FloatText(value=float(default or 0.0))
-    return widgets.Text(value="" if default is None else str(default))
+    if declared.literal and default is not None:
+        if kind == "bool" and isinstance(default, bool):
+            return widgets.Checkbox(value=default, indent=False)
+        if kind == "int" and isinstance(default, int) and not isinstance(default, bool):
+            return widgets.IntText(value=default)
+        if kind == "float" and isinstance(default, int | float) and not isinstance(default, bool):
+            return widgets.FloatText(value=float(default))
+        if isinstance(default, str):
+            return widgets.Text(value=default)
+        return widgets.Text(value=repr(default))
+    return widgets.Text(value="", placeholder=f"{declared.source} (the notebook's default)")
 
 
 class ParameterRow(widgets.HBox):  # type: ignore[misc]
@@ -39,6 +47,10 @@ class ParameterRow(widgets.HBox):  # type: ignore[misc]
         self.builder = builder
         self.value = typed_input(declared)
         self.value.layout = widgets.Layout(width="180px")
+        self.initial = self.value.value
+        """What the input showed before anyone touched it: the notebook's own default."""
+        self.given = False
+        """True once the form was filled with a step's own override (Edit selected)."""
         self.reference = widgets.Text(
             placeholder="or ${step.artifacts.name.url}", layout=widgets.Layout(width="260px")
         )
@@ -81,12 +93,28 @@ class ParameterRow(widgets.HBox):  # type: ignore[misc]
         return True
 
     def override(self) -> tuple[bool, Any]:
-        """(changed, value): the reference if given, else the input if it differs."""
+        """(changed, value): the reference if given, else the input if it was changed from
+        what it first showed (or holds a step's own override); an untouched input is no
+        override, so the notebook keeps its default whatever it is."""
         text = self.reference.value.strip()
         if text:
             return True, text
         value = self.value.value
-        return value != self.declared.default, value
+        if not self.given and value == self.initial:
+            return False, None
+        if isinstance(self.value, widgets.Text) and not isinstance(self.declared.default, str):
+            return True, parse_text(value)  # typed as the notebook's type when it is set
+        return True, value
+
+    def fill(self, value: Any) -> None:
+        """Show a step's own override ``value`` (a reference goes to the reference box)."""
+        if isinstance(value, str) and "${" in value:
+            self.reference.value = value
+        elif isinstance(self.value, widgets.Text) and not isinstance(value, str):
+            self.value.value = repr(value)
+        else:
+            self.value.value = value
+        self.given = True
 
 
 class StepBuilder(widgets.VBox):  # type: ignore[misc]
@@ -228,11 +256,7 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
             self.parents.value = tuple(p for p in node.parents if p in self.parents.options)
             for row in self.rows:
                 if row.key in node.parameters:
-                    value = node.parameters[row.key]
-                    if isinstance(value, str) and "${" in value:
-                        row.reference.value = value
-                    else:
-                        row.value.value = value
+                    row.fill(node.parameters[row.key])
             self.editing = node.name
 
         self._guard(edit)

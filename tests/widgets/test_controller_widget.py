@@ -224,3 +224,42 @@ def test_the_builder_edits_a_step_in_place(home: Path) -> None:
     assert pipe.get_pipeline_dag()["process"].parameters["General/test_size"] == 0.5
     assert pipe.get_pipeline_dag()["check"].parents == ["process"]
     widget.close()
+
+
+def test_an_untouched_build_form_overrides_nothing(home: Path) -> None:
+    """Defaults the inputs cannot hold (None, an expression, None for an int) and the ones
+    they can stay the notebook's own unless the user changes the input."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "P"}
+    cell = nbformat.v4.new_code_cell(
+        'nothing = None\nproduct = 2 * 5\ncount: int = None\nlabel = "text"\n'
+        "items = [1, 2]\nsize = 3\nratio = 0.5\nflag = True"
+    )
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, home / "defaults.ipynb")
+    built = PipelineController(name="built", project="tests")
+    widget = built.widget()
+    builder = widget.builder
+    builder.folder.value = str(home)
+    builder.notebook.value = "defaults.ipynb"
+    builder.name.value = "untouched"
+    builder.add_step()
+    assert built.get_pipeline_dag()["untouched"].parameters == {}, builder.message.value
+
+    builder.name.value = "changed"
+    rows = {row.key: row for row in builder.rows}
+    rows["General/size"].value.value = 4
+    rows["General/nothing"].value.value = "7"
+    rows["General/items"].value.value = "[3]"
+    builder.add_step()
+    expected = {"General/size": 4, "General/nothing": 7, "General/items": [3]}
+    assert built.get_pipeline_dag()["changed"].parameters == expected, builder.message.value
+
+    widget.canvas.selected = "changed"
+    builder.edit_selected()
+    builder.add_step()  # replaces the step with what the form holds: the same overrides
+    assert built.get_pipeline_dag()["changed"].parameters == expected, builder.message.value
+    widget.close()
