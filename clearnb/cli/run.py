@@ -23,7 +23,7 @@ from clearnb.cli.format import (
 )
 from clearnb.cli.options import memory_limit_option, parameter_option
 from clearnb.cli.runs import effective_status, pipeline_state
-from clearnb.errors import ClearnbError
+from clearnb.errors import ClearnbError, StoreError
 from clearnb.status import PIPELINE_FINAL
 
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ def run_pipeline_command(
         record = runner.prepare(
             notebook, dict(parameters), project_name=project_name, task_name=task_name
         )
+    except StoreError as exc:  # the store, not the command line, is at fault: no usage
+        raise CommandError(str(exc)) from exc
     except ClearnbError as exc:
         raise CommandUsageError(str(exc)) from exc
     store = runner.backend.store

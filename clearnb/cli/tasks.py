@@ -21,7 +21,7 @@ from clearnb.cli.format import (
 )
 from clearnb.cli.lookup import backend_or_exit, task_or_exit
 from clearnb.cli.options import memory_limit_option, parameter_option
-from clearnb.errors import ClearnbError
+from clearnb.errors import ClearnbError, StoreError
 
 if TYPE_CHECKING:
     from clearnb.store.records import ReportRecord
@@ -97,6 +97,8 @@ def run_command(
                 cwd=cwd,
                 on_event=progress,
             )
+    except StoreError as exc:  # the store, not the command line, is at fault: no usage
+        raise CommandError(str(exc)) from exc
     except ClearnbError as exc:
         raise CommandUsageError(str(exc)) from exc
     if as_json:

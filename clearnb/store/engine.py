@@ -23,6 +23,7 @@ import random
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +82,12 @@ class Database:
         self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
         try:
             self._open_schema()
+        except sa.exc.DBAPIError as exc:
+            self._engine.dispose()
+            problem = store_problem(exc, self.url)
+            if problem is None:
+                raise
+            raise problem from exc
         except BaseException:
             self._engine.dispose()
             raise
@@ -113,7 +120,12 @@ class Database:
             try:
                 with guard, engine.begin() as conn:
                     return op(conn)
-            except sa.exc.OperationalError as exc:
+            except sa.exc.DatabaseError as exc:
+                problem = store_problem(exc, self.url)
+                if problem is not None:
+                    raise problem from exc
+                if not isinstance(exc, sa.exc.OperationalError):
+                    raise
                 if not _is_busy(exc):
                     raise StoreError(
                         f"The store at {self.url} cannot be used: {exc.orig}",
@@ -247,15 +259,85 @@ def lock_event_numbers(conn: Connection) -> None:
 # -- engine set-up ---------------------------------------------------------------------
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def _create_private_database(path: Path) -> None:
-    """Create the SQLite file (an empty file is an empty database) and its folder, readable
-    by the owner only; SQLite gives its -wal and -shm files the same permissions."""
+    """Create the SQLite file and its folder, readable by the owner only (SQLite gives its
+    -wal and -shm files the same permissions), unless it exists; then check that it is one.
+
+    A new file is made complete under a temporary name and linked into place, so clearnb
+    never leaves an empty store file: an empty or foreign file found there is damage, and
+    is refused by :func:`check_sqlite_file` rather than silently used as a new store.
+    """
     make_private_folder(path.parent)
+    if not path.exists():
+        scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}.new")
+        try:
+            os.close(os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+            os.chmod(scratch, PRIVATE_FILE_MODE)
+            made = sqlite3.connect(scratch)
+            try:
+                made.execute("PRAGMA journal_mode = WAL").fetchone()  # writes the header
+            finally:
+                made.close()
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(scratch, path)
+        finally:
+            for leftover in (scratch, *(Path(f"{scratch}{s}") for s in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+    check_sqlite_file(path)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Raise :class:`StoreError` saying what to do if ``path`` is not a SQLite database
+    (empty, truncated to nothing, or another kind of file)."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
-    except FileExistsError:
+        with open(path, "rb") as stream:
+            head = stream.read(len(SQLITE_HEADER))
+    except PermissionError as exc:
+        raise StoreError(
+            f"The store file {path} cannot be read ({exc.strerror}): give your user read "
+            "and write access to it (and to its folder), or set CLEARNB_HOME or "
+            "CLEARNB_STORE_URL to a store you own.",
+            path=str(path),
+        ) from exc
+    if head == SQLITE_HEADER:
         return
-    os.chmod(path, PRIVATE_FILE_MODE)
+    what = (
+        "is empty (0 bytes)"
+        if not head
+        else f"is not a SQLite database (it starts with {head[:12]!r})"
+    )
+    raise StoreError(
+        f"The store file {path} {what}: it is damaged, or is not a clearnb store. Nothing "
+        "was changed. Restore it from a backup, or move it away to start a new store "
+        "there (its artifacts stay in the artifact folder), or set CLEARNB_HOME or "
+        "CLEARNB_STORE_URL to another store.",
+        path=str(path),
+        reason=what,
+    )
+
+
+def store_problem(exc: BaseException, url: str) -> StoreError | None:
+    """A :class:`StoreError` saying what to do for a damaged or read-only database, or
+    None for other errors."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if "readonly" in text or "read-only" in text or "attempt to write" in text:
+        return StoreError(
+            f"The store {url} is read-only ({text.strip()}): clearnb writes every run "
+            "there. Make the file and its folder writable for your user, or set "
+            "CLEARNB_HOME or CLEARNB_STORE_URL to a store you can write.",
+            url=url,
+        )
+    if "not a database" in text or "malformed" in text or "disk image" in text:
+        return StoreError(
+            f"The store {url} is damaged ({text.strip()}). Nothing was changed. Restore "
+            "it from a backup, or move it away to start a new store there, or set "
+            "CLEARNB_HOME or CLEARNB_STORE_URL to another store.",
+            url=url,
+        )
+    return None
 
 
 def _is_memory_sqlite(url: sa.URL) -> bool:
