@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from clearnb.execution.limits import DEFAULT_OUTPUT_LIMIT
+
 if TYPE_CHECKING:
     from clearnb.execution.kernels import KernelPool, PooledKernel
 
@@ -44,6 +46,8 @@ class RunContext:
     """Seconds the whole run may take; then the kernel is killed and the run fails."""
     memory_limit: int | None = None
     """Bytes the kernel's processes may hold (resident, added up); then it is killed."""
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+    """Bytes of output the executed notebook keeps (:mod:`clearnb.execution.outputs`)."""
     raise_dead_kernel: bool = False
     """Raise nbclient's ``DeadKernelError`` when the kernel dies, as papermill's own engine
     does (for papermill's users); otherwise the death is only the running cell's error."""

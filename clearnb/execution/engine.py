@@ -52,6 +52,7 @@ from clearnb.execution.kernels import (
     wait_for_reply,
 )
 from clearnb.execution.limits import format_size
+from clearnb.execution.outputs import BoundedNotebookClient
 from clearnb.processes import (
     can_measure_memory,
     descendants,
@@ -268,7 +269,9 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         kernel = await pool.acquire_async(kernel_name, timeout=start_timeout)
         context.kernel = kernel
         released = False
-        client = PapermillNotebookClient(nb_man, km=kernel.manager, **options)
+        client = BoundedNotebookClient(
+            nb_man, km=kernel.manager, limit=context.output_limit, **options
+        )
         client.reset_execution_trackers()
         context.cell_count = len(nb_man.nb.cells)
         kc = kernel.connected

@@ -9,7 +9,9 @@ in powers of 1024.
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 
 from clearnb.errors import InvalidLimitError
 
@@ -97,6 +99,29 @@ def _real(value: object) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return value
+
+
+OUTPUT_LIMIT_ENV = "CLEARNB_OUTPUT_LIMIT"
+DEFAULT_OUTPUT_LIMIT = 50_000_000
+"""Bytes of output (text, and encoded images) one run's notebook keeps."""
+LOG_TAIL = 64_000
+"""Characters of each stream (stdout, stderr) kept in the store."""
+
+
+def output_limit(environ: Mapping[str, str] | None = None) -> int:
+    """The output limit set in ``environ`` (``os.environ``), e.g. ``"200MB"``, else the default."""
+    value = (os.environ if environ is None else environ).get(OUTPUT_LIMIT_ENV)
+    if not value:
+        return DEFAULT_OUTPUT_LIMIT
+    return parse_memory_limit(value, OUTPUT_LIMIT_ENV) or DEFAULT_OUTPUT_LIMIT
+
+
+def log_tail(text: str, limit: int = LOG_TAIL) -> str:
+    """The last ``limit`` characters of ``text``, after a line saying what was left out."""
+    if len(text) <= limit:
+        return text
+    left_out = len(text) - limit
+    return f"[… {left_out:,} earlier characters are in the executed notebook]\n" + text[-limit:]
 
 
 def format_size(size: float) -> str:

@@ -33,6 +33,8 @@ from clearnb.execution.context import ABORTED, KERNEL_DIED, MEMORY_LIMIT, TIME_L
 from clearnb.execution.kernels import DEFAULT_KERNEL, KernelPool
 from clearnb.execution.limits import (
     format_size,
+    log_tail,
+    output_limit,
     parse_count,
     parse_memory_limit,
     parse_seconds,
@@ -263,6 +265,7 @@ class NotebookRunner:
             script=str(notebook) if script else None,
             time_limit=time_limit,
             memory_limit=memory_bytes,
+            output_limit=output_limit(),
             emit=emit,
         )
         if handle is not None:
@@ -412,7 +415,8 @@ class NotebookRunner:
                     store.put_artifact(stored)
         for stream, text in (("stdout", evidence.stdout), ("stderr", evidence.stderr)):
             if text:
-                store.add_report(ReportRecord(task_id, "log", title=stream, payload={"text": text}))
+                payload = {"text": log_tail(text), "characters": len(text)}
+                store.add_report(ReportRecord(task_id, "log", title=stream, payload=payload))
 
 
 def _converted(script: Path, work_dir: Path) -> Path:

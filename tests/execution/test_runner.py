@@ -221,3 +221,42 @@ def test_a_running_notebook_can_be_aborted(runner: NotebookRunner) -> None:
     assert task.error is not None and "stopped by the test" in task.error["reason"]
     assert "RunAborted" in json.dumps([c.get("outputs", []) for c in _executed(task).cells])
     assert wait_until_gone(task.runtime["kernel_pid"])
+
+
+def test_a_run_that_prints_without_end_keeps_bounded_output(
+    runner: NotebookRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6 MB printed under a 1 MB limit: the notebook keeps about 1 MB and says what it cut
+    and how to keep more; the store keeps the last 64,000 characters of stdout."""
+    import nbformat
+
+    from clearnb.backend import Backend
+
+    monkeypatch.setenv("CLEARNB_OUTPUT_LIMIT", "1MB")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "P"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("for i in range(60_000):\n    print(f'{i:08d}' + 'x' * 91)"),
+        nbformat.v4.new_code_cell("print('after the flood')"),
+    ]
+    path = tmp_path / "flood.ipynb"
+    nbformat.write(nb, path)
+    task = runner.execute(path)
+    assert task.status == "completed", task.error
+    executed = Path(task.artifacts["notebook"].get_local_copy())
+    assert executed.stat().st_size < 1_500_000, executed.stat().st_size
+    cells = nbformat.read(executed, as_version=4).cells
+    flood = "".join(o.get("text", "") for o in cells[0].outputs)
+    assert "00000000" in flood, "the first lines are kept"
+    assert "[clearnb] this run's outputs reached their limit of 1 MB (CLEARNB_OUTPUT_LIMIT)" in (
+        flood
+    )
+    assert "more output of this cell was not kept. Set CLEARNB_OUTPUT_LIMIT=500MB" in flood
+    assert "00059999" not in flood
+    after = "".join(o.get("text", "") for o in cells[1].outputs)
+    assert "limit" in after, "a later cell that prints says it was cut too"
+    logs = Backend.for_config(runner.config).store.get_reports(task.id, "log")
+    stdout = next(r for r in logs if r.title == "stdout").payload["text"]
+    assert len(stdout) <= 64_000 + 100
+    assert stdout.startswith("[… ") and "earlier characters are in the executed notebook" in stdout
+    nbformat.validate(nbformat.read(executed, as_version=4))
