@@ -334,6 +334,7 @@ class RunEngine:
         (forced) and skip the others that have no earlier result."""
         record = self.recorder.earlier_run(resume, required=True)
         assert record is not None
+        self.recorder.claim_resume(record)
         done = self.recorder.completed_steps(record)
         for name, node in self.state.nodes.items():
             if only is not None and name in only:

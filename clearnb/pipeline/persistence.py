@@ -25,7 +25,7 @@ from clearnb.config import TASK_ID_ENV
 from clearnb.errors import ClearnbError, PipelineError, TaskNotFoundError
 from clearnb.events import PipelineEvent, to_payload
 from clearnb.pipeline.spec import NOTEBOOK, PipelineSpec, StepSpec
-from clearnb.status import ABORTED, COMPLETED, FAILED, SUCCEEDED
+from clearnb.status import ABORTED, COMPLETED, FAILED, SUCCEEDED, TASK_FINAL
 from clearnb.store import Store
 from clearnb.store import pipelines as runs
 from clearnb.store.queues import CONTROLLER_WORKER_PREFIX
@@ -39,6 +39,20 @@ CONTROLLER_LEASE = 60.0
 killed on any machine is seen as gone once it expires."""
 CONTROLLER_RENEW = 2.0
 """Seconds between two renewals of the controller's lease (and looks for an abort request)."""
+
+
+RESUMED_BY = "resumed_by"
+"""Runtime key of a run naming the run that resumes it (and that run's controller)."""
+
+
+class _ClaimChanged(Exception):
+    """The resume claim changed between reading it and setting it."""
+
+
+def _process_text(identity: Any) -> str:
+    if not isinstance(identity, dict):
+        return "controller unknown"
+    return f"controller pid {identity.get('pid')} on {identity.get('host')}"
 
 
 class RunRecorder:
@@ -275,6 +289,58 @@ class RunRecorder:
         if runs.recover(self.store, record.id):  # its controller died: settle it first
             record = self.store.get_task(record.id)
         return record
+
+    def claim_resume(self, record: TaskRecord) -> None:
+        """Mark the run ``record`` as being resumed by this run, or raise
+        :class:`PipelineError` naming the run that is resuming it already.
+
+        The claim (``runtime["resumed_by"]``: this run's Task and controller process) is
+        set only if the run holds none, or one whose run has ended or whose controller is
+        gone: two resumes of one run at once would both run its unfinished steps.
+        """
+        mine = {"task": self.ensure_task().id, "controller": runs.controller_identity()}
+        document = runs.run_document(record) or {}
+        if record.status not in TASK_FINAL and not runs.controller_gone(
+            document.get(runs.CONTROLLER_KEY)
+        ):
+            raise PipelineError(
+                f"run {record.id} of pipeline {self.name!r} is still running "
+                f"({_process_text(document.get(runs.CONTROLLER_KEY))}): a run is resumed once "
+                f"it has ended. Wait for it, or stop it (clearnb task abort {record.id}).",
+                running=record.id,
+            )
+        for _ in range(5):
+            seen = self.store.get_task(record.id).runtime.get(RESUMED_BY)
+            if isinstance(seen, dict) and seen.get("task") != mine["task"] and self._alive(seen):
+                raise PipelineError(
+                    f"run {record.id} of pipeline {self.name!r} is being resumed already, by "
+                    f"run {seen.get('task')} ({_process_text(seen.get('controller'))}). Wait "
+                    f"for that run to end (or stop it: clearnb task abort {seen.get('task')}), "
+                    "then resume again.",
+                    resumed_by=seen.get("task"),
+                )
+
+            def claim(current: Any, expected: Any = seen) -> Any:
+                if current != expected:
+                    raise _ClaimChanged
+                return mine
+
+            try:
+                self.store.update_runtime(record.id, RESUMED_BY, claim)
+                return
+            except _ClaimChanged:
+                continue  # another resume claimed it meanwhile: look again
+        raise PipelineError(f"run {record.id} could not be claimed for resuming; try again")
+
+    def _alive(self, claim: Mapping[str, Any]) -> bool:
+        """Whether the run that made ``claim`` goes on (not ended, its controller not gone)."""
+        try:
+            claimant = self.store.get_task(str(claim.get("task")))
+        except TaskNotFoundError:
+            return False
+        if claimant.status in TASK_FINAL:
+            return False
+        return not runs.controller_gone(claim.get("controller"))
 
     def completed_steps(self, record: TaskRecord) -> dict[str, TaskRecord]:
         """The steps of the run ``record`` that completed, with their Tasks, by name."""

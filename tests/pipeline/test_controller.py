@@ -607,3 +607,43 @@ def test_run_one_step_run_from_a_step_and_retry_failed(home: Path, tmp_path: Pat
     assert below["a"] == only["a"] and below["d"] == only["d"]
     history = Backend.for_config().store.find_tasks(task_type="controller", name="partial runs")
     assert len(history) == 4
+
+
+def test_a_run_is_resumed_by_one_run_at_a_time(home: Path) -> None:
+    def pipeline(second: str, **override: Any) -> PipelineController:
+        pipe = PipelineController(name="resumed once", project="tests")
+        pipe.add_step("first", notebook=step("trivial"))
+        pipe.add_step(
+            "second", notebook=step(second), parents=["first"], parameter_override=override
+        )
+        return pipe
+
+    failed = pipeline("maybe_fail", **{"General/fail": True})
+    run(failed)
+    killed = failed.id
+    first = pipeline("sleepy", **{"General/seconds": 120.0})
+    first.start(resume=killed)
+    try:
+        wait_until(
+            lambda: first.get_pipeline_dag()["second"].status == "running",
+            60,
+            "the first resume's step to run",
+        )
+        second = pipeline("maybe_fail", **{"General/fail": False})
+        with pytest.raises(PipelineError) as info:
+            second.start(resume=killed)
+        message = str(info.value)
+        assert f"run {killed} of pipeline 'resumed once' is being resumed already, by run " in (
+            message
+        )
+        assert first.id in message and f"clearnb task abort {first.id}" in message
+        assert second.get_pipeline_dag()["second"].status == "pending", "nothing ran"
+        with pytest.raises(PipelineError, match="is still running"):
+            pipeline("maybe_fail", **{"General/fail": False}).start(resume=True)
+    finally:
+        first.stop()
+    assert first.status == "aborted"
+    again = pipeline("maybe_fail", **{"General/fail": False})
+    dag = run(again, resume=killed)
+    assert [n.status for n in dag.values()] == ["completed", "completed"]
+    assert dag["first"].executed == failed.get_pipeline_dag()["first"].executed
