@@ -545,6 +545,8 @@ class PipelineController(DefinitionMethods, StoredMethods):
             self.wait(timeout)
         if self._engine.cleanup is not None:
             self._engine.cleanup.join(None if timeout is None else timeout * 60)
+        if self._engine.renderer is not None:  # the stored picture shows how the run ended
+            self._engine.renderer.close()
         task = self._recorder.task
         if mark_failed and task is not None:
             task.mark_failed(status_reason="marked failed by stop()")

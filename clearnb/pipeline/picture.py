@@ -9,6 +9,7 @@ it runs on another core, one at a time, and never delays a step.
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import sys
 import threading
@@ -37,6 +38,10 @@ def render(task_id: str, config: Config | None = None) -> None:
     backend.store.put_artifact(stored)
 
 
+PICTURE_WAIT = 60.0
+"""Seconds the end of a script (or ``stop()``) waits for the final picture to be stored."""
+
+
 class PictureRenderer:
     """Redraws a pipeline's picture in a child process, at most one at a time (coalesced)."""
 
@@ -46,6 +51,7 @@ class PictureRenderer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._wanted = False
+        self._at_exit = False
 
     def request(self) -> None:
         """Draw the current state soon (now if no drawing runs, else right after it)."""
@@ -54,6 +60,9 @@ class PictureRenderer:
                 self._wanted = True
                 return
             self._wanted = False
+            if not self._at_exit:  # the script may end right after the run: finish first
+                atexit.register(self.close)
+                self._at_exit = True
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "clearnb.pipeline.picture", self.task_id],
                 env=self.environ,
@@ -69,6 +78,20 @@ class PictureRenderer:
             wanted = self._wanted
         if wanted and not busy:
             self.request()
+
+    def close(self, timeout: float = PICTURE_WAIT) -> bool:
+        """Let the drawings asked for finish (at most ``timeout`` seconds), then stop any
+        still running; no drawing process outlives this. True if all finished."""
+        done = self.wait(timeout)
+        with self._lock:
+            process, self._wanted = self._process, False
+            if self._at_exit:
+                atexit.unregister(self.close)
+                self._at_exit = False
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        return done
 
     def wait(self, timeout: float = 30.0) -> bool:
         """Wait until every drawing asked for is stored; True if done in time."""

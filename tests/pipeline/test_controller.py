@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -647,3 +648,55 @@ def test_a_run_is_resumed_by_one_run_at_a_time(home: Path) -> None:
     dag = run(again, resume=killed)
     assert [n.status for n in dag.values()] == ["completed", "completed"]
     assert dag["first"].executed == failed.get_pipeline_dag()["first"].executed
+
+
+def picture_processes(task_id: str) -> list[int]:
+    """Pids of the processes drawing the picture of pipeline run ``task_id``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"clearnb.pipeline.picture" in command and task_id.encode() in command:
+                    found.append(int(entry.name))
+    return found
+
+
+def test_stop_returns_with_the_final_picture_stored(home: Path) -> None:
+    pipe = chain(cache=False)
+    pipe.start()
+    pipe.wait()
+    pipe.stop()
+    store = Backend.for_config().store
+    assert "pipeline_dag" in store.get_artifacts(pipe.id), "stored before stop() returns"
+    assert picture_processes(pipe.id) == []
+
+
+SCRIPT = """
+import sys
+from clearnb import PipelineController
+pipe = PipelineController(name="script picture", project="tests")
+pipe.add_step("a", notebook=sys.argv[1])
+pipe.add_step("b", notebook=sys.argv[1], parents=["a"])
+pipe.start()
+pipe.wait()
+print(pipe.id, flush=True)
+"""
+
+
+def test_a_script_that_ends_after_wait_leaves_no_drawing_behind(home: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(step("trivial"))],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "CLEARNB_HOME": str(home)},
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[-1]
+    assert picture_processes(run_id) == [], "the picture is drawn before the script ends"
+    store = Backend.for_config().store
+    assert "pipeline_dag" in store.get_artifacts(run_id)
