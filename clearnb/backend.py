@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from clearnb.artifacts import ArtifactStorage
 from clearnb.config import Config
+from clearnb.scratch import sweep
 from clearnb.store import Store, open_store
 
 
@@ -27,6 +28,7 @@ class Backend:
             config.make_home()
         store = open_store(config.store_url)
         artifacts = ArtifactStorage(config.artifact_url, config.cache_dir)
+        sweep(config.cache_dir)  # what processes killed mid-write left behind
         return cls(config, store, artifacts)
 
     @classmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -23,6 +22,7 @@ from clearnb.compat import UNUSED_KEY, unused_arguments, warn_unused
 from clearnb.config import Config
 from clearnb.current import CURRENT, attached_task_id, watch_cells
 from clearnb.reports import MAX_TABLE_ROWS, SeriesInfo
+from clearnb.scratch import scratch_folder
 from clearnb.store.records import ArtifactRecord, ReportRecord, ScalarRecord
 
 log = logging.getLogger(__name__)
@@ -504,7 +504,7 @@ class Logger:
             self._add("media", title, series, iteration, payload, unused, "report_media", why)
             return
         name = reports.artifact_name(f"media_{title}_{series}_{int(iteration or 0)}")
-        with tempfile.TemporaryDirectory(prefix="clearnb-media-") as scratch:
+        with scratch_folder(self._backend.config.cache_dir, "media") as scratch:
             if local_path:
                 path = _local_file("report_media", local_path)
                 source = path

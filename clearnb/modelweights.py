@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from clearnb.artifacts.codecs import FolderCodec
 from clearnb.backend import Backend
 from clearnb.config import make_private_folder
 from clearnb.errors import ModelError
+from clearnb.scratch import scratch_folder
 from clearnb.store.records import ArtifactRecord, ModelRecord
 
 __all__ = ["PACKAGE_TAG", "guess_framework", "local_copy", "store_file", "store_package"]
@@ -82,7 +82,7 @@ def store_file(
             path=str(source),
         )
     folder, name = _folder_of(model, task_id)
-    with tempfile.TemporaryDirectory(prefix="clearnb-model-") as scratch:
+    with scratch_folder(backend.config.cache_dir, "model") as scratch:
         named = source
         if target_filename and Path(target_filename).name != source.name:
             named = Path(scratch) / Path(target_filename).name
@@ -103,7 +103,7 @@ def store_package(
     their paths below the folder they share), as a zip named ``target_filename``."""
     stem = Path(target_filename or DEFAULT_PACKAGE).name
     stem = stem[: -len(".zip")] if stem.lower().endswith(".zip") else stem
-    with tempfile.TemporaryDirectory(prefix="clearnb-model-") as scratch:
+    with scratch_folder(backend.config.cache_dir, "model") as scratch:
         root = Path(scratch) / (stem or DEFAULT_PACKAGE)
         if folder is not None:
             if not folder.is_dir():

@@ -15,7 +15,6 @@ import hashlib
 import os
 import posixpath
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +30,7 @@ from clearnb.artifacts.storage import (
 )
 from clearnb.config import PRIVATE_FILE_MODE, make_private_folder
 from clearnb.errors import ArtifactCorruptedError, ArtifactWriteError
+from clearnb.scratch import make_scratch
 
 BLOB_FOLDER = ("datasets", "sha256")
 """Folders below the storage root that hold the files, by the first two hex digits."""
@@ -141,7 +141,7 @@ class BlobStore:
         return copied
 
     def _put_remote(self, source: Path, url: str) -> str:
-        workdir = Path(tempfile.mkdtemp(prefix="clearnb-blob-"))
+        workdir = make_scratch(self.cache_dir, "blob")
         try:
             local = workdir / "blob"
             with open(source, "rb") as stream:

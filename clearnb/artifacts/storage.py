@@ -22,7 +22,6 @@ import os
 import posixpath
 import re
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from types import MappingProxyType
@@ -46,6 +45,7 @@ from clearnb.errors import (
     InvalidArtifactNameError,
     MissingDependencyError,
 )
+from clearnb.scratch import make_scratch, scratch_root
 from clearnb.store.records import ArtifactRecord
 
 MAX_NAME_LENGTH = 200
@@ -321,10 +321,10 @@ class ArtifactStorage:
         if serialization_function is not None:
             codecs = serializing(serialization_function)
         try:
-            workdir = Path(tempfile.mkdtemp(prefix="clearnb-artifact-"))
+            workdir = make_scratch(self.cache_dir, "artifact")
         except OSError as exc:
             raise self._write_error(
-                task_id, name, exc, tempfile.gettempdir(), scratch=True
+                task_id, name, exc, str(scratch_root(self.cache_dir)), scratch=True
             ) from exc
         try:
             chosen, encoded = self._encode(task_id, name, obj, codec, codecs, workdir)
@@ -407,7 +407,8 @@ class ArtifactStorage:
         (``scratch``) or while storing the encoded file at ``where``."""
         reason = exc.strerror or str(exc) or type(exc).__name__
         place = (
-            f"the temporary folder {tempfile.gettempdir()} (or set TMPDIR to a roomier one)"
+            f"the scratch folder {scratch_root(self.cache_dir)} (or set CLEARNB_CACHE_DIR to "
+            "a roomier place)"
             if scratch
             else f"(or fix access to) the artifact storage {self.url}"
         )

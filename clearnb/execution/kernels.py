@@ -18,7 +18,6 @@ import queue
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping
@@ -36,6 +35,7 @@ from clearnb.errors import ExecutionError
 from clearnb.execution.ipkernel import pipe_path
 from clearnb.notebook.files import resolve_kernel_name
 from clearnb.processes import exit_description, kill_tree, process_alive, snapshot
+from clearnb.scratch import kernel_scratch
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class KernelPool:
                 raise RuntimeError("this kernel pool is closed; create a new one")
             if self._loop is not None:
                 return self
-            self._runtime_dir = Path(tempfile.mkdtemp(prefix="cnb-"))
+            self._runtime_dir = kernel_scratch()
             loop = asyncio.new_event_loop()
             ready = threading.Event()
 

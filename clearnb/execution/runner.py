@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import threading
 import time
 import traceback
@@ -41,6 +40,7 @@ from clearnb.execution.limits import (
 )
 from clearnb.notebook.files import load_notebook
 from clearnb.notebook.scripts import is_script
+from clearnb.scratch import scratch_folder
 from clearnb.store import pipelines
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 from clearnb.task import Task
@@ -402,7 +402,7 @@ class NotebookRunner:
     def _store_evidence(self, task_id: str, evidence: Evidence, output_path: Path) -> None:
         store, artifacts = self.backend.store, self.backend.artifacts
         if evidence.figures:
-            with tempfile.TemporaryDirectory(prefix="cnb-fig-") as folder:
+            with scratch_folder(self.config.cache_dir, "figures") as folder:
                 for figure in evidence.figures:
                     file = Path(folder) / f"{figure.name}.{figure.extension}"
                     file.write_bytes(figure.data)

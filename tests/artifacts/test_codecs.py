@@ -393,7 +393,6 @@ def test_matching_does_not_import_optional_libraries() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-
 def test_a_module_another_thread_is_importing_counts_as_not_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

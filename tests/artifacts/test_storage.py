@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,16 @@ def store(tmp_path: Path) -> ArtifactStorage:
 
 
 @pytest.fixture
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Route temporary folders into a folder the test can inspect."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The scratch folder of the ``store`` fixture's cache, for the test to inspect; the
+    system's temporary folder (routed to one the test sees) must stay unused."""
+    system = tmp_path / "tmp"
+    system.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system))
+    scratch = tmp_path / "cache" / "scratch"
+    scratch.mkdir(parents=True)
+    yield scratch
+    assert list(system.iterdir()) == [], "scratch space lives in the cache, not in TMPDIR"
 
 
 def files_below(folder: Path) -> list[str]:

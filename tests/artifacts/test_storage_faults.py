@@ -157,7 +157,7 @@ def test_a_real_file_size_limit_refuses_the_write(tmp_path: Path) -> None:
     assert outcome["refused"].startswith(
         f"Could not store artifact 'big' of task {TASK}: File too large (writing "
     )
-    assert "free space in the temporary folder" in outcome["refused"], "it was encoding"
+    assert "free space in the scratch folder" in outcome["refused"], "it was encoding"
     assert outcome["small"] is True
     assert files_below(root) == [f"{TASK}/small/small.npy"]
 
@@ -274,7 +274,7 @@ def test_a_step_whose_artifact_cannot_be_stored_fails_clearly(
     assert early["name"] == "early" and early["inputs"] == [digest_a]
     assert sorted(store.get_artifacts(b_id)) == ["early", "notebook"], "no row for 'x'"
     assert list((root / b_id).rglob("x*")) in ([], [root / b_id / "x"]), "nothing of 'x'"
-    assert unrecorded_files(root, store, [a_id, b_id]) == []
+    assert unrecorded_files(root, store, [a_id, b_id, pipe.id]) == []  # the DAG picture too
     for task_id in (a_id, b_id):
         for record in store.get_artifacts(task_id).values():
             Backend.for_config().artifacts.local_copy(record)  # verified: size and sha256
