@@ -154,3 +154,51 @@ def test_ctrl_c_aborts_the_run_a_script_waits_for(tmp_path: Path, ending: str) -
     wait_until(lambda: not kernel_pids_of(tmp_path), 30, "the kernels to end")
     left = [pid for pid in kernels if not wait_until_gone(pid, 30)]
     assert left == [], "no kernel is left"
+
+
+STUCK_SCRIPT = f"""
+import time
+from clearnb import PipelineController
+
+def stuck(pipeline, node, parameters):
+    print("callback running", flush=True)
+    time.sleep(300)  # the run cannot settle while this goes on
+
+pipe = PipelineController(name="stuck script", project="scripts")
+pipe.add_step(
+    name="first", notebook={str(STEPS / "trivial.ipynb")!r}, pre_execute_callback=stuck
+)
+pipe.start()
+pipe.wait()
+"""
+
+
+def test_a_second_ctrl_c_exits_at_once_when_the_run_cannot_settle(tmp_path: Path) -> None:
+    script = write_script(tmp_path, STUCK_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    readers = [
+        threading.Thread(target=lambda s=stream: lines.extend(iter(s.readline, "")), daemon=True)
+        for stream in (process.stdout, process.stderr)
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        wait_until(lambda: any("callback running" in line for line in lines), 120, "the callback")
+        process.send_signal(signal.SIGINT)
+        wait_until(
+            lambda: any("Ctrl-C again to exit at once" in line for line in lines), 30, "the abort"
+        )
+        assert process.poll() is None, "the first Ctrl-C waits for the run to settle"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 130, "".join(lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
