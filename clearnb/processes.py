@@ -14,8 +14,10 @@ import contextlib
 import functools
 import os
 import signal
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 
@@ -169,3 +171,25 @@ def exit_description(code: int | None) -> str | None:
             name = f"signal {-code}"
         return f"killed by signal {name}"
     return f"exited with code {code}"
+
+
+def controller_identity() -> dict[str, Any]:
+    """The host, pid and start time of this process, recorded with a run it controls."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "since": start_time(pid)}
+
+
+def controller_gone(identity: Any) -> bool:
+    """True when the controller process ``identity`` names is known to have ended: it ran
+    on this host and its pid is gone or now belongs to a process started later."""
+    if not isinstance(identity, dict) or identity.get("host") != socket.gethostname():
+        return False
+    pid = identity.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return identity.get("since") != start_time(pid)
+    if not process_alive(pid):
+        return True
+    since, now = identity.get("since"), start_time(pid)
+    return since is not None and now is not None and since != now

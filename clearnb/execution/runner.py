@@ -40,8 +40,10 @@ from clearnb.execution.limits import (
 )
 from clearnb.notebook.files import load_notebook
 from clearnb.notebook.scripts import is_script
+from clearnb.processes import controller_identity
 from clearnb.scratch import scratch_folder
-from clearnb.store import pipelines
+from clearnb.store import Store, pipelines
+from clearnb.store.queues import OWNER_KEY
 from clearnb.store.records import EventRecord, ReportRecord, TaskRecord
 from clearnb.task import Task
 
@@ -246,8 +248,12 @@ class NotebookRunner:
         make_private_folder(work_dir)
         output_path = work_dir / notebook.with_suffix(".ipynb").name
         started = time.time()
-        store.update_task(
-            record.id, status="running", started=started, output_notebook=str(output_path)
+        store.merge_runtime(
+            record.id,
+            {OWNER_KEY: controller_identity()},  # settled if this process dies mid-run
+            status="running",
+            started=started,
+            output_notebook=str(output_path),
         )
 
         def emit(kind: str, **payload: Any) -> None:
@@ -390,7 +396,8 @@ class NotebookRunner:
         runtime["duration"] = completed - started
         if status != "completed":  # a pipeline the notebook ran cannot finish any more
             pipelines.settle(store, record.id, f"the controller notebook's run ended {status}")
-        return store.merge_runtime(
+        return record_end(
+            store,
             record.id,
             runtime,
             status=status,
@@ -512,3 +519,29 @@ def execute_notebook(
             tags=tags,
             raise_on_error=raise_on_error,
         )
+
+
+END_ATTEMPTS = 4
+"""How many times the end of a run is written before it is recorded as failed to store."""
+
+
+def record_end(store: Store, task_id: str, runtime: dict[str, Any], **fields: Any) -> TaskRecord:
+    """Store the end of run ``task_id``: retried (the store may be busy or full for a
+    moment); if it still cannot be written, the task is failed with that reason in a
+    smaller write, so it never stays ``running``. Raises if even that cannot be stored."""
+    delay = 0.2
+    for attempt in range(END_ATTEMPTS):
+        try:
+            return store.merge_runtime(task_id, runtime, **fields)
+        except ClearnbError as exc:
+            log.warning("could not store the end of task %s (attempt %d)", task_id, attempt + 1)
+            failure = exc
+            time.sleep(delay)
+            delay *= 2
+    reason = f"the run ended {fields.get('status')}, but its end could not be stored: {failure}"
+    return store.update_task(
+        task_id,
+        status="failed",
+        completed=fields.get("completed") or time.time(),
+        error={"reason": reason, "ename": type(failure).__name__},
+    )

@@ -34,6 +34,7 @@ from clearnb.pipeline.spec import PipelineSpec, StepSpec
 from clearnb.pipeline.step import StepExecution
 from clearnb.pipeline.transitions import RunState
 from clearnb.pipeline.waiting import RunWaiter
+from clearnb.processes import controller_identity
 from clearnb.status import (
     ABORTED,
     COMPLETED,
@@ -44,7 +45,6 @@ from clearnb.status import (
     STEP_FINISHED,
     UNSUCCESSFUL,
 )
-from clearnb.store import pipelines as runs
 from clearnb.store.records import TaskRecord
 from clearnb.task import Task
 
@@ -104,7 +104,7 @@ class RunEngine:
         self.timed_out = False
         state = self.state
         state.started, state.ended = time.time(), None
-        state.controller = runs.controller_identity()
+        state.controller = controller_identity()
         recorder = self.recorder
         recorder.open(self.spec.parameter_sections(storable), state.started)
         state.write_document = recorder.write

@@ -25,6 +25,7 @@ from clearnb.config import TASK_ID_ENV
 from clearnb.errors import ClearnbError, PipelineError, TaskNotFoundError
 from clearnb.events import PipelineEvent, to_payload
 from clearnb.pipeline.spec import NOTEBOOK, PipelineSpec, StepSpec
+from clearnb.processes import controller_gone, controller_identity
 from clearnb.status import ABORTED, COMPLETED, FAILED, SUCCEEDED, TASK_FINAL
 from clearnb.store import Store
 from clearnb.store import pipelines as runs
@@ -298,9 +299,9 @@ class RunRecorder:
         set only if the run holds none, or one whose run has ended or whose controller is
         gone: two resumes of one run at once would both run its unfinished steps.
         """
-        mine = {"task": self.ensure_task().id, "controller": runs.controller_identity()}
+        mine = {"task": self.ensure_task().id, "controller": controller_identity()}
         document = runs.run_document(record) or {}
-        if record.status not in TASK_FINAL and not runs.controller_gone(
+        if record.status not in TASK_FINAL and not controller_gone(
             document.get(runs.CONTROLLER_KEY)
         ):
             raise PipelineError(
@@ -340,7 +341,7 @@ class RunRecorder:
             return False
         if claimant.status in TASK_FINAL:
             return False
-        return not runs.controller_gone(claim.get("controller"))
+        return not controller_gone(claim.get("controller"))
 
     def completed_steps(self, record: TaskRecord) -> dict[str, TaskRecord]:
         """The steps of the run ``record`` that completed, with their Tasks, by name."""

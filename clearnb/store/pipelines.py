@@ -22,15 +22,13 @@ is settled once its Task has ended (an agent's expired lease ends it).
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from clearnb.errors import TaskNotFoundError
-from clearnb.processes import process_alive, start_time
+from clearnb.processes import controller_gone
 from clearnb.status import (
     ABORTED,
     COMPLETED,
@@ -161,28 +159,6 @@ def find_runs(
         if len(runs) >= limit or len(tasks) < page:
             return runs[:limit]
         page *= 4
-
-
-def controller_identity() -> dict[str, Any]:
-    """The host, pid and start time of this process, recorded with a run it controls."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "since": start_time(pid)}
-
-
-def controller_gone(identity: Any) -> bool:
-    """True when the controller process ``identity`` names is known to have ended: it ran
-    on this host and its pid is gone or now belongs to a process started later."""
-    if not isinstance(identity, dict) or identity.get("host") != socket.gethostname():
-        return False
-    pid = identity.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return identity.get("since") != start_time(pid)
-    if not process_alive(pid):
-        return True
-    since, now = identity.get("since"), start_time(pid)
-    return since is not None and now is not None and since != now
 
 
 def settle(store: Store, task_id: str, reason: str) -> bool:

@@ -15,10 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from clearnb.errors import StoreError
+from clearnb.processes import controller_gone
 from clearnb.store.engine import Database, lock_event_numbers
 from clearnb.store.records import FINAL_STATUSES, TaskRecord, WorkerRecord
 from clearnb.store.rows import dumps, row_to_task, row_to_worker, worker_to_row
 from clearnb.store.schema import events_table, tasks_table, workers_table
+
+OWNER_KEY = "owner"
+"""Runtime key of a running task naming the process that runs it here (host, pid, start)."""
 
 CONTROLLER_WORKER_PREFIX = "controller "
 """A lease held by a pipeline controller on its own Task names it ``controller host:pid``."""
@@ -211,56 +215,77 @@ class QueueOperations:
         )
 
     def expire_leases(self, now: float | None = None) -> list[TaskRecord]:
-        """Fail every running task whose agent stopped renewing its lease; returns them."""
+        """Fail every running task whose agent stopped renewing its lease, and every one
+        whose owner (the process running it here, :data:`OWNER_KEY`) is gone; returns them.
+        """
         moment = time.time() if now is None else now
-        query = (
-            sa.select(tasks_table.c.id)
-            .where(
-                tasks_table.c.status == "running",
-                tasks_table.c.lease_expires.is_not(None),
-                tasks_table.c.lease_expires < moment,
-            )
-            .with_for_update(skip_locked=True)
+        lost = self._running_where(
+            tasks_table.c.lease_expires.is_not(None), tasks_table.c.lease_expires < moment
         )
-        probe = sa.select(tasks_table.c.id).where(
-            tasks_table.c.status == "running",
-            tasks_table.c.lease_expires.is_not(None),
-            tasks_table.c.lease_expires < moment,
-        )
-        database = self.database
-        if database.run(lambda conn: conn.execute(probe.limit(1)).first() is None, write=False):
+        orphaned = [
+            record
+            for record in self._running_where(tasks_table.c.lease_expires.is_(None))
+            if controller_gone(record.runtime.get(OWNER_KEY))
+        ]
+        if not lost and not orphaned:
             return []
+        database = self.database
 
         def op(conn: Connection) -> list[TaskRecord]:
-            expired: list[TaskRecord] = []
-            for task_id in conn.execute(query).scalars().all():
-                record = database.select_task(conn, task_id)
-                since = time.strftime("%H:%M:%S", time.localtime(record.lease_expires or moment))
-                reason = _lease_lost_reason(record.worker or "?", since)
-                conn.execute(
-                    sa.update(tasks_table)
-                    .where(tasks_table.c.id == task_id)
-                    .values(
-                        status="failed",
-                        error=dumps({"reason": reason, "ename": "LeaseExpired"}, "task error"),
-                        completed=moment,
-                        lease_expires=None,
-                        last_update=moment,
+            ended: list[TaskRecord] = []
+            for seen in lost + orphaned:
+                record = database.select_task(conn, seen.id, lock=True)
+                if record.status != "running":
+                    continue
+                if seen in lost:
+                    if record.lease_expires is None or record.lease_expires >= moment:
+                        continue  # renewed meanwhile
+                    since = time.localtime(record.lease_expires)
+                    reason = _lease_lost_reason(
+                        record.worker or "?", time.strftime("%H:%M:%S", since)
                     )
-                )
-                lock_event_numbers(conn)
-                conn.execute(
-                    sa.insert(events_table).values(
-                        task_id=task_id,
-                        kind="task_finished",
-                        payload=dumps({"status": "failed", "error": {"reason": reason}}, "event"),
-                        timestamp=moment,
-                    )
-                )
-                expired.append(database.select_task(conn, task_id))
-            return expired
+                    ename = "LeaseExpired"
+                else:
+                    if record.runtime.get(OWNER_KEY) != seen.runtime.get(OWNER_KEY):
+                        continue
+                    reason = _owner_gone_reason(record.runtime.get(OWNER_KEY))
+                    ename = "OwnerGone"
+                ended.append(self._fail_running(conn, record.id, reason, ename, moment))
+            return ended
 
         return database.run(op, write=True)
+
+    def _running_where(self, *conditions: Any) -> list[TaskRecord]:
+        query = sa.select(tasks_table).where(tasks_table.c.status == "running", *conditions)
+        return self.database.run(
+            lambda conn: [row_to_task(row) for row in conn.execute(query)], write=False
+        )
+
+    def _fail_running(
+        self, conn: Connection, task_id: str, reason: str, ename: str, moment: float
+    ) -> TaskRecord:
+        """End the running task ``task_id`` ``failed`` with ``reason``, and say so in an event."""
+        conn.execute(
+            sa.update(tasks_table)
+            .where(tasks_table.c.id == task_id)
+            .values(
+                status="failed",
+                error=dumps({"reason": reason, "ename": ename}, "task error"),
+                completed=moment,
+                lease_expires=None,
+                last_update=moment,
+            )
+        )
+        lock_event_numbers(conn)
+        conn.execute(
+            sa.insert(events_table).values(
+                task_id=task_id,
+                kind="task_finished",
+                payload=dumps({"status": "failed", "error": {"reason": reason}}, "event"),
+                timestamp=moment,
+            )
+        )
+        return self.database.select_task(conn, task_id)
 
     def request_abort(self, task_id: str, reason: str) -> TaskRecord:
         """Stop a task: a queued one leaves its queue ``aborted`` at once; a running one is
@@ -319,6 +344,18 @@ class QueueOperations:
         return self.database.run(
             lambda conn: [row_to_worker(row) for row in conn.execute(query)], write=False
         )
+
+
+def _owner_gone_reason(owner: Any) -> str:
+    where = (
+        f"process {owner.get('pid')} on {owner.get('host')}"
+        if isinstance(owner, dict)
+        else "the process running it"
+    )
+    return (
+        f"the task's run ended without recording its end: {where} is gone (killed, or "
+        "its machine restarted); run the task again"
+    )
 
 
 def _lease_lost_reason(worker: str, since: str) -> str:

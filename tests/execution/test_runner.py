@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -260,3 +261,84 @@ def test_a_run_that_prints_without_end_keeps_bounded_output(
     assert len(stdout) <= 64_000 + 100
     assert stdout.startswith("[… ") and "earlier characters are in the executed notebook" in stdout
     nbformat.validate(nbformat.read(executed, as_version=4))
+
+
+KILLED_RUN = """
+import sys
+from clearnb import execute_notebook
+execute_notebook(sys.argv[1], parameters={"seconds": 120.0})
+"""
+
+
+@pytest.mark.parametrize("how", ["execute_notebook", "clearnb task run"])
+def test_a_task_whose_process_is_killed_is_settled_failed(tmp_path: Path, how: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from clearnb.backend import Backend
+    from clearnb.config import Config
+    from tests.helpers import NOTEBOOKS, kernel_pids_of, wait_until
+
+    home = tmp_path / "home"
+    env = {**os.environ, "CLEARNB_HOME": str(home)}
+    env.pop("CLEARNB_TASK_ID", None)
+    sleepy = str(NOTEBOOKS / "pipeline" / "sleepy.ipynb")
+    if how == "execute_notebook":
+        command = [sys.executable, "-c", KILLED_RUN, sleepy]
+    else:
+        clearnb = Path(sys.executable).parent / "clearnb"
+        command = [str(clearnb), "task", "run", sleepy, "-p", "seconds", "120"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store = Backend.open(Config.at(home)).store
+    try:
+        running = wait_until(
+            lambda: store.find_tasks(status="running") if home.exists() else [], 120, "the run"
+        )
+        owner = running[0].runtime["owner"]
+        assert owner["pid"] == process.pid and owner["host"]
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        ended = store.expire_leases()
+        assert [r.id for r in ended] == [running[0].id]
+        record = store.get_task(running[0].id)
+        assert record.status == "failed"
+        assert f"process {process.pid} on " in record.error["reason"]
+        assert "is gone" in record.error["reason"] and record.completed is not None
+        assert store.expire_leases() == [], "settled once"
+        wait_until(lambda: not kernel_pids_of(home), 60, "the dead run's kernel to end")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        store.close()
+
+
+@pytest.mark.parametrize("failures", [2, 10])
+def test_a_run_whose_end_cannot_be_stored_is_retried_then_failed(
+    runner: NotebookRunner, monkeypatch: pytest.MonkeyPatch, failures: int
+) -> None:
+    """The store is full for a moment (2 refusals: the retry stores the end) or for good
+    (then the task is failed with the reason, in a smaller write)."""
+    from clearnb.errors import StoreError
+    from clearnb.store import Store
+
+    store_end = Store.merge_runtime
+    refused: list[str] = []
+
+    def full(self: Store, task_id: str, values: Any, **fields: Any) -> Any:
+        if "completed" in fields and len(refused) < failures:
+            refused.append(task_id)
+            raise StoreError("database or disk is full")
+        return store_end(self, task_id, values, **fields)
+
+    monkeypatch.setattr(Store, "merge_runtime", full)
+    task = runner.execute(notebook("params"))
+    if failures == 2:
+        assert task.status == "completed" and len(refused) == 2
+    else:
+        assert task.status == "failed"
+        assert task.error["reason"] == (
+            "the run ended completed, but its end could not be stored: database or disk is full"
+        )
+    assert task.reload().status != "running"

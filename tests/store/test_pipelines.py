@@ -17,15 +17,13 @@ import pytest
 
 from clearnb import PipelineController
 from clearnb.config import Config
-from clearnb.processes import start_time
+from clearnb.processes import controller_gone, controller_identity, start_time
 from clearnb.status import ABORTED, COMPLETED, FAILED, PENDING, RUNNING, SKIPPED
 from clearnb.store import Store, TaskRecord, open_store
 from clearnb.store.pipelines import (
     CONTROLLER_KEY,
     RUN_KEYS,
     STEP_KEYS,
-    controller_gone,
-    controller_identity,
     find_runs,
     recover,
     run_document,
