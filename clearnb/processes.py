@@ -2,7 +2,8 @@
 its memory, its end.
 
 A process is named by its pid and start time (a pid alone may be reused). A kernel may
-start processes of its own (``subprocess``, ``multiprocessing``, a shell command). They
+start processes of its own (``subprocess``, ``multiprocessing``, a shell command, a daemon
+that leaves its session: the kernel is their subreaper, :func:`become_subreaper`). They
 count towards its memory, and they end with it: a kernel is killed with its process
 group, every process of its session, and every descendant seen while it ran. Elsewhere
 (no ``/proc``) the tree is the kernel alone and memory cannot be measured.
@@ -155,6 +156,25 @@ def kill_tree(pid: int | None, group: int | None, seen: Mapping[int, int] | None
     for member in (*known, *below, *(session_members(group) if group else ())):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(member, signal.SIGKILL)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process (a kernel) the parent of every orphan below it (Linux).
+
+    A process a kernel daemonizes (``setsid -f``, a double fork) leaves the kernel's session
+    and is re-parented when its parent exits; as a subreaper the kernel stays its parent, so
+    the kernel's tree (its memory, what ends with it) keeps it. True if that is set.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 def exit_description(code: int | None) -> str | None:

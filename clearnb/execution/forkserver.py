@@ -30,6 +30,7 @@ import traceback
 from typing import Any
 
 from clearnb.execution.ipkernel import bind_frameworks, route_pipe_over_ipc
+from clearnb.processes import become_subreaper
 
 KERNEL_ARGUMENTS = ("--HistoryManager.enabled=False",)
 
@@ -100,6 +101,7 @@ def _run_kernel(request: dict[str, Any]) -> None:
     code = 1
     try:
         os.setsid()
+        become_subreaper()  # daemons the kernel starts stay in its tree
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         log_path = request.get("log") or os.devnull

@@ -97,6 +97,9 @@ def main(argv: list[str]) -> None:
     if sys.path and sys.path[0] in ("", os.getcwd(), str(Path(__file__).parent)):
         del sys.path[0]  # like ipykernel_launcher; the kernel adds its folder back
     bind_frameworks()
+    from clearnb.processes import become_subreaper
+
+    become_subreaper()  # daemons the kernel starts stay in its tree
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()

@@ -322,3 +322,56 @@ def test_numpy_numbers_are_accepted_as_options() -> None:
     )
     assert pipe.spec.max_workers == 2
     assert (pipe.spec.steps["hog"].timeout, pipe.spec.steps["hog"].retry_on_failure) == (2.5, 1)
+
+
+DAEMONS = """
+import subprocess, sys, time
+body = (
+    "import os, time\\n"
+    "open({file!r} + str(os.getpid()), 'w').close()\\n"
+    "held = bytearray(b'\\\\x01') * {size}\\n"
+    "time.sleep(600)\\n"
+)
+# one daemon from the shell's setsid -f, one from a double fork leaving the session
+subprocess.run(["setsid", "-f", sys.executable, "-c", body], check=True)
+double = "import os\\nif os.fork(): os._exit(0)\\nos.setsid()\\nif os.fork(): os._exit(0)\\n"
+subprocess.run([sys.executable, "-c", double + body], check=True)
+time.sleep({wait})
+"""
+
+
+def daemon_notebook(path: Path, marker: Path, size: int, wait: float) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "P"}
+    nb.cells = [nbformat.v4.new_code_cell(DAEMONS.format(file=str(marker), size=size, wait=wait))]
+    nbformat.write(nb, path)
+    return path
+
+
+def daemon_pids(marker: Path) -> list[int]:
+    return [int(p.name.removeprefix(marker.name)) for p in marker.parent.glob(marker.name + "*")]
+
+
+def test_daemons_a_step_starts_end_with_it(runner: NotebookRunner, tmp_path: Path) -> None:
+    marker = tmp_path / "daemon-"
+    path = daemon_notebook(tmp_path / "daemons.ipynb", marker, size=1_000_000, wait=3)
+    task = runner.execute(path, time_limit=120)
+    assert task.status == "completed", task.error
+    daemons = daemon_pids(marker)
+    assert len(daemons) == 2, daemons
+    assert_all_gone(task.runtime["kernel_pid"], *daemons)
+
+
+def test_daemons_a_step_starts_count_toward_its_memory_limit(
+    runner: NotebookRunner, tmp_path: Path
+) -> None:
+    marker = tmp_path / "daemon-"
+    path = daemon_notebook(tmp_path / "daemons.ipynb", marker, size=220_000_000, wait=60)
+    task = runner.execute(path, memory_limit=MEMORY_LIMIT, time_limit=120)
+    assert task.status == "failed", task.error
+    assert task.error["ename"] == "MemoryLimitExceeded", task.error
+    assert task.runtime["memory_peak"] > 300_000_000
+    assert task.runtime["duration"] < 60, "stopped as the daemons grew, not at the end"
+    daemons = daemon_pids(marker)
+    assert len(daemons) == 2, daemons
+    assert_all_gone(task.runtime["kernel_pid"], *daemons)
