@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import pprint
+import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from clearnb import pysource
 from clearnb.config import write_private_file
 from clearnb.errors import CodecError, PipelineError
+from clearnb.notebook.parameters import plain
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -451,7 +453,7 @@ def build_notebook(
         imports += [
             line for line in module_imports(serializer, _used_names(source)) if line not in imports
         ]
-    defaults = {key: _jsonable_default(value) for key, value in kwargs.items()}
+    defaults = {key: _jsonable_default(plain(value)) for key, value in kwargs.items()}
     doc = inspect.getdoc(function) or ""
     cells = [
         nbformat.v4.new_markdown_cell(  # type: ignore[no-untyped-call]
@@ -482,8 +484,9 @@ def build_notebook(
             "clearnb": {"step": step, "function": name},
         },
     )
+    stem = re.sub(r"[^a-zA-Z0-9_-]", "_", step)[:40]  # nbformat's cell ids take only these
     for index, cell in enumerate(nb.cells):
-        cell["id"] = f"{step}-{index}"[:64]
+        cell["id"] = f"{stem}-{index}"
     return nb  # type: ignore[no-any-return]
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from clearnb.errors import PipelineError
+from clearnb.notebook.parameters import plain
 from clearnb.pipeline import functions
 from clearnb.pipeline.spec import (
     FUNCTION,
@@ -287,6 +289,26 @@ def load_function(step: Any, reference: str) -> Any:
     return found
 
 
+def python_literal(value: Any) -> str:
+    """``value`` as Python source that evaluates back to it: numpy values as their Python
+    values, NaN and infinities as ``float('nan')`` and ``float('inf')``."""
+    value = plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if isinstance(value, list | tuple):
+        items = [python_literal(item) for item in value]
+        if isinstance(value, tuple):
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items())
+            + "}"
+        )
+    return repr(value)
+
+
 def to_code(spec: PipelineSpec) -> str:
     """Python code that builds ``spec`` (to paste into a notebook)."""
     lines = [
@@ -307,7 +329,7 @@ def to_code(spec: PipelineSpec) -> str:
     for key, value in spec.parameters.items():
         description = spec.descriptions.get(key)
         lines.append(
-            f"pipe.add_parameter({key!r}, {value!r}"
+            f"pipe.add_parameter({key!r}, {python_literal(value)}"
             + (f", {description!r}" if description else "")
             + ")"
         )
@@ -316,7 +338,7 @@ def to_code(spec: PipelineSpec) -> str:
         if step.is_function:
             lines.append(f"# {step.name}: function step {entry['function']}")
             continue
-        arguments = ", ".join(f"{key}={value!r}" for key, value in entry.items())
+        arguments = ", ".join(f"{key}={python_literal(value)}" for key, value in entry.items())
         lines.append(f"pipe.add_step({arguments})")
     lines += ["pipe.start()", "pipe.wait()", "pipe.stop()"]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from typing import Any
 from clearnb import compat
 from clearnb.errors import ClearnbError, PipelineError
 from clearnb.execution.limits import parse_count, parse_memory_limit, parse_seconds
+from clearnb.notebook.parameters import plain
 from clearnb.pipeline import references
 
 NOTEBOOK = "notebook"
@@ -188,7 +189,7 @@ STEP_OPTIONS: tuple[StepOption, ...] = (
         'overrides, {"Section/name": value}, values may hold ${...} references',
         ONLY_NOTEBOOK,
         target="parameters",
-        convert=_mapping,
+        convert=lambda value: plain(_mapping(value)),
         default={},
         component=None,
     ),
@@ -472,8 +473,8 @@ class PipelineSpec:
     serialization: Serialization = field(default_factory=Serialization)
 
     def add_parameter(self, name: str, default: Any = None, description: str | None = None) -> None:
-        """Add (or change) a pipeline argument."""
-        self.parameters[name] = default
+        """Add (or change) a pipeline argument (numpy values kept as their Python values)."""
+        self.parameters[name] = plain(default)
         if description:
             self.descriptions[name] = description
 
