@@ -58,11 +58,12 @@ def follow(
     on_event: EventCallback | None = None,
     handle: RunHandle | None = None,
     on_unserved: Callable[[str], None] | None = None,
+    watch: Callable[[TaskRecord], bool] | None = None,
 ) -> TaskRecord:
     """Wait until task ``task_id`` has one of the statuses ``until``; returns its record.
 
     Events the agent stores for the task are passed to ``on_event`` as they appear;
-    ``handle.abort()`` asks for the task to be stopped. The rest is
+    ``handle.abort()`` asks for the task to be stopped. The rest (``watch`` too) is
     :func:`clearnb.dispatch.follow`'s.
     """
 
@@ -79,6 +80,7 @@ def follow(
         on_event=None if on_event is None else forward,
         abort=handle,
         on_unserved=on_unserved,
+        watch=watch,
     )
 
 
