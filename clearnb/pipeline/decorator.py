@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from clearnb import compat
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit
+from clearnb.executors.choice import executor_choice
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value, resolved
@@ -321,6 +322,7 @@ class PipelineDecorator:
         enable_local_imports: bool = True,
         auto_version_bump: bool | None = None,
         max_workers: int | None = None,
+        executor: Any = None,
     ) -> Any:
         """Mark the function whose component calls make the pipeline.
 
@@ -331,9 +333,11 @@ class PipelineDecorator:
         its own: ``True`` returns its result (None if it failed), ``"parallel"`` returns
         None at once and :meth:`wait_for_multi_pipelines` gives the results. Arguments
         that do nothing here (``docker``, ``repo``, ...) are recorded with every run's Task
-        and named in one CompatibilityWarning.
+        and named in one CompatibilityWarning. ``executor`` is where the components run, as
+        for :class:`PipelineController` (``"dask://HOST:PORT"``, a Dask client, ...).
         """
         sections = {arg: section for section, args in (args_map or {}).items() for arg in args}
+        chosen = executor_choice(executor)  # a bad value is refused here, not at the call
         unused = unused_pipeline_arguments(locals())
         if not start_controller_locally:  # the controller always runs here
             unused.update(
@@ -361,6 +365,7 @@ class PipelineDecorator:
                     artifact_deserialization_function=artifact_deserialization_function,
                     default_execution_queue=default_queue or settings.default_queue,
                     max_workers=max_workers,
+                    executor=chosen,
                 )
                 controller.record_unused(unused)
                 if own_task:
