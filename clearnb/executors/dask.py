@@ -240,8 +240,10 @@ class DaskCluster:
             except Exception:  # a worker that left meanwhile: it takes no step
                 log.debug("could not ask Dask workers for their host", exc_info=True)
                 return True
-        here = self.settings.controller_host
-        return any(self._hosts.get(address) != here for address in self.workers())
+        here, workers = self.settings.controller_host, self.workers()
+        if not workers:  # the worker that will take it is not known yet
+            return True
+        return any(self._hosts.get(address) != here for address in workers)
 
     def avoid(self, step: tuple[str | None, str | None], address: str) -> None:
         """The next attempts of ``step`` (pipeline id, name) prefer workers other than

@@ -36,11 +36,13 @@ class WorkerSettings:
         key = f"{self.store_url}\n{self.artifact_url}\n{self.home}".encode()
         return PLUGIN_PREFIX + hashlib.sha256(key).hexdigest()[:12]
 
-    def config(self) -> Config:
-        """The configuration on this worker: the controller's store and artifact storage;
-        its ``CLEARNB_HOME`` (runs' folders, cache) where the worker sets one."""
+    def config(self, host: str) -> Config:
+        """The configuration on a worker on ``host``: the controller's store and artifact
+        storage; on another host, the worker's own ``CLEARNB_HOME`` (runs' folders, cache)
+        where it sets one."""
+        own_home = os.environ.get(HOME_ENV) if host != self.controller_host else None
         environ = {
-            HOME_ENV: os.environ.get(HOME_ENV) or self.home,
+            HOME_ENV: own_home or self.home,
             STORE_URL_ENV: self.store_url,
             ARTIFACT_URL_ENV: self.artifact_url,
         }

@@ -76,7 +76,9 @@ class RunnerPlugin(WorkerPlugin):
             log.error("clearnb runs no step on this worker: %s", self.refusal)
             return
         self.runner = NotebookRunner(
-            self.settings.config(), pool_size=max(1, worker.state.nthreads), on_event=self._seen
+            self.settings.config(self.host),
+            pool_size=max(1, worker.state.nthreads),
+            on_event=self._seen,
         ).start()
         # papermill takes about 2 s to import: not on the first step's time
         threading.Thread(
