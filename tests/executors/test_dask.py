@@ -307,7 +307,11 @@ def test_a_step_needing_a_resource_runs_on_the_worker_that_has_it(place: Place) 
             assert "no Dask worker has the resource 'tpu'" in waiting
             assert "--resources tpu=1" in waiting
             assert pipe.get_pipeline_dag()["tpu_only"].status == "queued"
-            assert pipe.get_pipeline_dag()["train"].status == COMPLETED
+            wait_until(
+                lambda: pipe.get_pipeline_dag()["train"].status == COMPLETED,
+                120,
+                "the gpu step to complete meanwhile",
+            )
         assert any("tpu" in str(w.message) and w.category is QueueWarning for w in caught)
         dask.start_worker("tpu", resources="tpu=1")
         finish(pipe)
