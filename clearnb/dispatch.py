@@ -256,6 +256,7 @@ def follow(
     abort: AbortRequest | None = None,
     on_unserved: Callable[[str], None] | None = None,
     watch: Callable[[TaskRecord], bool] | None = None,
+    pause: Callable[[float], object] = time.sleep,
 ) -> TaskRecord:
     """Wait until task ``task_id`` has one of the statuses ``until``; returns its record.
 
@@ -265,7 +266,8 @@ def follow(
     agents are expired on the way, so a task never waits on a dead agent. ``watch`` is
     shown the record at every look while the task has not ended (the executor checks
     what runs it); True means it changed the task, which is looked at again at once.
-    Returns the latest record when ``timeout`` (seconds) runs out.
+    ``pause(seconds)`` waits between two looks (an executor that knows when the task ends
+    may return early). Returns the latest record when ``timeout`` (seconds) runs out.
     """
     store = backend.store
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -305,7 +307,7 @@ def follow(
                 next_unserved_check = now + 1.0
         if deadline is not None and now >= deadline:
             return record
-        time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+        pause(interval if deadline is None else max(0.0, min(interval, deadline - now)))
 
 
 def stop_here(task_id: str, name: str, queue: str | None) -> NoReturn:

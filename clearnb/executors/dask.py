@@ -370,9 +370,15 @@ class DaskExecutor:
         step = (request.parent, request.task_name)
         future = cluster.submit(record.id, self.resource, cluster.placement(step))
         watch = StepWatch(cluster, record.id, future, request, self.resource)
+        future.add_done_callback(watch.ended)
         try:
             final = follow(
-                backend, record.id, on_event=watch.forward, handle=handle, watch=watch.look
+                backend,
+                record.id,
+                on_event=watch.forward,
+                handle=handle,
+                watch=watch.look,
+                pause=watch.pause,
             )
         finally:
             if not future.done():
@@ -412,6 +418,17 @@ class StepWatch:
         now = time.monotonic()
         self._next_look = now
         self._next_unserved = now + 1.0  # a moment for the scheduler to place it
+        self._ended = threading.Event()
+
+    def ended(self, future: Future) -> None:
+        """The worker's function returned (or Dask gave up on it): look at the Task now."""
+        self._ended.set()
+
+    def pause(self, seconds: float) -> None:
+        """Wait between two looks; the end of the step's future cuts the wait short, once
+        (the Task is final then, so the step ends without waiting for the next look)."""
+        if self._ended.wait(seconds):
+            self._ended.clear()
 
     def forward(self, event: RunEvent) -> None:
         """Note the running cell, then pass ``event`` on to the step's listener."""
