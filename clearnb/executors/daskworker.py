@@ -122,15 +122,15 @@ class RunnerPlugin(WorkerPlugin):
         if runner is None:
             raise ClearnbError(f"the Dask worker {self.address} is closing", task_id=task_id)
         store = runner.backend.store
-        record = store.claim_task(task_id, self.worker_id, self.settings.lease)
+        facts = {"dask_worker": self.address, "dask_host": self.host, "worker_pid": os.getpid()}
+        record = store.claim_task(task_id, self.worker_id, self.settings.lease, facts)
         if record is None:
             return {"refused": store.get_task(task_id).status}
         handle = RunHandle()
         with self._lock:
             self._running[task_id] = handle
         try:
-            facts = {"dask_worker": self.address, "dask_host": self.host, "worker_pid": os.getpid()}
-            record = reachable_notebook(runner.backend, store.merge_runtime(task_id, facts))
+            record = reachable_notebook(runner.backend, record)
             limit = record.runtime.get("time_limit")
             task = runner.run_prepared(
                 record,

@@ -7,6 +7,7 @@ controller holding a lease on its own Task) is seen from any machine.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -245,11 +246,18 @@ class QueueOperations:
 
         return database.run(op, write=True)
 
-    def claim_task(self, task_id: str, worker: str, lease: float) -> TaskRecord | None:
+    def claim_task(
+        self,
+        task_id: str,
+        worker: str,
+        lease: float,
+        runtime: Mapping[str, Any] | None = None,
+    ) -> TaskRecord | None:
         """Take the queued task ``task_id`` for ``worker`` (a Dask worker given it by id):
-        it becomes ``running`` with a lease of ``lease`` seconds. ``None`` if it is not
-        ``queued`` any more (aborted, or taken by an earlier attempt), so that a task handed
-        out twice runs once."""
+        it becomes ``running`` with a lease of ``lease`` seconds, and ``runtime`` facts
+        (where it runs) are added to its runtime. ``None`` if it is not ``queued`` any more
+        (aborted, or taken by an earlier attempt), so that a task handed out twice runs
+        once."""
         database = self.database
 
         def op(conn: Connection) -> TaskRecord | None:
@@ -259,7 +267,18 @@ class QueueOperations:
                 .where(tasks_table.c.id == task_id, tasks_table.c.status == "queued")
                 .values(status="running", worker=worker, lease_expires=now + lease, last_update=now)
             )
-            return database.select_task(conn, task_id) if taken.rowcount == 1 else None
+            if taken.rowcount != 1:
+                return None
+            record = database.select_task(conn, task_id)
+            if not runtime:
+                return record
+            merged = {**record.runtime, **runtime}
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(runtime=dumps(merged, "task runtime"))
+            )
+            return dataclasses.replace(record, runtime=merged)
 
         return database.run(op, write=True)
 

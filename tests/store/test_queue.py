@@ -172,9 +172,11 @@ def test_a_version_1_store_is_upgraded_keeping_its_tasks(tmp_path: Path) -> None
 def test_a_task_handed_out_twice_is_claimed_once(store: Store) -> None:
     task = draft(store)
     store.update_task(task.id, status="queued", enqueued=time.time())
-    claimed = store.claim_task(task.id, "dask tcp://127.0.0.1:1", lease=30)
+    store.update_task(task.id, runtime={"kept": 1})
+    claimed = store.claim_task(task.id, "dask tcp://127.0.0.1:1", lease=30, runtime={"pid": 7})
     assert claimed is not None and claimed.status == "running"
     assert claimed.worker == "dask tcp://127.0.0.1:1"
+    assert claimed.runtime == store.get_task(task.id).runtime == {"kept": 1, "pid": 7}
     assert claimed.lease_expires is not None and claimed.lease_expires > time.time() + 25
     assert store.claim_task(task.id, "dask tcp://127.0.0.1:2", lease=30) is None
     assert store.get_task(task.id).worker == "dask tcp://127.0.0.1:1", "the second changed nothing"
