@@ -21,7 +21,9 @@ contenders in an order rotated every round.
 Printed: median seconds per pipeline; for the fan-out, the per-step overhead of Dask over
 local with the same 4 slots, ``(dask - local-4) x slots / steps`` (each slot runs
 steps/slots steps one after another), goal <= 30 ms; for the chain, dask / local, goal
-<= 1.2x.
+<= 1.2x. Both shapes also print the median executor time per step: how long the controller
+saw a step take (queued until its executor returned) minus how long its Task ran where it
+ran, which leaves the notebook's own run (and the machine's noise during it) out.
 
     python benchmarks/bench_dask.py [--rounds 3] [--seconds 1.0] [--only fanout|chain]
         [--timeout 600]
@@ -67,6 +69,12 @@ class Results:
 
     values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    gaps: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """Every step's executor time (:func:`executor_gaps`), over the rounds."""
+
+    def gap_ms(self, key: tuple[str, str]) -> float | None:
+        found = self.gaps.get(key)
+        return statistics.median(found) * 1000 if found else None
 
     def measure(self, key: tuple[str, str], action: Callable[[], float]) -> float | None:
         try:
@@ -133,8 +141,15 @@ def build(shape: str, executor: Any, max_workers: int, seconds: float) -> Any:
     return pipe
 
 
-def timed_run(shape: str, executor: Any, max_workers: int, args: argparse.Namespace) -> float:
-    """Seconds from construction until ``wait()`` returns, for one run on this store."""
+def timed_run(
+    shape: str,
+    executor: Any,
+    max_workers: int,
+    args: argparse.Namespace,
+    gaps: list[float] | None = None,
+) -> float:
+    """Seconds from construction until ``wait()`` returns, for one run on this store;
+    ``gaps`` receives each step's executor time (see :func:`executor_gaps`)."""
     began = time.perf_counter()
     pipe = build(shape, executor, max_workers, args.seconds)
     pipe.start()
@@ -147,7 +162,22 @@ def timed_run(shape: str, executor: Any, max_workers: int, args: argparse.Namesp
     if not pipe.is_successful():
         errors = {n: (d.error or {}).get("reason") for n, d in pipe.get_pipeline_dag().items()}
         raise BenchFailure(f"pipeline not successful: {errors}")
+    if gaps is not None:
+        gaps.extend(executor_gaps(pipe))
     return seconds
+
+
+def executor_gaps(pipe: Any) -> list[float]:
+    """Per step, seconds the controller saw it take (from queued until its executor
+    returned) minus the seconds its Task ran (``started`` to ``completed``, recorded where
+    it ran): what the executor adds to a step, apart from the notebook's own run."""
+    found = []
+    for node in pipe.get_pipeline_dag().values():
+        record = pipe.store.get_task(node.executed)
+        if None in (node.job_started, node.job_ended, record.started, record.completed):
+            continue
+        found.append((node.job_ended - node.job_started) - (record.completed - record.started))
+    return found
 
 
 def drop_pools(client: Any) -> None:
@@ -162,18 +192,23 @@ def drop_pools(client: Any) -> None:
 
 
 def run_contender(
-    contender: str, shape: str, root: Path, client: Any, args: argparse.Namespace
+    contender: str,
+    shape: str,
+    root: Path,
+    client: Any,
+    args: argparse.Namespace,
+    gaps: list[float],
 ) -> float:
     """One cold run of ``contender`` (``dask``, ``dask-warm``, ``local-N``) on a new store."""
     with fresh_home(root, f"{shape}-{contender}"):
         try:
             if contender == "dask":
-                return timed_run(shape, client, SLOTS, args)
+                return timed_run(shape, client, SLOTS, args, gaps)
             if contender == "dask-warm":
                 timed_run(shape, client, SLOTS, args)  # leaves the workers' kernels ready
-                return timed_run(shape, client, SLOTS, args)
+                return timed_run(shape, client, SLOTS, args, gaps)
             workers = int(contender.split("-")[1])
-            return timed_run(shape, "local", workers, args)
+            return timed_run(shape, "local", workers, args, gaps)
         finally:
             if contender.startswith("dask"):
                 drop_pools(client)
@@ -203,9 +238,10 @@ def run_rounds(
             turn = round_index % len(names)
             line = []
             for contender in names[turn:] + names[:turn]:
+                gaps = results.gaps.setdefault((shape, contender), [])
                 value = results.measure(
                     (shape, contender),
-                    lambda c=contender, s=shape: run_contender(c, s, root, client, args),
+                    lambda c=contender, s=shape, g=gaps: run_contender(c, s, root, client, args, g),
                 )
                 line.append(f"{contender} " + ("-" if value is None else f"{value:.2f} s"))
             print(f"round {round_index + 1} {shape}: {', '.join(line)}", file=sys.stderr)
@@ -282,6 +318,7 @@ def print_table(
                 f"per-step overhead of dask over local with {SLOTS} slots: {overhead:.0f} ms "
                 f"(goal <= {OVERHEAD_GOAL_MS:g} ms: {met})"
             )
+        _gap_line(results, "fanout", "local-4")
     if "chain" in shapes:
         print(f"\nchain: {CHAIN_STEPS} trivial steps, each the child of the one before")
         rows = (
@@ -295,8 +332,19 @@ def print_table(
             ratio = dask / local
             met = "met" if ratio <= CHAIN_GOAL else "not met"
             print(f"dask / local: {ratio:.2f}x (goal <= {CHAIN_GOAL:g}x: {met})")
+        _gap_line(results, "chain", "local-2")
     for note in notes:
         print(f"note: {note}")
+
+
+def _gap_line(results: Results, shape: str, local: str) -> None:
+    dask, here = results.gap_ms((shape, "dask")), results.gap_ms((shape, local))
+    if dask is None or here is None:
+        return
+    print(
+        f"executor time per step (median; as the controller saw the step, minus its Task's "
+        f"own run): dask {dask:.0f} ms, {local} {here:.0f} ms, difference {dask - here:.0f} ms"
+    )
 
 
 def _rows(results: Results, shape: str, rows: Sequence[tuple[str, str]]) -> None:
