@@ -8,6 +8,7 @@ from any process or machine that reaches the store, and needs no kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from clearnb.artifacts.storage import SOURCE_NOTEBOOK
+from clearnb.config import write_private_file
 from clearnb.current import in_ipython
-from clearnb.errors import ClearnbError
+from clearnb.errors import ArtifactNotFoundError, ClearnbError
 from clearnb.notebook.files import (
     check_kernel,
     code_fingerprint,
@@ -228,6 +230,28 @@ def ship_notebook(backend: Backend, record: TaskRecord) -> None:
         backend.store.put_artifact(stored)
 
 
+def reachable_notebook(backend: Backend, record: TaskRecord) -> TaskRecord:
+    """``record``, its notebook taken from the artifact storage (where
+    :func:`ship_notebook` put it) when its path is not on this machine."""
+    assert record.notebook is not None
+    if Path(record.notebook).is_file():
+        return record
+    store, artifacts = backend.store, backend.artifacts
+    try:
+        shipped = store.get_artifact(record.id, SOURCE_ARTIFACT)
+    except ArtifactNotFoundError as exc:
+        raise ClearnbError(
+            f"the notebook {record.notebook} is not on this machine and was not stored "
+            "with the task; give the agents the same paths (a shared folder)"
+        ) from exc
+    folder = backend.config.home / "runs" / record.id / "source"
+    local = folder / Path(record.notebook).name
+    write_private_file(local, artifacts.local_copy(shipped).read_bytes())
+    runtime = {**record.runtime, "notebook_from": shipped.url}
+    store.update_task(record.id, runtime=runtime)
+    return dataclasses.replace(record, notebook=str(local), runtime=runtime)
+
+
 def follow(
     backend: Backend,
     task_id: str,
@@ -238,14 +262,19 @@ def follow(
     on_event: Callable[[EventRecord], None] | None = None,
     abort: AbortRequest | None = None,
     on_unserved: Callable[[str], None] | None = None,
+    watch: Callable[[TaskRecord], bool] | None = None,
+    pause: Callable[[float], object] = time.sleep,
 ) -> TaskRecord:
     """Wait until task ``task_id`` has one of the statuses ``until``; returns its record.
 
     Events the agent stores for the task are passed to ``on_event`` as they appear; once
     ``abort.reason`` is set, the task is asked to stop. While the task waits in a queue
     that no agent serves, ``on_unserved(message)`` is called now and then. Leases of dead
-    agents are expired on the way, so a task never waits on a dead agent. Returns the
-    latest record when ``timeout`` (seconds) runs out.
+    agents are expired on the way, so a task never waits on a dead agent. ``watch`` is
+    shown the record at every look while the task has not ended (the executor checks
+    what runs it); True means it changed the task, which is looked at again at once.
+    ``pause(seconds)`` waits between two looks (an executor that knows when the task ends
+    may return early). Returns the latest record when ``timeout`` (seconds) runs out.
     """
     store = backend.store
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -271,6 +300,8 @@ def follow(
             store.request_abort(task_id, abort.reason)
             abort_sent = True
             continue
+        if watch is not None and watch(record):
+            continue
         now = time.monotonic()
         if record.status == "queued" and record.queue and now >= next_unserved_check:
             if not agents_serving(store, record.queue):
@@ -283,7 +314,7 @@ def follow(
                 next_unserved_check = now + 1.0
         if deadline is not None and now >= deadline:
             return record
-        time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+        pause(interval if deadline is None else max(0.0, min(interval, deadline - now)))
 
 
 def stop_here(task_id: str, name: str, queue: str | None) -> NoReturn:

@@ -43,6 +43,13 @@ POLL_SECONDS = 0.25
 @click.option("--name", "task_name", default=None, help="Task name (default: notebook name).")
 @click.option("--time-limit", type=float, default=None, help="Seconds the run may take.")
 @memory_limit_option
+@click.option(
+    "--executor",
+    default=None,
+    metavar="WHERE",
+    help="Where the pipeline's steps run: local, dask (worker processes here) or "
+    "dask://HOST:PORT (a running scheduler); sets CLEARNB_EXECUTOR for the notebook.",
+)
 def run_pipeline_command(
     notebook: str,
     parameters: tuple[tuple[str, str], ...],
@@ -50,6 +57,7 @@ def run_pipeline_command(
     task_name: str | None,
     time_limit: float | None,
     memory_limit: str | None,
+    executor: str | None,
 ) -> None:
     """Run a pipeline NOTEBOOK (one that starts a PipelineController); follow its steps.
 
@@ -60,9 +68,14 @@ def run_pipeline_command(
     from clearnb.events import RunEvent
     from clearnb.execution.limits import parse_memory_limit
     from clearnb.execution.runner import NotebookRunner, RunHandle
+    from clearnb.executors.choice import EXECUTOR_ENV, executor_choice
 
     try:
         parse_memory_limit(memory_limit)
+        if executor is not None:
+            executor_choice(executor)
+            # the notebook's kernel inherits this process's environment
+            os.environ[EXECUTOR_ENV] = executor
         runner = NotebookRunner(pool_size=0)
         record = runner.prepare(
             notebook, dict(parameters), project_name=project_name, task_name=task_name

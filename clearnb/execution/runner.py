@@ -233,10 +233,13 @@ class NotebookRunner:
         on_event: EventCallback | None = None,
         raise_on_error: bool = False,
         handle: RunHandle | None = None,
+        keep_settled: bool = False,
     ) -> Task:
         """Execute a Task recorded by :meth:`prepare` (``handle`` can abort it).
 
-        ``time_limit`` and ``memory_limit`` are those of :meth:`execute`.
+        ``time_limit`` and ``memory_limit`` are those of :meth:`execute`. With
+        ``keep_settled``, a Task that someone else ended while it ran (its worker was
+        declared lost) keeps that status; the run only adds its evidence.
         """
         memory_bytes = parse_memory_limit(memory_limit)
         time_limit = parse_seconds(time_limit)
@@ -323,7 +326,9 @@ class NotebookRunner:
         if memory_bytes is not None:
             facts["memory_limit"] = memory_bytes
             facts["memory_peak"] = context.memory_peak
-        finished = self._keep_evidence(record, output_path, status, error, started, facts)
+        finished = self._keep_evidence(
+            record, output_path, status, error, started, facts, keep_settled
+        )
         emit(events.TASK_FINISHED, status=finished.status, error=finished.error)
         result = Task.from_record(finished, self.backend)
         if raise_on_error and finished.status == "failed":
@@ -361,8 +366,10 @@ class NotebookRunner:
         error: dict[str, Any] | None,
         started: float,
         facts: Mapping[str, Any],
+        keep_settled: bool = False,
     ) -> TaskRecord:
-        """Store the executed notebook, figures, streams and timings; set the final status."""
+        """Store the executed notebook, figures, streams and timings; set the final status
+        (with ``keep_settled``, not over one someone else recorded meanwhile)."""
         backend = self.backend
         store, artifacts = backend.store, backend.artifacts
         runtime = dict(facts)  # the keys this run adds; the Task's other keys are kept
@@ -400,6 +407,7 @@ class NotebookRunner:
             store,
             record.id,
             runtime,
+            keep_final=keep_settled,
             status=status,
             error=error,
             completed=completed,

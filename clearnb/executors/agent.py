@@ -11,7 +11,6 @@ kernel running the task.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
@@ -21,14 +20,13 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from clearnb.backend import Backend
-from clearnb.config import Config, write_private_file
-from clearnb.errors import ArtifactNotFoundError, ClearnbError
+from clearnb.config import Config
+from clearnb.dispatch import reachable_notebook
+from clearnb.errors import ClearnbError
 from clearnb.execution.runner import NotebookRunner, RunHandle
-from clearnb.executors.queue import SOURCE_ARTIFACT
 from clearnb.store.records import FINAL_STATUSES, TaskRecord, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -209,32 +207,12 @@ class Agent:
         assert self._runner is not None
         limit = record.runtime.get("time_limit")
         task = self._runner.run_prepared(
-            self._with_reachable_notebook(record),
+            reachable_notebook(self._backend, record),
             time_limit=float(limit) if limit else None,
             memory_limit=record.runtime.get("memory_limit"),
             handle=handle,
         )
         return task.status
-
-    def _with_reachable_notebook(self, record: TaskRecord) -> TaskRecord:
-        """``record``, its notebook taken from the artifact storage if its path is not here."""
-        assert record.notebook is not None
-        if Path(record.notebook).is_file():
-            return record
-        store, artifacts = self._backend.store, self._backend.artifacts
-        try:
-            shipped = store.get_artifact(record.id, SOURCE_ARTIFACT)
-        except ArtifactNotFoundError as exc:
-            raise ClearnbError(
-                f"the notebook {record.notebook} is not on this machine and was not stored "
-                "with the task; give the agents the same paths (a shared folder)"
-            ) from exc
-        folder = self.config.home / "runs" / record.id / "source"
-        local = folder / Path(record.notebook).name
-        write_private_file(local, artifacts.local_copy(shipped).read_bytes())
-        runtime = {**record.runtime, "notebook_from": shipped.url}
-        store.update_task(record.id, runtime=runtime)
-        return dataclasses.replace(record, notebook=str(local), runtime=runtime)
 
     def _run_controller(self, record: TaskRecord) -> str:
         from clearnb.pipeline.controller import PipelineController

@@ -7,6 +7,7 @@ Preparing, enqueueing and following a task need only the store; they are
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
@@ -58,11 +59,13 @@ def follow(
     on_event: EventCallback | None = None,
     handle: RunHandle | None = None,
     on_unserved: Callable[[str], None] | None = None,
+    watch: Callable[[TaskRecord], bool] | None = None,
+    pause: Callable[[float], object] = time.sleep,
 ) -> TaskRecord:
     """Wait until task ``task_id`` has one of the statuses ``until``; returns its record.
 
     Events the agent stores for the task are passed to ``on_event`` as they appear;
-    ``handle.abort()`` asks for the task to be stopped. The rest is
+    ``handle.abort()`` asks for the task to be stopped. The rest (``watch``, ``pause``) is
     :func:`clearnb.dispatch.follow`'s.
     """
 
@@ -79,6 +82,8 @@ def follow(
         on_event=None if on_event is None else forward,
         abort=handle,
         on_unserved=on_unserved,
+        watch=watch,
+        pause=pause,
     )
 
 

@@ -26,6 +26,7 @@ from clearnb.config import Config
 from clearnb.errors import PipelineError
 from clearnb.events import Broadcaster, Listener
 from clearnb.execution.limits import parse_count
+from clearnb.executors.choice import executor_choice, executor_from_env
 from clearnb.pipeline import drafts, graph, outcome, serialize, validate, views
 from clearnb.pipeline.configuration import CONFIGURATION_KEY, ConnectedConfigurations
 from clearnb.pipeline.definition import DefinitionMethods
@@ -103,9 +104,12 @@ class PipelineController(DefinitionMethods, StoredMethods):
         max_workers: int | None = None,
         config: Config | None = None,
         strict: bool = False,
+        executor: Any = None,
     ) -> None:
         """Create the pipeline (its Task is created on first use). ``max_workers`` caps the
-        steps run at once (default: the machine's cores). ``add_run_number`` names the
+        steps run at once (default: the machine's cores). ``executor`` is where steps run:
+        ``"local"``, ``"dask"``, ``"dask://HOST:PORT"``, a ``distributed.Client`` or a Dask
+        cluster (default: ``CLEARNB_EXECUTOR``, else local). ``add_run_number`` names the
         Task ``name #N`` when N-1 runs of the pipeline are in the project; the
         ``artifact_*_function`` pair stores and reads function steps' values. Container,
         repository and the other arguments that do nothing here are recorded with every
@@ -125,6 +129,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
         )
         if max_workers is not None:
             self.spec.max_workers = parse_count(max_workers, "max_workers", minimum=1)
+        self.spec.executor = executor_choice(executor) or executor_from_env()
         self.add_pipeline_tags = add_pipeline_tags
         named = target_project if isinstance(target_project, str) and target_project else None
         self.target_project = project if target_project is True else named
@@ -305,6 +310,11 @@ class PipelineController(DefinitionMethods, StoredMethods):
         return self._engine.kernels_started
 
     @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard of the Dask cluster the last run's steps went to, if any."""
+        return self._engine.dashboard_link
+
+    @property
     def listeners(self) -> list[Listener]:
         """The listeners of the pipeline's events, in the order they were added."""
         return self._broadcaster.listeners
@@ -448,6 +458,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
             post=step_task_completed_callback,
             accept_steps=accept_steps,
             tag_steps=self.add_pipeline_tags,
+            executor=self.spec.executor,  # steps_locally keeps steps from agents, not Dask
         )
         if wait:
             self.wait()
@@ -515,7 +526,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
         """Run the pipeline logic here and wait for it.
 
         Steps go to their queues, unless ``run_pipeline_steps_locally`` keeps every step on
-        this machine too.
+        this machine too (a pipeline whose executor is Dask still runs them there).
         """
         self.start(wait=True, steps_locally=run_pipeline_steps_locally)
 
@@ -616,6 +627,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
         pipe.spec.max_workers = loaded.max_workers
         pipe.spec.strict = loaded.strict
         pipe.spec.time_limit = loaded.time_limit
+        pipe.spec.executor = loaded.executor or pipe.spec.executor
         pipe._state.sync()
         if task is not None:
             pipe._recorder.adopt(task)

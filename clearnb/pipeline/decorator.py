@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from clearnb import compat
 from clearnb.errors import PipelineError
 from clearnb.execution.limits import parse_memory_limit, parse_seconds
+from clearnb.executors.choice import executor_choice
 from clearnb.pipeline.controller import PipelineController
 from clearnb.pipeline.functions import COMPONENT_MARKER, innermost
 from clearnb.pipeline.lazy import LazyValue, plain_value, resolved
@@ -322,6 +323,7 @@ class PipelineDecorator:
         enable_local_imports: bool = True,
         auto_version_bump: bool | None = None,
         max_workers: int | None = None,
+        executor: Any = None,
     ) -> Any:
         """Mark the function whose component calls make the pipeline.
 
@@ -332,9 +334,11 @@ class PipelineDecorator:
         its own: ``True`` returns its result (None if it failed), ``"parallel"`` returns
         None at once and :meth:`wait_for_multi_pipelines` gives the results. Arguments
         that do nothing here (``docker``, ``repo``, ...) are recorded with every run's Task
-        and named in one CompatibilityWarning.
+        and named in one CompatibilityWarning. ``executor`` is where the components run, as
+        for :class:`PipelineController` (``"dask://HOST:PORT"``, a Dask client, ...).
         """
         sections = {arg: section for section, args in (args_map or {}).items() for arg in args}
+        chosen = executor_choice(executor)  # a bad value is refused here, not at the call
         unused = unused_pipeline_arguments(locals())
         if not start_controller_locally:  # the controller always runs here
             unused.update(
@@ -362,6 +366,7 @@ class PipelineDecorator:
                     artifact_deserialization_function=artifact_deserialization_function,
                     default_execution_queue=default_queue or settings.default_queue,
                     max_workers=max_workers,
+                    executor=chosen,
                 )
                 controller.record_unused(unused)
                 if own_task:

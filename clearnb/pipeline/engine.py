@@ -16,12 +16,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clearnb.backend import Backend
 from clearnb.config import Config
-from clearnb.errors import PipelineError
+from clearnb.errors import ClearnbError, PipelineError
 from clearnb.executors.base import Executor
+from clearnb.executors.choice import ExecutorChoice
 from clearnb.executors.local import LocalExecutor
 from clearnb.pipeline import validate
 from clearnb.pipeline.node import Node, StepJob
@@ -47,6 +48,9 @@ from clearnb.status import (
 )
 from clearnb.store.records import TaskRecord
 from clearnb.task import Task
+
+if TYPE_CHECKING:
+    from clearnb.executors.dask import DaskCluster
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,13 @@ class RunEngine:
         """True once the run took longer than the pipeline's time limit (it then fails)."""
         self._picture: PictureLoop | None = None
         self._local: LocalExecutor | None = None
+        self._dask: DaskCluster | None = None
         self._waiter = RunWaiter(spec.name, self.abort)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard of the Dask cluster the run's steps go to (None: not on Dask)."""
+        return self._dask.dashboard_link if self._dask is not None else None
 
     @property
     def running(self) -> bool:
@@ -126,9 +136,11 @@ class RunEngine:
         post: Callable[..., Any] | None,
         accept_steps: bool,
         tag_steps: bool = False,
+        executor: ExecutorChoice | None = None,
     ) -> None:
         """Start the run's thread (after :meth:`begin`); outside IPython the process waits
-        for the run before it exits, as ClearML's ``start()`` does in a script."""
+        for the run before it exits, as ClearML's ``start()`` does in a script. Steps run
+        where ``executor`` says (None: here, and on agents for steps with a queue)."""
         scheduler = self._make_scheduler(
             target_project=target_project,
             force=force,
@@ -136,6 +148,7 @@ class RunEngine:
             pre=pre,
             post=post,
             tag_steps=tag_steps,
+            executor=executor,
         )
         scheduler.accept_steps(accept_steps)
         self._waiter.started()
@@ -153,16 +166,28 @@ class RunEngine:
         pre: Callable[..., Any] | None,
         post: Callable[..., Any] | None,
         tag_steps: bool,
+        executor: ExecutorChoice | None,
     ) -> Scheduler:
         local = LocalExecutor(self.config, min(self.spec.max_workers, max(1, len(self.spec.steps))))
         self._local = local
+        self._dask = None
+        if executor is not None and executor.is_dask:
+            from clearnb.executors.dask import DaskCluster
+
+            self._dask = DaskCluster(executor, self.backend)
+        dask = self._dask
         self.kernels_started = False
         queues: dict[str, Executor] = {}
+        resources: dict[str | None, Executor] = {}
 
         def executor_for(step: StepSpec) -> Executor:
             from clearnb.executors.queue import QueueExecutor
 
             name = self.queue_of(step)
+            if dask is not None:  # a queue names the worker resource the step needs
+                if name not in resources:
+                    resources[name] = dask.executor(name)
+                return resources[name]
             if name is None:
                 self.kernels_started = True
                 return local
@@ -200,6 +225,8 @@ class RunEngine:
         return self.scheduler
 
     def _needs_kernels(self, force: bool) -> bool:
+        if self._dask is not None:
+            return False  # the workers hold the kernels
         here = [
             node
             for node in self.state.nodes.values()
@@ -210,12 +237,16 @@ class RunEngine:
     def _run(self, scheduler: Scheduler) -> None:
         assert self._picture is not None and self._local is not None
         self._picture.start()
-        local = self._local
+        local, dask = self._local, self._dask
         status = FAILED
         try:
             if self._needs_kernels(scheduler.execution.force):
                 self.kernels_started = True
                 local.warm()  # kernels start now, while the first steps resolve
+            if dask is not None:
+                self._connect(dask)
+            elif "executor" in self.recorder.runtime:  # an earlier run's cluster is not this one's
+                self.recorder.keep_runtime("executor", {"kind": "local", "executor": "local"})
             scheduler.run()
             status = final_status(self.state.nodes.values(), self.stopped_by_user)
             if self.timed_out:
@@ -228,12 +259,23 @@ class RunEngine:
                     self.state.set_status(node, ABORTED, error=reason)
         finally:
             # kernels are released in the background; stop() waits for them
-            self.cleanup = threading.Thread(target=local.close, name="pipeline cleanup")
+            self.cleanup = threading.Thread(
+                target=_close_all, args=(local, dask), name="pipeline cleanup"
+            )
             self.cleanup.start()
             try:
                 self.end(status)
             finally:
                 self._waiter.ended()
+
+    def _connect(self, dask: DaskCluster) -> None:
+        """Reach the cluster before the first step (its workers start their kernels) and
+        record it with the run's Task; a cluster that cannot be used fails the steps."""
+        try:
+            dask.warm()
+        except ClearnbError as exc:
+            log.warning("pipeline %s: %s", self.spec.name, exc)
+        self.recorder.keep_runtime("executor", dask.facts())
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the run's thread; True if it ended.
@@ -390,3 +432,12 @@ class RunEngine:
             raise
         self.state.set_status(node, COMPLETED)
         return result
+
+
+def _close_all(local: LocalExecutor, dask: DaskCluster | None) -> None:
+    """Release the run's kernels and its Dask connection."""
+    try:
+        local.close()
+    finally:
+        if dask is not None:
+            dask.close()

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clearnb.errors import PipelineError
+from clearnb.errors import ClearnbError, PipelineError
+from clearnb.executors.choice import executor_choice
 from clearnb.notebook.parameters import plain
 from clearnb.pipeline import functions
 from clearnb.pipeline.spec import (
@@ -47,6 +48,7 @@ PIPELINE_KEYS: dict[str, str] = {
     "strict": "refuse an override of a parameter a step does not declare",
     "time_limit": "seconds the whole run may take (set_pipeline_execution_time_limit)",
     "serialization": "the functions that store and read function steps' values, by role",
+    "executor": "where steps run: local, dask (worker processes here) or dask://HOST:PORT",
     "steps": "the steps, in the order they were added",
     "force": "run cached steps again (set for a run sent to a queue)",
 }
@@ -73,6 +75,7 @@ def to_dict(spec: PipelineSpec, *, portable: bool = False) -> dict[str, Any]:
         "max_workers": spec.max_workers,
         "strict": spec.strict,
         **({"time_limit": spec.time_limit} if spec.time_limit else {}),
+        **({"executor": spec.executor.url} if spec.executor else {}),
         **serialization_entry(spec.serialization, portable=portable),
         "steps": [step_entry(step, portable=portable) for step in spec.steps.values()],
     }
@@ -192,6 +195,11 @@ def definition_problems(data: Mapping[str, Any]) -> list[str]:
     limit = data.get("time_limit")
     if limit is not None and (not isinstance(limit, int | float) or isinstance(limit, bool)):
         problems.append("'time_limit' must be a number of seconds")
+    if data.get("executor") is not None:
+        try:
+            executor_choice(str(data["executor"]))
+        except ClearnbError as exc:
+            problems.append(f"'executor': {exc}")
     steps = data.get("steps")
     if not isinstance(steps, list):
         problems.append(
@@ -252,6 +260,8 @@ def from_dict(data: Mapping[str, Any], functions_folder: Path) -> PipelineSpec:
         spec.max_workers = max(1, int(data["max_workers"]))
     if data.get("time_limit"):
         spec.time_limit = float(data["time_limit"])
+    if data.get("executor"):
+        spec.executor = executor_choice(str(data["executor"]))
     spec.serialization = serialization_of(data, functions_folder)
     descriptions = data.get("descriptions") or {}
     for key, value in (data.get("parameters") or {}).items():
@@ -318,6 +328,7 @@ def to_code(spec: PipelineSpec) -> str:
         + (f", version={spec.version!r}" if spec.version else "")
         + (", abort_on_failure=True" if spec.abort_on_failure else "")
         + (", strict=True" if spec.strict else "")
+        + (f", executor={spec.executor.url!r}" if spec.executor else "")
         + ")",
     ]
     if spec.time_limit:

@@ -20,6 +20,7 @@ from typing import Any
 from clearnb import compat
 from clearnb.errors import ClearnbError, PipelineError
 from clearnb.execution.limits import parse_count, parse_memory_limit, parse_seconds
+from clearnb.executors.choice import ExecutorChoice
 from clearnb.notebook.parameters import plain
 from clearnb.pipeline import references
 
@@ -471,6 +472,9 @@ class PipelineSpec:
     time_limit: float | None = None
     """Seconds the whole run may take; then it is stopped and fails (None: no limit)."""
     serialization: Serialization = field(default_factory=Serialization)
+    executor: ExecutorChoice | None = None
+    """Where steps run (None: here, and on agents for steps with a queue); see
+    :mod:`clearnb.executors.choice`."""
 
     def add_parameter(self, name: str, default: Any = None, description: str | None = None) -> None:
         """Add (or change) a pipeline argument (numpy values kept as their Python values)."""

@@ -7,8 +7,9 @@ controller holding a lease on its own Task) is seen from any machine.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,8 @@ OWNER_KEY = "owner"
 
 CONTROLLER_WORKER_PREFIX = "controller "
 """A lease held by a pipeline controller on its own Task names it ``controller host:pid``."""
+DASK_WORKER_PREFIX = "dask "
+"""A lease held by a Dask worker on the step it runs names it ``dask tcp://host:port``."""
 
 
 class QueueOperations:
@@ -250,7 +253,8 @@ class QueueOperations:
                         continue
                     reason = _owner_gone_reason(record.runtime.get(OWNER_KEY))
                     ename = "OwnerGone"
-                ended.append(self._fail_running(conn, record.id, reason, ename, moment))
+                _fail(conn, record.id, {"reason": reason, "ename": ename}, moment)
+                ended.append(database.select_task(conn, record.id))
             return ended
 
         return database.run(op, write=True)
@@ -261,31 +265,61 @@ class QueueOperations:
             lambda conn: [row_to_task(row) for row in conn.execute(query)], write=False
         )
 
-    def _fail_running(
-        self, conn: Connection, task_id: str, reason: str, ename: str, moment: float
-    ) -> TaskRecord:
-        """End the running task ``task_id`` ``failed`` with ``reason``, and say so in an event."""
-        conn.execute(
-            sa.update(tasks_table)
-            .where(tasks_table.c.id == task_id)
-            .values(
-                status="failed",
-                error=dumps({"reason": reason, "ename": ename}, "task error"),
-                completed=moment,
-                lease_expires=None,
-                last_update=moment,
+    def claim_task(
+        self,
+        task_id: str,
+        worker: str,
+        lease: float,
+        runtime: Mapping[str, Any] | None = None,
+    ) -> TaskRecord | None:
+        """Take the queued task ``task_id`` for ``worker`` (a Dask worker given it by id):
+        it becomes ``running`` with a lease of ``lease`` seconds, and ``runtime`` facts
+        (where it runs) are added to its runtime. ``None`` if it is not ``queued`` any more
+        (aborted, or taken by an earlier attempt), so that a task handed out twice runs
+        once."""
+        database = self.database
+
+        def op(conn: Connection) -> TaskRecord | None:
+            now = time.time()
+            taken = conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id, tasks_table.c.status == "queued")
+                .values(status="running", worker=worker, lease_expires=now + lease, last_update=now)
             )
-        )
-        lock_event_numbers(conn)
-        conn.execute(
-            sa.insert(events_table).values(
-                task_id=task_id,
-                kind="task_finished",
-                payload=dumps({"status": "failed", "error": {"reason": reason}}, "event"),
-                timestamp=moment,
+            if taken.rowcount != 1:
+                return None
+            record = database.select_task(conn, task_id)
+            if not runtime:
+                return record
+            merged = {**record.runtime, **runtime}
+            conn.execute(
+                sa.update(tasks_table)
+                .where(tasks_table.c.id == task_id)
+                .values(runtime=dumps(merged, "task runtime"))
             )
-        )
-        return self.database.select_task(conn, task_id)
+            return dataclasses.replace(record, runtime=merged)
+
+        return database.run(op, write=True)
+
+    def fail_unfinished(
+        self, task_id: str, error: Mapping[str, Any], *, worker: str | None = None
+    ) -> TaskRecord | None:
+        """Fail task ``task_id`` with ``error`` (its ``reason`` and ``ename``) unless it has
+        ended; with ``worker``, only while it is queued or runs on that worker (which was
+        lost). Records the ``task_finished`` event; returns the task, or ``None`` if it was
+        left as it was."""
+        database = self.database
+
+        def op(conn: Connection) -> TaskRecord | None:
+            record = database.select_task(conn, task_id, lock=True)
+            if record.status in FINAL_STATUSES:
+                return None
+            if worker is not None and record.status == "running" and record.worker != worker:
+                return None
+            _fail(conn, task_id, error, time.time())
+            return database.select_task(conn, task_id)
+
+        return database.run(op, write=True)
 
     def request_abort(self, task_id: str, reason: str) -> TaskRecord:
         """Stop a task: a queued one leaves its queue ``aborted`` at once; a running one is
@@ -346,6 +380,28 @@ class QueueOperations:
         )
 
 
+def _fail(conn: Connection, task_id: str, error: Mapping[str, Any], moment: float) -> None:
+    """Set task ``task_id`` failed with ``error`` and record its ``task_finished`` event."""
+    conn.execute(
+        sa.update(tasks_table)
+        .where(tasks_table.c.id == task_id)
+        .values(
+            status="failed",
+            error=dumps(dict(error), "task error"),
+            completed=moment,
+            lease_expires=None,
+            last_update=moment,
+        )
+    )
+    lock_event_numbers(conn)
+    payload = {"status": "failed", "error": {"reason": error.get("reason")}}
+    conn.execute(
+        sa.insert(events_table).values(
+            task_id=task_id, kind="task_finished", payload=dumps(payload, "event"), timestamp=moment
+        )
+    )
+
+
 def _owner_gone_reason(owner: Any) -> str:
     where = (
         f"process {owner.get('pid')} on {owner.get('host')}"
@@ -360,6 +416,11 @@ def _owner_gone_reason(owner: Any) -> str:
 
 def _lease_lost_reason(worker: str, since: str) -> str:
     """Why a task whose lease (held by ``worker``) expired at ``since`` was failed."""
+    if worker.startswith(DASK_WORKER_PREFIX):
+        return (
+            f"the Dask worker {worker.removeprefix(DASK_WORKER_PREFIX)} running it stopped "
+            f"responding (its lease expired at {since}): the worker died or lost the store"
+        )
     if worker.startswith(CONTROLLER_WORKER_PREFIX):
         return (
             f"the pipeline controller ({worker.removeprefix(CONTROLLER_WORKER_PREFIX)})"

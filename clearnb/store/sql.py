@@ -31,6 +31,7 @@ from clearnb.store.engine import (
 from clearnb.store.models import ModelOperations
 from clearnb.store.queues import QueueOperations
 from clearnb.store.records import (
+    FINAL_STATUSES,
     ArtifactRecord,
     EventRecord,
     ReportRecord,
@@ -59,6 +60,9 @@ from clearnb.store.schema import (
 from clearnb.store.tags import TagFilter
 
 __all__ = ["Store", "open_store"]
+
+SETTLED_FIELDS = ("status", "error", "completed")
+"""What ``merge_runtime(..., keep_final=True)`` leaves as it is on a task that has ended."""
 
 
 def open_store(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Store:
@@ -183,12 +187,15 @@ class Store(QueueOperations, ModelOperations):
 
         return self.database.run(op, write=True)
 
-    def merge_runtime(self, task_id: str, values: Mapping[str, Any], **fields: Any) -> TaskRecord:
+    def merge_runtime(
+        self, task_id: str, values: Mapping[str, Any], *, keep_final: bool = False, **fields: Any
+    ) -> TaskRecord:
         """Set the runtime keys in ``values`` (the others kept) and the given task fields,
         in one transaction with the task's row locked; returns the task.
 
         Unlike ``update_task(runtime=...)``, a runtime key another writer sets meanwhile
-        is kept.
+        is kept. With ``keep_final``, a task that has ended meanwhile (someone settled it:
+        its worker was declared lost) keeps its status, error and end time.
         """
         if "runtime" in fields:
             raise ValueError("Give the runtime keys to set as `values`, not as `runtime=`.")
@@ -197,7 +204,10 @@ class Store(QueueOperations, ModelOperations):
 
         def op(conn: Connection) -> TaskRecord:
             record = self.database.select_task(conn, task_id, lock=True)
-            self._write_runtime(conn, task_id, {**record.runtime, **values}, columns)
+            kept = columns
+            if keep_final and record.status in FINAL_STATUSES:
+                kept = {k: v for k, v in columns.items() if k not in SETTLED_FIELDS}
+            self._write_runtime(conn, task_id, {**record.runtime, **values}, kept)
             return self.database.select_task(conn, task_id)
 
         return self.database.run(op, write=True)

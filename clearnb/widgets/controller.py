@@ -122,6 +122,7 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
             f"<b style='font-size:15px'>{html.escape(state['project'])} / "
             f"{html.escape(state['name'])}</b> &nbsp; "
             f"<span class='cnb-run-status'>{html.escape(progress.pipeline_headline(state))}</span>"
+            + dashboard_html(self.pipeline.dashboard_link)
         )
         self._update_buttons(state)
         if self.canvas.selected:
@@ -234,6 +235,17 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
     def _on_history(self, change: dict[str, Any]) -> None:
         self.refresh()
+
+
+def dashboard_html(link: str | None) -> str:
+    """A link to the Dask dashboard of the cluster the steps run on ("" when not on Dask)."""
+    if not link:
+        return ""
+    href = html.escape(link, quote=True)
+    return (
+        f" &nbsp; <a class='cnb-dashboard' href='{href}' target='_blank' rel='noopener' "
+        f"title='{href}'>Dask dashboard</a>"
+    )
 
 
 def step_details(

@@ -167,3 +167,64 @@ def test_a_version_1_store_is_upgraded_keeping_its_tasks(tmp_path: Path) -> None
         assert store.get_task(kept.id).name == "kept"
         assert store.enqueue_task(kept.id, "default").queue == "default"
         assert store.get_workers() == []
+
+
+def test_a_task_handed_out_twice_is_claimed_once(store: Store) -> None:
+    task = draft(store)
+    store.update_task(task.id, status="queued", enqueued=time.time())
+    store.update_task(task.id, runtime={"kept": 1})
+    claimed = store.claim_task(task.id, "dask tcp://127.0.0.1:1", lease=30, runtime={"pid": 7})
+    assert claimed is not None and claimed.status == "running"
+    assert claimed.worker == "dask tcp://127.0.0.1:1"
+    assert claimed.runtime == store.get_task(task.id).runtime == {"kept": 1, "pid": 7}
+    assert claimed.lease_expires is not None and claimed.lease_expires > time.time() + 25
+    assert store.claim_task(task.id, "dask tcp://127.0.0.1:2", lease=30) is None
+    assert store.get_task(task.id).worker == "dask tcp://127.0.0.1:1", "the second changed nothing"
+    unqueued = draft(store, "draft")
+    assert store.claim_task(unqueued.id, "dask tcp://127.0.0.1:1", lease=30) is None
+    assert store.get_task(unqueued.id).status == "created"
+
+
+def test_a_task_lost_with_its_worker_is_failed_once_with_its_event(store: Store) -> None:
+    task = draft(store)
+    store.update_task(task.id, status="queued")
+    store.claim_task(task.id, "dask tcp://127.0.0.1:1", lease=30)
+    error = {"reason": "the worker died", "ename": "WorkerLost"}
+    assert store.fail_unfinished(task.id, error, worker="dask tcp://127.0.0.1:2") is None
+    assert store.get_task(task.id).status == "running", "another worker's task is left alone"
+    failed = store.fail_unfinished(task.id, error, worker="dask tcp://127.0.0.1:1")
+    assert failed is not None and failed.status == "failed" and failed.error == error
+    assert failed.completed is not None and failed.lease_expires is None
+    assert store.fail_unfinished(task.id, {"reason": "again"}) is None, "an ended task stays"
+    finished = [e for e in store.get_events(task.id) if e.kind == "task_finished"]
+    assert [e.payload for e in finished] == [
+        {"status": "failed", "error": {"reason": "the worker died"}}
+    ]
+
+
+def test_a_run_ending_after_its_task_was_settled_keeps_the_settled_status(store: Store) -> None:
+    task = draft(store)
+    store.update_task(task.id, status="running")
+    store.fail_unfinished(task.id, {"reason": "the scheduler was lost", "ename": "WorkerLost"})
+    after = store.merge_runtime(
+        task.id, {"cells": 3}, keep_final=True, status="aborted", error={"reason": "x"}
+    )
+    assert (after.status, after.error) == (
+        "failed",
+        {"reason": "the scheduler was lost", "ename": "WorkerLost"},
+    )
+    assert after.runtime["cells"] == 3, "the run's facts are kept all the same"
+    replaced = store.merge_runtime(task.id, {}, status="completed", error=None)
+    assert replaced.status == "completed", "without keep_final the write is as given"
+
+
+def test_a_lost_dask_worker_lease_names_the_worker(store: Store) -> None:
+    task = draft(store)
+    store.update_task(task.id, status="queued")
+    store.claim_task(task.id, "dask tcp://10.0.0.7:4567", lease=0.1)
+    time.sleep(0.2)
+    (expired,) = store.expire_leases()
+    assert expired.error is not None
+    assert expired.error["reason"].startswith(
+        "the Dask worker tcp://10.0.0.7:4567 running it stopped responding"
+    )
