@@ -19,6 +19,7 @@ __all__ = [
     "duration_text",
     "echo",
     "printable",
+    "printable_block",
     "printable_text",
     "seconds_text",
     "size_text",

@@ -16,6 +16,7 @@ from clearnb.cli.format import (
     CommandUsageError,
     echo,
     printable,
+    printable_block,
     printable_text,
     seconds_text,
     terminal_size,
@@ -243,8 +244,9 @@ class _LiveView:
         else:
             lines.append("  (waiting for the notebook to start a pipeline)")
         moves = f"\x1b[{self._drawn}F" if self._drawn else ""
-        text = moves + "".join(f"\x1b[2K{line}\n" for line in lines) + "\x1b[J"
-        echo(text, nl=False, err=True)
+        # the view's own cursor moves around lines whose user text is already escaped
+        shown = "".join(f"\x1b[2K{printable_block(line)}\n" for line in lines)
+        click.echo(moves + shown + "\x1b[J", nl=False, err=True)
         self._drawn = len(lines)
 
     def _log_changes(
