@@ -2,7 +2,7 @@
 
 The core never imports a view (the widget, the picture): a view registers itself under
 the entry-point group ``clearnb.views`` and is looked up by name when a pipeline is shown.
-clearnb's own views are ``widget`` (the controller widget, extra ``widgets``) and ``png``
+clearnb's own views are ``widget`` (the controller widget: ipywidgets and anywidget) and ``png``
 (the DAG picture drawn with matplotlib).
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 from clearnb.errors import MissingDependencyError
 
 VIEWS = "clearnb.views"
-EXTRAS = {"widget": "widgets"}
-"""The extra that brings what each of clearnb's own views needs."""
+NEEDS = {"widget": "ipywidgets anywidget"}
+"""What each of clearnb's own views needs (dependencies of clearnb: a broken environment
+lacks them)."""
 
 
 def view(name: str) -> Callable[..., Any]:
@@ -32,8 +33,8 @@ def view(name: str) -> Callable[..., Any]:
     try:
         loaded: Callable[..., Any] = found[0].load()
     except ImportError as exc:
-        extra = EXTRAS.get(name)
-        hint = f": pip install 'clearnb[{extra}]'" if extra else ""
+        needed = NEEDS.get(name)
+        hint = f": pip install {needed}" if needed else ""
         raise MissingDependencyError(
             f"the clearnb view {name!r} cannot be loaded ({exc}){hint}"
         ) from exc

@@ -34,6 +34,15 @@ def test_the_seed_pipeline_notebook_runs(runner: NotebookRunner) -> None:
     assert accuracy > 0.8
     process = Task.get_task(task_id=state["nodes"]["stage_process"]["executed"])
     assert process.get_parameter("General/test_size") == 0.25
+    # the widget is shown before the run starts, so that Run All shows the DAG live
+    import nbformat
+
+    cells = nbformat.read(task.artifacts["notebook"].get_local_copy(), as_version=4).cells
+    shown = next(i for i, c in enumerate(cells) if c.source.strip().endswith("display(pipe)"))
+    started = next(i for i, c in enumerate(cells) if "pipe.start()" in c.source)
+    assert shown < started
+    kinds = {kind for output in cells[shown].outputs for kind in output.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in kinds and "image/png" in kinds
 
 
 def test_the_concurrent_pipeline_notebook_runs(runner: NotebookRunner) -> None:
