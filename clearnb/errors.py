@@ -177,3 +177,8 @@ class ParameterWarning(UserWarning):
 
 class CompatibilityWarning(UserWarning):
     """A ClearML argument that has no effect here: recorded with the task or run, not acted on."""
+
+
+class FallbackWarning(UserWarning):
+    """A value is stored another way because a library its usual format needs is missing."""
+

@@ -25,6 +25,7 @@ import pickle
 import reprlib
 import shutil
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePath
@@ -33,7 +34,7 @@ from typing import Any
 
 from clearnb.artifacts.archives import unpacked
 from clearnb.config import make_private_folder
-from clearnb.errors import CodecError, MissingDependencyError
+from clearnb.errors import CodecError, FallbackWarning, MissingDependencyError
 
 PREVIEW_LIMIT = 200
 """Longest preview, in characters."""
@@ -211,20 +212,43 @@ class ParquetCodec(Codec):
     name = "parquet"
     suffix = ".parquet"
 
+    def __init__(self) -> None:
+        self._warned = False
+
     def matches(self, obj: Any) -> bool:
         pd = _loaded("pandas")
         if pd is None:
             return False
         if isinstance(obj, pd.Series):
-            return obj.name is None or type(obj.name) in (str, int, float, bool)
-        if isinstance(obj, pd.DataFrame):
+            fits = obj.name is None or type(obj.name) in (str, int, float, bool)
+        elif isinstance(obj, pd.DataFrame):
             columns = obj.columns
-            return (
+            fits = (
                 not isinstance(columns, pd.MultiIndex)
                 and columns.is_unique
                 and all(type(column) is str for column in columns)
             )
-        return False
+        else:
+            return False
+        return fits and self._parquet_available()
+
+    def _parquet_available(self) -> bool:
+        """Whether pyarrow can be imported; without it, say once that pandas objects are
+        pickled instead (hash-checked, as every artifact) and how to get parquet."""
+        try:
+            _import_parquet()
+        except MissingDependencyError:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    "pyarrow is not installed, so pandas objects are stored as pickles "
+                    f"(read back with the same pandas version) instead of parquet; run "
+                    f"{PANDAS_HINT} to store them as parquet",
+                    FallbackWarning,
+                    stacklevel=2,
+                )
+            return False
+        return True
 
     def encode(self, obj: Any, folder: Path) -> Path:
         pd = _import_pandas()

@@ -424,3 +424,40 @@ def test_a_module_another_thread_is_importing_counts_as_not_loaded(
     loaded = codecs._loaded("cnb_slow_module")
     assert loaded is not None and hasattr(loaded, "Thing")
     monkeypatch.delitem(sys.modules, "cnb_slow_module")
+
+
+WITHOUT_PYARROW = """
+import sys, warnings
+sys.modules["pyarrow"] = None  # as if pyarrow were not installed
+import pandas as pd
+from clearnb.artifacts import ArtifactStorage
+from clearnb.errors import FallbackWarning
+
+store = ArtifactStorage(sys.argv[1] + "/artifacts", sys.argv[1] + "/cache")
+frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    first = store.save("0" * 32, "frame", frame)
+    second = store.save("0" * 32, "series", frame["a"])
+said = [str(w.message) for w in caught if issubclass(w.category, FallbackWarning)]
+assert len(said) == 1, said
+assert "pip install 'clearnb[pandas]'" in said[0], said
+assert (first.codec, second.codec) == ("pickle", "pickle"), (first.codec, second.codec)
+assert store.load(first).equals(frame) and store.load(second).equals(frame["a"])
+print("ok")
+"""
+
+
+def test_pandas_objects_are_pickled_with_one_warning_where_pyarrow_is_missing(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYARROW, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
