@@ -39,8 +39,8 @@ def wait_until_gone(pid: int, timeout: float = 15.0) -> bool:
     return not process_exists(pid)
 
 
-def child_kernel_pids() -> list[int]:
-    """Live kernel processes (and kernel fork servers) descending from this process."""
+def descendants() -> dict[int, str]:
+    """Live processes descending from this one, with their command lines."""
     parents: dict[int, int] = {}
     commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -57,7 +57,7 @@ def child_kernel_pids() -> list[int]:
         commands[int(entry.name)] = command
     me = os.getpid()
 
-    def descends(pid: int) -> bool:
+    def below_me(pid: int) -> bool:
         seen = set()
         while pid in parents and pid not in seen:
             seen.add(pid)
@@ -66,7 +66,12 @@ def child_kernel_pids() -> list[int]:
                 return True
         return False
 
-    return sorted(pid for pid, command in commands.items() if is_kernel(command) and descends(pid))
+    return {pid: command for pid, command in commands.items() if below_me(pid)}
+
+
+def child_kernel_pids() -> list[int]:
+    """Live kernel processes (and kernel fork servers) descending from this process."""
+    return sorted(pid for pid, command in descendants().items() if is_kernel(command))
 
 
 KERNEL_COMMANDS = ("ipykernel", "clearnb.execution.ipkernel", "clearnb.execution.forkserver")

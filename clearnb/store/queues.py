@@ -146,13 +146,7 @@ class QueueOperations:
             task_id = conn.execute(query).scalar()
             if task_id is None:
                 return None
-            now = time.time()
-            taken = conn.execute(
-                sa.update(tasks_table)
-                .where(tasks_table.c.id == task_id, tasks_table.c.status == "queued")
-                .values(status="running", worker=worker, lease_expires=now + lease, last_update=now)
-            )
-            if taken.rowcount != 1:
+            if not _take(conn, task_id, worker, lease):
                 return None
             return database.select_task(conn, task_id)
 
@@ -280,13 +274,7 @@ class QueueOperations:
         database = self.database
 
         def op(conn: Connection) -> TaskRecord | None:
-            now = time.time()
-            taken = conn.execute(
-                sa.update(tasks_table)
-                .where(tasks_table.c.id == task_id, tasks_table.c.status == "queued")
-                .values(status="running", worker=worker, lease_expires=now + lease, last_update=now)
-            )
-            if taken.rowcount != 1:
+            if not _take(conn, task_id, worker, lease):
                 return None
             record = database.select_task(conn, task_id)
             if not runtime:
@@ -378,6 +366,18 @@ class QueueOperations:
         return self.database.run(
             lambda conn: [row_to_worker(row) for row in conn.execute(query)], write=False
         )
+
+
+def _take(conn: Connection, task_id: str, worker: str, lease: float) -> bool:
+    """Make the queued task ``task_id`` run on ``worker`` with a lease of ``lease`` seconds;
+    False if it is not queued any more (another worker took it, or it was aborted)."""
+    now = time.time()
+    taken = conn.execute(
+        sa.update(tasks_table)
+        .where(tasks_table.c.id == task_id, tasks_table.c.status == "queued")
+        .values(status="running", worker=worker, lease_expires=now + lease, last_update=now)
+    )
+    return bool(taken.rowcount == 1)
 
 
 def _fail(conn: Connection, task_id: str, error: Mapping[str, Any], moment: float) -> None:

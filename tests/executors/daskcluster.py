@@ -14,37 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.helpers import is_kernel, process_exists
-
-
-def descendants() -> dict[int, str]:
-    """Live processes descending from this one, with their command lines."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if fields[0] == "Z":
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        commands[int(entry.name)] = command
-    me = os.getpid()
-
-    def below_me(pid: int) -> bool:
-        seen = set()
-        while pid in parents and pid not in seen:
-            seen.add(pid)
-            pid = parents[pid]
-            if pid == me:
-                return True
-        return False
-
-    return {pid: command for pid, command in commands.items() if below_me(pid)}
+from tests.helpers import descendants, is_kernel, process_exists
 
 
 def dask_leftovers(started: Sequence[int] = ()) -> list[str]:
