@@ -226,7 +226,7 @@ class _LiveView:
     # -- showing -------------------------------------------------------------------------------
 
     def _notebook_line(self) -> str:
-        line = f"notebook {os.path.basename(self.record.notebook or '')}"
+        line = f"notebook {printable(os.path.basename(self.record.notebook or ''))}"
         if self.notebook_cell is not None:
             index, count = self.notebook_cell
             line += f": cell {index + 1}/{count}"
