@@ -245,9 +245,11 @@ class QueueOperations:
                 else:
                     if record.runtime.get(OWNER_KEY) != seen.runtime.get(OWNER_KEY):
                         continue
-                    reason = _owner_gone_reason(record.runtime.get(OWNER_KEY))
+                    reason = _owner_gone_reason(record.runtime.get(OWNER_KEY), record.parent)
                     ename = "OwnerGone"
-                _fail(conn, record.id, {"reason": reason, "ename": ename}, moment)
+                # a step of a pipeline whose controller died was interrupted, as its run was
+                outcome = "aborted" if ename == "OwnerGone" and record.parent else "failed"
+                _fail(conn, record.id, {"reason": reason, "ename": ename}, moment, outcome)
                 ended.append(database.select_task(conn, record.id))
             return ended
 
@@ -380,13 +382,20 @@ def _take(conn: Connection, task_id: str, worker: str, lease: float) -> bool:
     return bool(taken.rowcount == 1)
 
 
-def _fail(conn: Connection, task_id: str, error: Mapping[str, Any], moment: float) -> None:
-    """Set task ``task_id`` failed with ``error`` and record its ``task_finished`` event."""
+def _fail(
+    conn: Connection,
+    task_id: str,
+    error: Mapping[str, Any],
+    moment: float,
+    status: str = "failed",
+) -> None:
+    """End task ``task_id`` ``status`` (failed) with ``error``; record its ``task_finished``
+    event."""
     conn.execute(
         sa.update(tasks_table)
         .where(tasks_table.c.id == task_id)
         .values(
-            status="failed",
+            status=status,
             error=dumps(dict(error), "task error"),
             completed=moment,
             lease_expires=None,
@@ -394,7 +403,7 @@ def _fail(conn: Connection, task_id: str, error: Mapping[str, Any], moment: floa
         )
     )
     lock_event_numbers(conn)
-    payload = {"status": "failed", "error": {"reason": error.get("reason")}}
+    payload = {"status": status, "error": {"reason": error.get("reason")}}
     conn.execute(
         sa.insert(events_table).values(
             task_id=task_id, kind="task_finished", payload=dumps(payload, "event"), timestamp=moment
@@ -402,12 +411,14 @@ def _fail(conn: Connection, task_id: str, error: Mapping[str, Any], moment: floa
     )
 
 
-def _owner_gone_reason(owner: Any) -> str:
+def _owner_gone_reason(owner: Any, parent: str | None = None) -> str:
     where = (
         f"process {owner.get('pid')} on {owner.get('host')}"
         if isinstance(owner, dict)
         else "the process running it"
     )
+    if parent:
+        return f"the pipeline controller ({where}) stopped without finishing the run"
     return (
         f"the task's run ended without recording its end: {where} is gone (killed, or "
         "its machine restarted); run the task again"
