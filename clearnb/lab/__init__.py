@@ -1,9 +1,9 @@
 """clearnb in JupyterLab: the server half of the extension in ``extensions/clearnb-lab``.
 
-The Jupyter server loads this module (``jpserver_extensions``) and adds the handlers of
-:mod:`clearnb.lab.handlers` under its own base URL (``/clearnb/api/...``), with its own
-authentication. The front end's built files are installed with the package as the
-``clearnb-lab`` lab extension.
+The Jupyter server loads this module (``jpserver_extensions``); its app
+(:mod:`clearnb.lab.app`) adds the routes of :mod:`clearnb.lab.handlers` under the server's
+own base URL (``/clearnb/api/...``), behind its own authentication. The front end's built
+files are installed with the package as the ``clearnb-lab`` lab extension.
 """
 
 from __future__ import annotations
@@ -19,13 +19,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": LABEXTENSION_NAME}]
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    """The server extension: this module."""
-    return [{"module": "clearnb.lab"}]
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """The server extension: :class:`clearnb.lab.app.ClearnbLab`."""
+    from clearnb.lab.app import ClearnbLab
 
-
-def _load_jupyter_server_extension(server_app: Any) -> None:
-    """Add clearnb's handlers to ``server_app``'s web application."""
-    from clearnb.lab.handlers import setup_handlers
-
-    setup_handlers(server_app)
+    return [{"module": "clearnb.lab", "app": ClearnbLab}]

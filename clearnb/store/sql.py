@@ -264,8 +264,11 @@ class Store(QueueOperations, ModelOperations):
         parent: str | None = None,
         limit: int | None = None,
         cache_key: str | None = None,
+        updated_after: float | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching every given filter, newest first.
+
+        ``updated_after`` keeps the tasks whose ``last_update`` is later than it.
 
         ``status`` is one status or several (any of them matches). ``tags`` follows
         ClearML: a task matches if it has any of the tags; ``"-tag"`` excludes tasks
@@ -286,6 +289,8 @@ class Store(QueueOperations, ModelOperations):
             query = query.where(tasks_table.c.parent == parent)
         if cache_key is not None:
             query = query.where(tasks_table.c.cache_key == cache_key)
+        if updated_after is not None:
+            query = query.where(tasks_table.c.last_update > updated_after)
         query = query.order_by(tasks_table.c.created.desc(), tasks_table.c.id.desc())
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}.")
@@ -506,6 +511,14 @@ class Store(QueueOperations, ModelOperations):
 
         record.seq = self.database.run_for_tasks(op, {record.task_id})
         return record
+
+    def last_event_number(self) -> int:
+        """The sequence number of the newest event (0 when there is none)."""
+
+        def op(conn: Connection) -> int:
+            return int(conn.execute(sa.select(sa.func.max(events_table.c.seq))).scalar() or 0)
+
+        return self.database.run(op, write=False)
 
     def get_events(
         self, task_id: str | None = None, after: int = 0, limit: int | None = None
