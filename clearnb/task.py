@@ -188,7 +188,8 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
         and ``task_filter`` of :meth:`get_tasks`)."""
         backend = Backend.for_config()
         if task_id:
-            return cls(backend.store.get_task(task_id), backend)
+            store = backend.store
+            return cls(store.get_task(store.resolve_task_id(task_id)), backend)
         if not project_name and not task_name:
             raise ClearnbError(
                 "Task.get_task needs task_id=..., or project_name=... and/or task_name=..."

@@ -469,3 +469,15 @@ def test_show_and_ls_after_a_real_run(home: Path, completed: Result, failed: Res
     assert "    General/data = '/store/General/data'  <- ${prepare.artifacts.data.url}" in (
         shown.stdout
     )
+
+
+def test_the_short_ids_shown_elsewhere_are_accepted(tmp_path: Path, stored: dict[str, str]) -> None:
+    short = stored["train"][:8]
+    shown = invoke(tmp_path, "pipeline", "show", short)
+    assert shown.returncode == 0, shown.output
+    assert stored["train"] in shown.stdout and "train" in shown.stdout
+    assert invoke(tmp_path, "task", "show", short).returncode == 0
+    aborted = invoke(tmp_path, "task", "abort", short)
+    assert aborted.returncode == 0 and "already ended completed" in aborted.stdout
+    unknown = invoke(tmp_path, "pipeline", "show", "0000dead")
+    assert unknown.returncode == 1 and "No task with id '0000dead'" in unknown.stderr

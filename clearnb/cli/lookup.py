@@ -9,9 +9,9 @@ from clearnb.errors import ClearnbError
 
 
 def task_or_exit(store: Any, task_id: str) -> Any:
-    """The task's record, or a clear error and exit 1."""
+    """The task's record (by its id or a unique start of it), or a clear error and exit 1."""
     try:
-        return store.get_task(task_id)
+        return store.get_task(store.resolve_task_id(task_id))
     except ClearnbError as exc:
         raise CommandError(str(exc)) from exc
 

@@ -154,6 +154,7 @@ def show_command(task_id: str, as_json: bool) -> None:
     store = backend.store
     store.expire_leases()
     record = task_or_exit(store, task_id)
+    task_id = record.id
     models = _models_of(backend, record)
     if as_json:
         data = _task_dict(record)
@@ -309,6 +310,7 @@ def enqueue_command(task_id: str, queue_name: str, force: bool) -> None:
     from clearnb.executors.queue import QueueWarning, enqueue
 
     backend = backend_or_exit(Backend)
+    task_id = task_or_exit(backend.store, task_id).id
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QueueWarning)
         try:
@@ -330,6 +332,7 @@ def abort_command(task_id: str, reason: str) -> None:
 
     store = backend_or_exit(Backend).store
     before = task_or_exit(store, task_id)
+    task_id = before.id
     record = store.request_abort(task_id, reason)
     if before.status in ("created", "queued"):
         echo(f"task {task_id} aborted (it was {before.status})")

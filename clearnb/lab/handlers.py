@@ -141,7 +141,8 @@ class RunHandler(ClearnbHandler):
         """Send the run."""
 
         def work() -> dict[str, Any]:
-            record = self.state.backend.store.get_task(run_id)
+            store = self.state.backend.store
+            record = store.get_task(store.resolve_task_id(run_id))
             if views.kind_of(record) == views.PIPELINE:
                 return views.pipeline_view(record)
             return {
@@ -171,7 +172,8 @@ class TaskHandler(ClearnbHandler):
         """Send the task's details."""
 
         def work() -> dict[str, Any]:
-            record = self.state.backend.store.get_task(task_id)
+            store = self.state.backend.store
+            record = store.get_task(store.resolve_task_id(task_id))
             detail = views.task_detail(self.state.backend, record)
             detail["task"] = views.run_row(record, self.state.feed.progress.get(record.id))
             return detail

@@ -654,7 +654,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
         pipe._state.sync()
         pipe._state.load(document)
         pipe._state.status = document.get("status", PENDING)
-        pipe._recorder.adopt(task_id)
+        pipe._recorder.adopt(record.id)
         pipe._recorder.runs = 1
         return pipe
 

@@ -367,6 +367,7 @@ def spec_of_run(store: Store, task_id: str) -> tuple[PipelineSpec, dict[str, Any
 
     Notebook steps come back as steps that can run again; function steps only show.
     """
+    task_id = store.resolve_task_id(task_id)
     runs.recover(store, task_id)
     record = store.get_task(task_id)
     document = runs.run_document(record)

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from clearnb.errors import ArtifactNotFoundError, StoreError
+from clearnb.errors import ArtifactNotFoundError, StoreError, TaskNotFoundError
 from clearnb.store import schema
 from clearnb.store.engine import (
     DEFAULT_LOCK_TIMEOUT,
@@ -62,6 +62,8 @@ from clearnb.store.tags import TagFilter
 __all__ = ["Store", "open_store"]
 
 SETTLED_FIELDS = ("status", "error", "completed")
+MIN_ID_PREFIX = 4
+"""The fewest characters of a task id that :meth:`Store.resolve_task_id` looks up."""
 """What ``merge_runtime(..., keep_final=True)`` leaves as it is on a task that has ended."""
 
 
@@ -148,6 +150,42 @@ class Store(QueueOperations, ModelOperations):
             return self.database.select_task(conn, task_id)
 
         return self.database.run(op, write=False)
+
+    def resolve_task_id(self, task_id: str) -> str:
+        """The full id of the one task whose id is ``task_id`` or starts with it (the short
+        ids the widget and JupyterLab show); an unknown or ambiguous prefix is an error."""
+        text = task_id.strip()
+        if not text or (len(text) < MIN_ID_PREFIX and not self.has_task(text)):
+            raise TaskNotFoundError(
+                f"No task with id {task_id!r} in the store at {self.url}: give its id, or at "
+                f"least its first {MIN_ID_PREFIX} characters.",
+                task_id=task_id,
+            )
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = (
+            sa.select(tasks_table.c.id)
+            .where(tasks_table.c.id.like(pattern, escape="\\"))
+            .order_by(tasks_table.c.id)
+            .limit(6)
+        )
+
+        def op(conn: Connection) -> list[str]:
+            return [str(row.id) for row in conn.execute(query)]
+
+        found = self.database.run(op, write=False)
+        if text in found or len(found) == 1:
+            return text if text in found else found[0]
+        if not found:
+            raise self.database.task_not_found(text)
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise TaskNotFoundError(
+            f"{task_id!r} is the start of several task ids ({shown}); give more of it.",
+            task_id=task_id,
+        )
+
+    def has_task(self, task_id: str) -> bool:
+        """Whether the store holds the task ``task_id`` (its full id)."""
+        return self.database.run(lambda conn: task_exists(conn, task_id), write=False)
 
     def update_task(self, task_id: str, **fields: Any) -> TaskRecord:
         """Change the given fields of a task (and its ``last_update``); returns the task."""

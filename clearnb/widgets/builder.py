@@ -133,8 +133,9 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
         self.path = widgets.Text(value="pipeline.json", description="file")
         self.code = widgets.Textarea(layout=widgets.Layout(width="100%", height="180px"))
         add = widgets.Button(description="Add step", icon="plus", button_style="primary")
-        remove = widgets.Button(description="Remove selected step", icon="trash")
-        edit = widgets.Button(description="Edit selected step", icon="pencil")
+        auto = widgets.Layout(width="auto")
+        remove = widgets.Button(description="Remove selected step", icon="trash", layout=auto)
+        edit = widgets.Button(description="Edit selected step", icon="pencil", layout=auto)
         edit.on_click(lambda _: self.edit_selected())
         self.editing = ""
         save = widgets.Button(description="Save", icon="save")
@@ -263,7 +264,13 @@ class StepBuilder(widgets.VBox):  # type: ignore[misc]
 
     def remove_selected(self) -> None:
         """Remove the step selected in the canvas."""
-        self._guard(lambda: self.pipeline.remove_step(self.selected))
+
+        def remove() -> None:
+            if not self.selected:
+                raise ClearnbError("select the step to remove: click it in the DAG first")
+            self.pipeline.remove_step(self.selected)
+
+        self._guard(remove)
 
     def load(self) -> None:
         """Replace the steps and parameters with those of the file."""

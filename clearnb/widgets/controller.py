@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from clearnb.backend import Backend
+from clearnb.cli.format import when_text
+from clearnb.cli.runs import effective_status
 from clearnb.events import PipelineEvent
 from clearnb.pipeline import progress
 from clearnb.store import pipelines as runs
@@ -32,6 +34,11 @@ if TYPE_CHECKING:
 TABLE_STYLE = "border-collapse:collapse;text-align:left;font-size:12px;margin:4px 0 8px 0"
 REFRESH_INTERVAL = 0.1
 """Least seconds between two updates sent to the front end."""
+EARLIER_STYLE = (
+    "background:var(--jp-warn-color3,#fff7ed);color:var(--jp-ui-font-color1,#7c2d12);"
+    "padding:1px 6px;border-radius:3px;font-size:12px"
+)
+"""The mark of an earlier run shown in place of the live one."""
 
 FINAL = ("completed", "failed", "aborted")
 
@@ -118,10 +125,19 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
         self._refresh_history()
         state = self._viewed_state()
         self.canvas.show(state["nodes"], state["order"])
+        earlier = ""
+        if self.history.value:
+            when = when_text(state.get("started"))
+            earlier = (
+                f" <span class='cnb-earlier-run' style='{EARLIER_STYLE}'>earlier run "
+                f"{html.escape(self.history.value[:8])} of {html.escape(when)}: view only; "
+                "choose “this run (live)” to run</span>"
+            )
         self.title.value = (
             f"<b style='font-size:15px'>{html.escape(state['project'])} / "
             f"{html.escape(state['name'])}</b> &nbsp; "
             f"<span class='cnb-run-status'>{html.escape(progress.pipeline_headline(state))}</span>"
+            + earlier
             + dashboard_html(self.pipeline.dashboard_link)
         )
         self._update_buttons(state)
@@ -131,14 +147,14 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
             self.details.value = "<i class='cnb-hint'>Click a step to see its details.</i>"
 
     def _update_buttons(self, state: dict[str, Any]) -> None:
-        running = self.pipeline.is_running()
+        running = self.pipeline.is_running() or bool(self.history.value)
         nodes = state["nodes"].values()
         ran = any(n.get("executed") for n in nodes)
         unfinished = any(n.get("status") in ("failed", "aborted", "skipped") for n in nodes)
         selected = bool(self.canvas.selected)
         self.run_button.disabled = running
         self.force_button.disabled = running
-        self.stop_button.disabled = not running
+        self.stop_button.disabled = not self.pipeline.is_running()
         self.retry_button.disabled = running or not (ran and unfinished)
         self.step_button.disabled = running or not (ran and selected)
         self.below_button.disabled = running or not (ran and selected)
@@ -218,10 +234,8 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
     def _refresh_history(self) -> None:
         options: list[tuple[str, str]] = [("this run (live)", "")]
         for record in self._runs():
-            state = runs.run_document(record) or {}
-            when = progress.format_seconds(progress.elapsed(state))
-            options.append((f"{record.id[:8]}  {state.get('status')}  {when}", record.id))
-        if [value for _, value in options] != [value for _, value in self.history.options]:
+            options.append((history_label(record), record.id))
+        if options != list(self.history.options):
             current = self.history.value
             self.history.options = options
             self.history.value = current if current in {value for _, value in options} else ""
@@ -235,6 +249,14 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
 
     def _on_history(self, change: dict[str, Any]) -> None:
         self.refresh()
+
+
+def history_label(record: TaskRecord) -> str:
+    """One earlier run in the history list: when it started, its status, how long, its id."""
+    state = runs.run_document(record) or {}
+    status = effective_status(record, state)
+    took = progress.format_seconds(progress.elapsed(state)) if state.get("started") else "-"
+    return f"{when_text(state.get('started') or record.created)}  {status}  {took}  {record.id[:8]}"
 
 
 def dashboard_html(link: str | None) -> str:

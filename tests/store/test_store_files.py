@@ -88,3 +88,24 @@ def test_a_new_store_opened_by_several_processes_at_once_is_never_empty(tmp_path
     with open_store(url) as store:
         assert store.find_tasks() == []
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_a_task_is_found_by_a_unique_start_of_its_id(tmp_path: Path) -> None:
+    from clearnb.errors import TaskNotFoundError
+    from clearnb.store.records import TaskRecord
+
+    store = open_store(f"sqlite:///{tmp_path / 'ids.db'}")
+    first = store.create_task(TaskRecord(project="p", name="a", id="abcd1234ef"))
+    store.create_task(TaskRecord(project="p", name="b", id="abcd9999ef"))
+    store.create_task(TaskRecord(project="p", name="c", id="ab_%"))
+    assert store.resolve_task_id("abcd1") == first.id
+    assert store.resolve_task_id(" abcd1234ef ") == first.id
+    assert store.resolve_task_id("ab_%") == "ab_%"  # a full id, even shorter than a prefix
+    with pytest.raises(TaskNotFoundError, match=r"several task ids .*abcd1234ef, abcd9999ef"):
+        store.resolve_task_id("abcd")
+    with pytest.raises(TaskNotFoundError, match="first 4 characters"):
+        store.resolve_task_id("ab")
+    with pytest.raises(TaskNotFoundError, match="No task with id 'zzzz'"):
+        store.resolve_task_id("zzzz")
+    with pytest.raises(TaskNotFoundError, match="No task with id 'ab_%x'"):
+        store.resolve_task_id("ab_%x")  # % and _ are plain characters, not patterns

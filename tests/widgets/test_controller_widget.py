@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -180,10 +181,17 @@ def test_history_shows_earlier_runs(home: Path) -> None:
     widget.refresh()
     runs = [value for _, value in widget.history.options if value]
     assert first in runs and pipe.id in runs
+    labels = dict((value, label) for label, value in widget.history.options)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  failed  \d", labels[pipe.id]), labels
+    assert labels[pipe.id].endswith(pipe.id[:8]) and "completed" in labels[first]
+    assert not widget.run_button.disabled
     widget.history.value = first
     assert statuses(widget)["check"] == "completed", "the earlier run's DAG"
+    assert "earlier run" in widget.title.value and first[:8] in widget.title.value
+    assert widget.run_button.disabled and widget.force_button.disabled, "view only"
     widget.history.value = ""
     assert statuses(widget)["check"] == "failed", "back to the live run"
+    assert "earlier run" not in widget.title.value and not widget.run_button.disabled
     widget.close()
 
 
@@ -262,4 +270,17 @@ def test_an_untouched_build_form_overrides_nothing(home: Path) -> None:
     builder.edit_selected()
     builder.add_step()  # replaces the step with what the form holds: the same overrides
     assert built.get_pipeline_dag()["changed"].parameters == expected, builder.message.value
+    widget.close()
+
+
+def test_remove_with_no_step_selected_says_to_select_one(home: Path) -> None:
+    pipe = pipeline()
+    widget = pipe.widget()
+    widget.canvas.selected = ""
+    widget.builder.remove_selected()
+    assert "click it in the DAG first" in widget.builder.message.value
+    assert set(pipe.get_pipeline_dag()) == {"data", "process", "check"}
+    widget.canvas.selected = "check"
+    widget.builder.remove_selected()
+    assert set(pipe.get_pipeline_dag()) == {"data", "process"}
     widget.close()
