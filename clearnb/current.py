@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +175,10 @@ def find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
     if script is not None:
         return script
     session = os.environ.get("JPY_SESSION_NAME")
+    if session:  # started by a Jupyter server, which knows the notebook's path now
+        told = notebook_from_server()
+        if told is not None:
+            return told
     if session and session.endswith(".ipynb") and Path(session).exists():
         return Path(session).absolute()
     try:
@@ -188,6 +192,45 @@ def find_notebook(explicit: str | os.PathLike[str] | None) -> Path | None:
         if vscode and Path(vscode).exists():
             return Path(vscode).absolute()
     return None
+
+
+def notebook_from_server(timeout: float = 2.0) -> Path | None:
+    """The notebook of this kernel's session as the Jupyter server that runs it says now.
+
+    The kernel's environment (``JPY_SESSION_NAME``) keeps the path the notebook had when
+    the kernel started; after File > Rename it is stale, while the server's sessions follow
+    the notebook. None when this is not a kernel of a running server, or it cannot tell.
+    """
+    try:
+        from ipykernel.connect import get_connection_file
+        from jupyter_server.serverapp import list_running_servers
+
+        kernel_file = Path(get_connection_file()).name
+    except Exception:  # not a kernel, or no server package here
+        return None
+    kernel_id = kernel_file.removeprefix("kernel-").removesuffix(".json")
+    for server in list_running_servers():
+        try:
+            sessions = _server_sessions(server, timeout)
+        except Exception:  # a server that needs a password, or one that is gone
+            continue
+        for session in sessions:
+            if (session.get("kernel") or {}).get("id") == kernel_id and session.get("path"):
+                path = Path(server.get("root_dir") or ".") / str(session["path"])
+                return path.absolute() if path.exists() else None
+    return None
+
+
+def _server_sessions(server: Mapping[str, Any], timeout: float) -> list[dict[str, Any]]:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(str(server["url"]).rstrip("/") + "/api/sessions")
+    if server.get("token"):
+        request.add_header("Authorization", f"token {server['token']}")
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        found = json.loads(answer.read())
+    return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
 
 
 def interactive_record(

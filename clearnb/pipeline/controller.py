@@ -200,6 +200,8 @@ class PipelineController(DefinitionMethods, StoredMethods):
                 raise PipelineError(
                     f"cannot add step {step.name!r} while the pipeline runs; wait() for it first"
                 )
+            runs_here = step.queue is None and self.spec.default_execution_queue is None
+            self._sources.check_template(step, runs_here=runs_here)
             added = self.spec.add(step)
             self._state.sync()
             return added

@@ -54,6 +54,40 @@ class Sources:
             )
         return None
 
+    def check_template(self, step: StepSpec, *, runs_here: bool = True) -> None:
+        """Refuse at once a step whose template is found but cannot run: it names no
+        notebook, or (for a step that ``runs_here``, not on an agent that may see other
+        files) its notebook is no longer where it was registered (moved or renamed). A
+        template not found yet is left to :meth:`PipelineController.start` to report."""
+        if step.notebook or not (step.base_task_id or step.base_task_name):
+            return
+        try:
+            template = self.template_of(step)
+        except TaskNotFoundError:
+            named = self.store.find_tasks(
+                project=step.base_task_project, name=step.base_task_name, limit=1
+            )
+            if step.base_task_id or not named:
+                return
+            template = named[0]  # found by its name, but none of that name has a notebook
+        if template is None:
+            return
+        label = f"{template.project}/{template.name} ({template.id})"
+        if not template.notebook:
+            raise PipelineError(
+                f"step {step.name!r}: the template {label} has no notebook, so it cannot run. "
+                "Register the step notebook again (run it once in Jupyter, or "
+                "Task.create(project_name=..., task_name=..., notebook='step.ipynb')), or pass "
+                "notebook='step.ipynb' to add_step."
+            )
+        if runs_here and "://" not in template.notebook and not Path(template.notebook).exists():
+            raise PipelineError(
+                f"step {step.name!r}: the notebook of the template {label}, "
+                f"{template.notebook}, is gone (moved or renamed?). Register it again from its "
+                "new place (run it once in Jupyter, or Task.create(..., notebook='new/path.ipynb'"
+                ")), or pass notebook='new/path.ipynb' to add_step."
+            )
+
     def notebook_of(self, step: StepSpec) -> str:
         """The path of the notebook a notebook step runs."""
         if step.notebook:
