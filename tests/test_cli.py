@@ -180,7 +180,8 @@ def test_show_of_a_failed_task_gives_the_error_and_traceback(home: Path, failed:
     result = invoke(home, "task", "show", task_id_in(failed.stdout))
     assert result.returncode == 0
     out = result.stdout
-    assert "error    cell " in out and "raised ValueError: boom 5" in out
+    # the cell as the author counts it, and its number in the executed notebook
+    assert "error    code cell 3 (In [4] in the executed notebook) raised ValueError: boom 5" in out
     assert '  ----> 1 raise ValueError(f"boom {value}")' in out
     assert "  ValueError: boom 5" in out
     assert "  General/value = 5 *" in out

@@ -38,6 +38,8 @@ from clearnb.errors import CodecError, FallbackWarning, MissingDependencyError
 
 PREVIEW_LIMIT = 200
 """Longest preview, in characters."""
+SHORT_VALUE = 80
+"""A dict whose JSON is at most this long is previewed whole."""
 
 PANDAS_HINT = "pip install 'clearnb[pandas]'"
 
@@ -492,9 +494,13 @@ class JsonCodec(Codec):
 
     def preview(self, obj: Any) -> str:
         if type(obj) is dict:
-            keys = ", ".join(list(obj)[:10])
+            whole = json.dumps(obj, ensure_ascii=False, default=str)
+            if len(whole) <= SHORT_VALUE:  # small enough to show as it is
+                return whole
+            keys = ", ".join(str(key) for key in list(obj)[:10])
             more = ", …" if len(obj) > 10 else ""
-            return shorten(f"dict with {len(obj)} keys: {keys}{more}")
+            noun = "key" if len(obj) == 1 else "keys"
+            return shorten(f"dict with {len(obj)} {noun}: {keys}{more}")
         if type(obj) in (list, tuple):
             return shorten(f"{type(obj).__name__} of {len(obj)}: {_repr.repr(obj)}")
         return shorten(f"{type(obj).__name__} {_repr.repr(obj)}")

@@ -62,6 +62,10 @@ class RunContext:
     or the memory it held (``412 MB``)."""
     cell_count: int | None = None
     """Set by the engine: how many cells the executed notebook has."""
+    notebook_code_cells: list[int] | None = None
+    """Set by the engine: the indices of the executed notebook's code cells that the
+    notebook itself has (the injected-parameters cell left out), to name a cell as the
+    author counts it."""
     memory_peak: int | None = None
     """Set by the engine when a memory limit is watched: the most the kernel held, in bytes."""
     abort_reason: str | None = None

@@ -274,6 +274,12 @@ class ClearnbEngine(Engine):  # type: ignore[misc]
         )
         client.reset_execution_trackers()
         context.cell_count = len(nb_man.nb.cells)
+        context.notebook_code_cells = [
+            index
+            for index, cell in enumerate(nb_man.nb.cells)
+            if cell.get("cell_type") == "code"
+            and "injected-parameters" not in cell.get("metadata", {}).get("tags", [])
+        ]
         kc = kernel.connected
         kernel.connected = None
         try:

@@ -464,6 +464,13 @@ def _as_image(file: Path) -> Any:
 def _cell_error(exc: PapermillExecutionError, context: RunContext) -> dict[str, Any]:
     ename, evalue = str(exc.ename), str(exc.evalue)
     where = f"cell In [{exc.exec_count}]" if exc.exec_count else f"cell {exc.cell_index}"
+    own = context.notebook_code_cells or []
+    if exc.cell_index in own:  # as the notebook's author counts: its own code cells
+        number = own.index(exc.cell_index) + 1
+        shown = ""
+        if exc.exec_count and exc.exec_count != number:
+            shown = f" (In [{exc.exec_count}] in the executed notebook)"
+        where = f"code cell {number}{shown}"
     if context.cell_count and exc.cell_index is not None:
         position = f"cell {exc.cell_index + 1} of {context.cell_count}"
     else:

@@ -203,7 +203,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
             runs_here = step.queue is None and self.spec.default_execution_queue is None
             self._sources.check_template(step, runs_here=runs_here)
             added = self.spec.add(step)
-            self._state.sync()
+            self._state.sync_definition()
             return added
 
     def add_live_step(self, step: StepSpec, earlier: TaskRecord | None = None) -> StepNode:
@@ -228,7 +228,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
             if problems:
                 self.spec.steps = before
                 raise PipelineError.collect(problems, "problem")
-            self._state.sync()
+            self._state.sync_definition()
 
     def remove_step(self, name: str) -> None:
         """Remove a step (and it from its children's parents); not while running."""
@@ -236,7 +236,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
             if self.is_running():
                 raise PipelineError("cannot remove a step while the pipeline runs")
             self.spec.remove(name)
-            self._state.sync()
+            self._state.sync_definition()
 
     def replace_definition(self, other: PipelineController) -> None:
         """Take the steps and parameters of ``other`` (a pipeline loaded from a file)."""
@@ -245,7 +245,7 @@ class PipelineController(DefinitionMethods, StoredMethods):
         with self._lock:
             self.spec.take(other.spec)
             self._recorder.project, self._recorder.name = self.spec.project, self.spec.name
-            self._state.sync()
+            self._state.sync_definition()
 
     # -- facts ---------------------------------------------------------------------------
 

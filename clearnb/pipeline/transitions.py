@@ -72,6 +72,14 @@ class RunState:
                 nodes[name] = node
             self.nodes = nodes
 
+    def sync_definition(self) -> None:
+        """Follow a change of the definition (a step added, edited or removed) and tell the
+        listeners the whole state, so a widget shown earlier draws the new steps at once."""
+        self.sync()
+        with self.lock:
+            event = PipelineEvent(PIPELINE_STATE, None, self.status, self.status, self.document())
+        self._tell(event)
+
     def reset(self) -> None:
         """Every step back to ``pending``, before a new run."""
         with self.lock:

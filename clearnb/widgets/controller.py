@@ -9,23 +9,20 @@ floods it and the kernel stays free for other cells.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from clearnb.backend import Backend
 from clearnb.cli.format import when_text
 from clearnb.cli.runs import effective_status
 from clearnb.events import PipelineEvent
 from clearnb.pipeline import progress
 from clearnb.store import pipelines as runs
 from clearnb.widgets.dag import DagCanvas
-from clearnb.widgets.reports import PictureCache, reports_html
+from clearnb.widgets.details import step_details
+from clearnb.widgets.reports import PictureCache
 
 if TYPE_CHECKING:
     from clearnb.pipeline.controller import PipelineController
@@ -141,6 +138,8 @@ class PipelineWidget(widgets.VBox):  # type: ignore[misc]
             + dashboard_html(self.pipeline.dashboard_link)
         )
         self._update_buttons(state)
+        if self.builder.code.value:  # the code shown follows the definition
+            self.builder.show_code()
         if self.canvas.selected:
             self._show_details(self.canvas.selected)
         elif not self.details.value:
@@ -268,130 +267,3 @@ def dashboard_html(link: str | None) -> str:
         f" &nbsp; <a class='cnb-dashboard' href='{href}' target='_blank' rel='noopener' "
         f"title='{href}'>Dask dashboard</a>"
     )
-
-
-def step_details(
-    pipeline: PipelineController,
-    name: str,
-    viewed: dict[str, Any] | None = None,
-    pictures: PictureCache | None = None,
-) -> str:
-    """HTML describing one step: status, parameters, artifacts, metrics, reports, logs,
-    error; the reports' pictures are drawn once into ``pictures``, if given."""
-    state = (viewed or pipeline.state())["nodes"].get(name)
-    if state is None:
-        return ""
-    parts = [
-        f"<div class='cnb-details' data-step='{html.escape(name)}'>",
-        f"<h4 style='margin:6px 0'>{html.escape(name)} "
-        f"<small>({html.escape(state['status'])})</small></h4>",
-    ]
-    error = (state.get("error") or {}).get("reason")
-    if error:
-        parts.append(f"<p class='cnb-error' style='color:#b91c1c'>{html.escape(error)}</p>")
-    parts.extend(
-        f"<p class='cnb-warning' style='color:#b45309'>&#9888; {html.escape(message)}</p>"
-        for message in state.get("warnings") or []
-    )
-    task_id = state.get("executed")
-    overridden = {key: value for key, value in (state.get("resolved") or {}).items()}
-    written = state.get("parameters") or {}
-    store = pipeline.store
-    record = None
-    if task_id:
-        try:
-            record = store.get_task(task_id)
-        except Exception:  # a task deleted meanwhile: show what the state has
-            record = None
-    rows = []
-    values: dict[str, Any] = {}
-    if record is not None:
-        for section, params in record.parameters.items():
-            for key, value in params.items():
-                values[f"{section}/{key}"] = value
-    for key, value in {**written, **overridden}.items():
-        values.setdefault(key, value)
-    for key, value in values.items():
-        mark = key in written or key in overridden
-        shown = overridden.get(key, value)
-        reference = (
-            written.get(key)
-            if isinstance(written.get(key), str) and "${" in str(written.get(key))
-            else ""
-        )
-        rows.append(
-            f"<tr class='{'cnb-overridden' if mark else ''}'><td>{'★ ' if mark else ''}"
-            f"{html.escape(key)}</td><td><code>{html.escape(repr(shown))}</code>"
-            f"{' ← ' + html.escape(reference) if reference else ''}</td></tr>"
-        )
-    if rows:
-        parts.append(
-            f"<table class='cnb-parameters' style='{TABLE_STYLE}'>"
-            "<tr><th>parameter</th><th>value</th></tr>"
-            + "".join(rows)
-            + "</table><small>★ overridden by the pipeline</small>"
-        )
-    if record is not None:
-        artifacts = store.get_artifacts(record.id)
-        if artifacts:
-            parts.append(
-                f"<table class='cnb-artifacts' style='{TABLE_STYLE}'><tr><th>artifact</th>"
-                "<th>type</th><th>size</th><th>preview</th></tr>"
-            )
-            for artifact_name, artifact in artifacts.items():
-                parts.append(
-                    f"<tr><td>{html.escape(artifact_name)}</td>"
-                    f"<td>{html.escape(artifact.type)}</td><td>{artifact.size:,} B</td>"
-                    f"<td>{html.escape(artifact.preview)}</td></tr>"
-                )
-            parts.append("</table>")
-            executed = artifacts.get("notebook")
-            if executed is not None and os.path.exists(executed.url):
-                link = os.path.relpath(executed.url, os.getcwd())
-                parts.append(
-                    f"<p><a class='cnb-notebook-link' href='{html.escape(link)}' target='_blank'"
-                    " style='color:#1d4ed8;text-decoration:underline'>"
-                    "open the executed notebook</a></p>"
-                )
-        plot = _metrics_png(store, record.id)
-        if plot:
-            parts.append(
-                f"<img class='cnb-metrics' style='max-width:100%;height:auto' "
-                f"src='data:image/png;base64,{plot}'/>"
-            )
-        storage = Backend.for_config(pipeline.config).artifacts
-        parts.append(reports_html(store, storage, record.id, pictures))
-        logs = {r.title: r.payload.get("text", "") for r in store.get_reports(record.id, "log")}
-        for stream in ("stdout", "stderr"):
-            text = logs.get(stream, "")
-            if text:
-                tail = "\n".join(text.rstrip().splitlines()[-8:])
-                parts.append(
-                    f"<details><summary>{stream}</summary><pre>{html.escape(tail)}</pre></details>"
-                )
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def _metrics_png(store: Any, task_id: str) -> str:
-    """The task's reported scalars as a small line plot (base64 PNG), or ''."""
-    scalars = store.get_scalars(task_id)
-    if not scalars:
-        return ""
-    from matplotlib.figure import Figure
-
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    for row in scalars:
-        xs, ys = series.setdefault(f"{row.title} / {row.series}", ([], []))
-        xs.append(row.iteration)
-        ys.append(row.value)
-    figure = Figure(figsize=(4.8, 2.4), dpi=90)
-    axes = figure.subplots()
-    for label, (xs, ys) in series.items():
-        axes.plot(xs, ys, marker="o" if len(xs) < 3 else None, label=label)
-    axes.legend(fontsize=7)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

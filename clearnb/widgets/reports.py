@@ -129,7 +129,7 @@ def _plots(task_id: str, reports: Sequence[ReportRecord], pictures: PictureCache
     return "".join(parts)
 
 
-def _thumbnail(record: ArtifactRecord, artifacts: ArtifactStorage) -> bytes | None:
+def thumbnail_of(record: ArtifactRecord, artifacts: ArtifactStorage) -> bytes | None:
     """A small PNG of the image artifact's file, unless it is too large or unreadable."""
     if record.size > THUMBNAIL_BYTES:
         return None
@@ -157,7 +157,7 @@ def _images(
         where = report.payload.get("url")
         if record is not None:
             where = record.url
-            draw = functools.partial(_thumbnail, record, artifacts)
+            draw = functools.partial(thumbnail_of, record, artifacts)
             picture = pictures.get(f"image|{record.hash}", draw)
         body = (
             f"<img src='data:image/png;base64,{picture}' alt='{caption}' style='{IMAGE_STYLE}'/>"

@@ -461,3 +461,13 @@ def test_pandas_objects_are_pickled_with_one_warning_where_pyarrow_is_missing(
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_small_dict_is_previewed_with_its_values() -> None:
+    from clearnb.artifacts.codecs import JsonCodec
+
+    codec = JsonCodec()
+    assert codec.preview({"n": 3}) == '{"n": 3}'
+    assert codec.preview({f"k{i}": "x" * 20 for i in range(1)}) == '{"k0": "xxxxxxxxxxxxxxxxxxxx"}'
+    long = {"text": "y" * 100}
+    assert codec.preview(long) == "dict with 1 key: text"

@@ -12,7 +12,7 @@ from clearnb.errors import ParameterWarning, PipelineError
 from clearnb.pipeline.progress import warning_lines
 from clearnb.pipeline.references import Reference, substitute_literal
 from clearnb.store.pipelines import STEP_KEYS
-from clearnb.widgets.controller import step_details
+from clearnb.widgets.details import step_details
 from tests.helpers import NOTEBOOKS
 
 pytestmark = pytest.mark.timeout(240)

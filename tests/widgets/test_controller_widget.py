@@ -284,3 +284,16 @@ def test_remove_with_no_step_selected_says_to_select_one(home: Path) -> None:
     widget.builder.remove_selected()
     assert set(pipe.get_pipeline_dag()) == {"data", "process"}
     widget.close()
+
+
+def test_a_step_added_in_a_later_cell_reaches_the_shown_widget(home: Path) -> None:
+    pipe = pipeline()
+    widget = pipe.widget()
+    widget.builder.show_code()
+    assert "'extra'" not in widget.builder.code.value
+    pipe.add_step("extra", notebook=str(STEPS / "maybe_fail.ipynb"), parents=["check"])
+    eventually(lambda: "extra" in statuses(widget))
+    eventually(lambda: "'extra'" in widget.builder.code.value)
+    pipe.remove_step("extra")
+    eventually(lambda: "extra" not in statuses(widget))
+    widget.close()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from clearnb import PipelineController, Task
-from clearnb.widgets.controller import step_details
+from clearnb.widgets.details import step_details
 from clearnb.widgets.reports import DRAWN_PLOTS, PictureCache
 from tests.helpers import NOTEBOOKS, notebook
 from tests.reporting import EXPECTED, report_every_kind
