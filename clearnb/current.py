@@ -233,6 +233,18 @@ def _server_sessions(server: Mapping[str, Any], timeout: float) -> list[dict[str
     return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
 
 
+def ended_for_other_notebook(task: Any, notebook: str | os.PathLike[str] | None) -> bool:
+    """End ``task`` (the one open in this process, running) if ``notebook`` names another
+    notebook than its own; True if it was ended."""
+    if notebook is None or task.status != "running":
+        return False
+    if str(find_notebook(notebook)) == task.notebook:
+        return False
+    task.flush()
+    task.mark_completed()
+    return True
+
+
 def interactive_record(
     project_name: str | None,
     task_name: str | None,

@@ -139,12 +139,8 @@ class Task(ConfigurationObjects, StatusChanges, ReportedMetrics):
                 bind_frameworks(auto_connect_frameworks)
                 return _with_unused(task, unused)
             existing = CURRENT.task
-            if existing is not None and existing.status == "running" and notebook is not None:
-                named = current.find_notebook(notebook)
-                if str(named) != existing.notebook:  # notebook= wins: another notebook's task
-                    existing.flush()
-                    existing.mark_completed()
-                    CURRENT.task = existing = None
+            if existing is not None and current.ended_for_other_notebook(existing, notebook):
+                CURRENT.task = existing = None  # notebook= wins: that was another's task
             if existing is not None and existing.status == "running":
                 if (project_name and project_name != existing.project) or (
                     task_name and task_name != existing.name

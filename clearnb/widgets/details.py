@@ -193,18 +193,18 @@ def _figures(artifacts: Mapping[str, ArtifactRecord], storage: Any, pictures: Pi
 
 
 def served_copy(executed: str | os.PathLike[str], folder: Path | None = None) -> Path | None:
-    """A path Jupyter serves for the executed notebook: itself when it lies under
-    ``folder`` (the kernel's working folder) outside hidden folders, else a copy in
-    ``folder/clearnb-runs/`` (made once, renewed when the notebook changes)."""
+    """A path Jupyter serves for the executed notebook: a copy in ``folder/clearnb-runs/``
+    (made once, renewed when the notebook changes) when it lies in a hidden folder under
+    ``folder`` (the kernel's working folder, e.g. ``.clearnb/``), else the notebook itself."""
     source = Path(executed)
     if not source.is_file():
         return None
     here = (folder or Path.cwd()).resolve()
     resolved = source.resolve()
-    if here in resolved.parents and not any(
+    if here not in resolved.parents or not any(
         part.startswith(".") for part in resolved.relative_to(here).parts
     ):
-        return resolved
+        return resolved  # served where it is (or outside this folder: nothing to copy to)
     copy = here / COPIES_FOLDER / f"{resolved.parent.parent.name[:8]}-{resolved.name}"
     try:
         fresh = copy.is_file() and copy.stat().st_mtime >= resolved.stat().st_mtime
