@@ -138,3 +138,14 @@ def wait_until(condition: Callable[[], T], timeout: float = 60.0, what: str = "t
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}", pytrace=False)
         time.sleep(0.05)
+
+
+def isolated_home(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point clearnb at a store of its own in ``folder`` for one test (``CLEARNB_HOME``),
+    with no other location or task id inherited from the environment."""
+    monkeypatch.setenv("CLEARNB_HOME", str(folder))
+    inherited = ("CLEARNB_STORE_URL", "CLEARNB_ARTIFACT_URL", "CLEARNB_CACHE_DIR")
+    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
+    for name in inherited:
+        monkeypatch.delenv(name, raising=False)
+    return folder

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clearnb import Model, Task
-from tests.helpers import require_module
+from tests.helpers import isolated_home, require_module
 from tests.test_task_api import run_script
 
 pytestmark = pytest.mark.timeout(240)
@@ -20,12 +20,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.setenv("CLEARNB_HOME", str(folder))
-    for name in ("CLEARNB_STORE_URL", "CLEARNB_ARTIFACT_URL", "CLEARNB_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
-    return folder
+    return isolated_home(tmp_path / "home", monkeypatch)
 
 
 @pytest.fixture

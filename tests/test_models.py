@@ -13,7 +13,7 @@ import pytest
 
 from clearnb import InputModel, Model, OutputModel, Task
 from clearnb.errors import ArtifactCorruptedError, ModelError, ModelNotFoundError
-from tests.helpers import notebook
+from tests.helpers import isolated_home, notebook
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,12 +23,7 @@ WEIGHTS = bytes(range(256)) * 64
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.setenv("CLEARNB_HOME", str(folder))
-    for name in ("CLEARNB_STORE_URL", "CLEARNB_ARTIFACT_URL", "CLEARNB_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
-    return folder
+    return isolated_home(tmp_path / "home", monkeypatch)
 
 
 def task(name: str = "train", project: str = "models") -> Task:

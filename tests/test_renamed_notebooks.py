@@ -16,17 +16,12 @@ import pytest
 
 from clearnb import PipelineController, Task
 from clearnb.errors import PipelineError
-from tests.helpers import notebook, wait_until
+from tests.helpers import isolated_home, notebook, wait_until
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.setenv("CLEARNB_HOME", str(folder))
-    for name in ("CLEARNB_STORE_URL", "CLEARNB_ARTIFACT_URL", "CLEARNB_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
-    return folder
+    return isolated_home(tmp_path / "home", monkeypatch)
 
 
 def test_a_template_without_a_notebook_is_refused_at_add_step(home: Path) -> None:

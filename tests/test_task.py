@@ -19,7 +19,7 @@ from clearnb.errors import (
     ParameterError,
     TaskNotFoundError,
 )
-from tests.helpers import notebook
+from tests.helpers import isolated_home, notebook
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,12 +36,7 @@ PARAMS_DEFAULTS = {
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.setenv("CLEARNB_HOME", str(folder))
-    for name in ("CLEARNB_STORE_URL", "CLEARNB_ARTIFACT_URL", "CLEARNB_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
-    return folder
+    return isolated_home(tmp_path / "home", monkeypatch)
 
 
 def template(

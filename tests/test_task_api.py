@@ -14,19 +14,14 @@ from clearnb import Task
 from clearnb.backend import Backend
 from clearnb.dispatch import QueueWarning
 from clearnb.errors import StoreError, TaskNotFoundError
-from tests.helpers import notebook
+from tests.helpers import isolated_home, notebook
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.setenv("CLEARNB_HOME", str(folder))
-    for name in ("CLEARNB_STORE_URL", "CLEARNB_ARTIFACT_URL", "CLEARNB_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CLEARNB_TASK_ID", raising=False)
-    return folder
+    return isolated_home(tmp_path / "home", monkeypatch)
 
 
 def draft(name: str = "draft", project: str = "api") -> Task:

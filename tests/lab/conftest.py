@@ -13,6 +13,7 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403  (the server fixtures 
 
 from clearnb.backend import Backend
 from clearnb.config import Config
+from tests.helpers import isolated_home
 
 Api = Callable[..., Awaitable[Any]]
 
@@ -20,16 +21,7 @@ Api = Callable[..., Awaitable[Any]]
 @pytest.fixture
 def lab_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The store the server sees (``CLEARNB_HOME``), outside the server's root."""
-    folder = tmp_path / "clearnb-home"
-    monkeypatch.setenv("CLEARNB_HOME", str(folder))
-    for name in (
-        "CLEARNB_STORE_URL",
-        "CLEARNB_ARTIFACT_URL",
-        "CLEARNB_CACHE_DIR",
-        "CLEARNB_TASK_ID",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return folder
+    return isolated_home(tmp_path / "clearnb-home", monkeypatch)
 
 
 @pytest.fixture
