@@ -25,6 +25,7 @@ from clearnb.lab.feed import ChangeFeed
 if TYPE_CHECKING:
     from clearnb.backend import Backend
     from clearnb.lab.launch import Launcher
+    from clearnb.store.records import TaskRecord
 
 T = TypeVar("T")
 
@@ -48,6 +49,11 @@ class LabState:
         self.launcher = launcher
         self.root_dir = root_dir
         self.feed = ChangeFeed(backend.store)
+
+    def task(self, task_id: str) -> TaskRecord:
+        """The task ``task_id`` names (its id, or a unique start of it)."""
+        store = self.backend.store
+        return store.get_task(store.resolve_task_id(task_id))
 
 
 class ClearnbHandler(APIHandler):
@@ -141,14 +147,11 @@ class RunHandler(ClearnbHandler):
         """Send the run."""
 
         def work() -> dict[str, Any]:
-            store = self.state.backend.store
-            record = store.get_task(store.resolve_task_id(run_id))
+            record = self.state.task(run_id)
             if views.kind_of(record) == views.PIPELINE:
                 return views.pipeline_view(record)
-            return {
-                "run": views.run_row(record, self.state.feed.progress.get(record.id)),
-                "task": views.task_detail(self.state.backend, record),
-            }
+            detail = task_detail(self.state, record)
+            return {"run": detail["task"], "task": detail}
 
         await self.answer(work)
 
@@ -159,9 +162,16 @@ class RunActionHandler(ClearnbHandler):
     @tornado.web.authenticated
     async def post(self, run_id: str) -> None:
         """Do the action the body names."""
-        await self.answer_async(
-            lambda: self.state.launcher.pipeline_action(run_id, self.body().get("action"))
-        )
+        state = self.state
+
+        async def work() -> dict[str, Any]:
+            action = self.body().get("action")
+            full_id = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: state.task(run_id).id
+            )
+            return await state.launcher.pipeline_action(full_id, action)
+
+        await self.answer_async(work)
 
 
 class TaskHandler(ClearnbHandler):
@@ -171,14 +181,7 @@ class TaskHandler(ClearnbHandler):
     async def get(self, task_id: str) -> None:
         """Send the task's details."""
 
-        def work() -> dict[str, Any]:
-            store = self.state.backend.store
-            record = store.get_task(store.resolve_task_id(task_id))
-            detail = views.task_detail(self.state.backend, record)
-            detail["task"] = views.run_row(record, self.state.feed.progress.get(record.id))
-            return detail
-
-        await self.answer(work)
+        await self.answer(lambda: task_detail(self.state, self.state.task(task_id)))
 
 
 class TaskNotebookHandler(ClearnbHandler):
@@ -189,7 +192,11 @@ class TaskNotebookHandler(ClearnbHandler):
         """Send the path (making a read-only copy where needed)."""
         state = self.state
         await self.answer(
-            lambda: {"path": launch.executed_notebook(state.backend, state.root_dir, task_id)}
+            lambda: {
+                "path": launch.executed_notebook(
+                    state.backend, state.root_dir, state.task(task_id).id
+                )
+            }
         )
 
 
@@ -203,8 +210,9 @@ class TaskAbortHandler(ClearnbHandler):
         backend = self.state.backend
 
         def work() -> dict[str, Any]:
-            launch.abort_task(backend, task_id, reason)
-            return {"task": views.run_row(backend.store.get_task(task_id))}
+            full_id = self.state.task(task_id).id
+            launch.abort_task(backend, full_id, reason)
+            return {"task": views.run_row(backend.store.get_task(full_id))}
 
         await self.answer(work)
 
@@ -311,6 +319,11 @@ class EventsHandler(ClearnbHandler):
 
     def on_connection_close(self) -> None:
         """The client left: the stream's loop ends at its next write."""
+
+
+def task_detail(state: LabState, record: TaskRecord) -> dict[str, Any]:
+    """``record``'s details, its row with the live cell progress the feed knows."""
+    return views.task_detail(state.backend, record, state.feed.progress.get(record.id))
 
 
 def store_view(state: LabState) -> dict[str, Any]:

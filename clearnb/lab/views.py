@@ -152,8 +152,11 @@ def pipeline_actions(status: str, steps: Mapping[str, Mapping[str, Any]]) -> lis
     return actions
 
 
-def task_detail(backend: Backend, record: TaskRecord) -> dict[str, Any]:
-    """One task's details: parameters and overrides, error, artifacts, metrics, logs."""
+def task_detail(
+    backend: Backend, record: TaskRecord, progress: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One task's details: its row (with ``progress``, as :func:`run_row`), parameters and
+    overrides, error, artifacts, metrics, logs."""
     store = backend.store
     artifacts = store.get_artifacts(record.id)
     error = None
@@ -171,7 +174,7 @@ def task_detail(backend: Backend, record: TaskRecord) -> dict[str, Any]:
         overrides[str(key)] = value
     logs = {r.title: str(r.payload.get("text", "")) for r in store.get_reports(record.id, "log")}
     return {
-        "task": run_row(record),
+        "task": run_row(record, progress),
         "notebook": record.notebook,
         "parameters": record.parameters,
         "overrides": overrides,

@@ -214,7 +214,7 @@ async def test_bad_bodies_are_refused_and_write_nothing(api: Api, backend: Backe
 
 async def test_a_pipeline_run_is_aborted_through_its_task(api: Api, backend: Backend) -> None:
     run = add_pipeline_run(backend)
-    code, answer = await api(f"runs/{run.id}/action", body={"action": "abort"})
+    code, answer = await api(f"runs/{run.id[:8]}/action", body={"action": "abort"})
     assert code == 200 and answer == {"run_id": run.id, "started": False}
     assert backend.store.get_task(run.id).abort_requested == "aborted from JupyterLab"
 
@@ -224,8 +224,9 @@ async def test_a_queued_task_is_aborted_and_a_finished_one_is_left_alone(
 ) -> None:
     queued = add_task(backend, notebook="x.ipynb", runtime={"injected": {}})
     backend.store.enqueue_task(queued.id, "gpu")
-    code, answer = await api(f"tasks/{queued.id}/abort", body={"reason": "not needed"})
-    assert code == 200 and answer["task"]["status"] == "aborted"
+    code, answer = await api(f"tasks/{queued.id[:8]}/abort", body={"reason": "not needed"})
+    assert code == 200 and answer["task"]["status"] == "aborted", "a short id is enough"
+    assert backend.store.get_task(queued.id).status == "aborted"
 
     done = add_task(backend, status="completed")
     code, answer = await api(f"tasks/{done.id}/abort", body={})
